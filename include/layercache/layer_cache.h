@@ -1,0 +1,157 @@
+// LayerCache: the two-tier (memory + disk) layer cache of the seed document.
+//
+//   layercache::LayerCache cache({.cache_dir = "/nvme/layers",
+//                                 .max_cache_size_gb = 200,
+//                                 .max_memory_cache_size_gb = 8});
+//   if (auto layer = cache.get_layer("qwen-7b", 5)) {
+//     use(layer->tensor_data("mlp.down_proj.weight"));
+//   } else {
+//     cache.cache_layer("qwen-7b", 5, load_somehow());
+//   }
+//
+// Lookup order: memory tier (sharded LRU, byte budget), then disk tier (one
+// self-describing safetensors file per entry, SQLite index, LRU, byte budget,
+// checksummed). A disk hit is promoted to memory; a layer evicted from memory
+// that is no longer on disk is written back to disk.
+//
+// Thread safety: every public method may be called from any number of threads
+// at once. Several processes may open the same cache_dir: each has its own
+// memory tier; they share the disk tier (entries are published atomically,
+// the index is transactional, and one process at a time fills a missing key).
+// Invalidation reaches this process's memory tier and the shared disk tier;
+// other processes keep the copies already in their memory tiers until those
+// are evicted.
+//
+// Errors: invalid arguments and options throw std::invalid_argument with a
+// message that says how to fix them. The seed-compatible calls return nullptr
+// / false on failure and log the reason (LAYERCACHE_LOG=warn, the default,
+// prints warnings to stderr); the *_status variants return it as a Status.
+#pragma once
+
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "layercache/key.h"
+#include "layercache/layer.h"
+#include "layercache/options.h"
+#include "layercache/stats.h"
+#include "layercache/status.h"
+
+namespace layercache {
+
+// One corrupted or inconsistent disk entry found by verify_cache_integrity().
+struct CorruptEntry {
+  LayerKey key;        // as recorded in the index or the file (may be partial)
+  std::string path;    // the entry file
+  std::string reason;  // what is wrong with it
+};
+
+// What optimize_cache() did.
+struct OptimizeReport {
+  uint64_t corrupted_removed = 0;  // entries that failed verification
+  uint64_t temp_files_removed = 0; // temp files left by dead writers
+  uint64_t orphans_adopted = 0;    // valid entry files the index lacked
+  uint64_t orphans_removed = 0;    // unreadable files in the entries folder
+  uint64_t rows_dropped = 0;       // index rows whose file was gone
+  uint64_t evicted = 0;            // entries evicted to meet the byte budget
+};
+
+// One disk entry, for listings (`layercache ls`).
+struct EntryInfo {
+  LayerKey key;
+  uint64_t size_bytes = 0;     // bytes on disk (the whole file)
+  uint64_t data_bytes = 0;     // tensor bytes
+  int64_t last_access_ns = 0;  // wall clock, nanoseconds since the epoch
+  int64_t created_ns = 0;
+  std::string checksum_algorithm;
+  std::string checksum;
+  bool in_memory = false;  // also held by this process's memory tier
+  std::string path;
+};
+
+class LayerCache {
+ public:
+  // Opens (creating if needed) the cache in options.cache_dir and reconciles
+  // it: temp files of dead writers are removed, entry files the index lacks
+  // are adopted after their header checks out (or removed), index rows without
+  // files are dropped, and a missing or corrupt index is rebuilt from the
+  // files. Throws std::invalid_argument for bad options and layercache::Error
+  // when the directory cannot be used.
+  explicit LayerCache(LayerCacheOptions options = {});
+  ~LayerCache();
+  LayerCache(const LayerCache&) = delete;
+  LayerCache& operator=(const LayerCache&) = delete;
+
+  // The layer, or nullptr when it is not cached (or its disk entry was found
+  // corrupt: that entry is removed and counted, and the caller sees a miss,
+  // never bad bytes). `device` must be "cpu".
+  LayerPtr get_layer(std::string_view model_id, int64_t layer_index,
+                     std::optional<std::string> quantization_mode = std::nullopt,
+                     std::string_view device = "cpu");
+  LayerPtr get_layer(const LayerKey& key);
+
+  // Caches `layer` in memory and on disk. True when the disk entry was
+  // written; false (with the reason logged) otherwise, in which case the
+  // layer may still be held in memory.
+  bool cache_layer(std::string_view model_id, int64_t layer_index, LayerPtr layer,
+                   std::optional<std::string> quantization_mode = std::nullopt);
+  bool cache_layer(const LayerKey& key, LayerPtr layer);
+  // As cache_layer, returning why it failed.
+  Status cache_layer_status(const LayerKey& key, LayerPtr layer);
+
+  // Returns the cached layer, or calls `loader` to make it and caches the
+  // result. Concurrent calls for one key share one load (in this process),
+  // and a per-key file lock makes other processes wait for it rather than
+  // load it again. Errors from the loader are returned as they are.
+  using Loader = std::function<Result<LayerPtr>()>;
+  Result<LayerPtr> get_or_load(const LayerKey& key, const Loader& loader);
+
+  // Removes one layer (all quantization modes and revisions of it), all
+  // layers of a model, or, with no model_id, everything. Returns the number
+  // of disk entries removed.
+  size_t invalidate_cache(std::optional<std::string> model_id = std::nullopt,
+                          std::optional<int64_t> layer_index = std::nullopt);
+  // Removes every cached layer from both tiers.
+  void clear_cache();
+
+  // Reads every disk entry and checks it; returns the corrupted ones (and
+  // index rows whose file is missing). Changes nothing.
+  std::vector<CorruptEntry> verify_cache_integrity();
+  // Removes corrupted entries, dead temp files and orphans, drops stale index
+  // rows, enforces the byte budget and compacts the index.
+  OptimizeReport optimize_cache();
+
+  CacheStats get_stats();
+  // Prints get_stats() in the seed's layout.
+  void print_stats(std::ostream& out);
+  void print_stats();
+
+  // Every disk entry, most recently used first.
+  std::vector<EntryInfo> list_entries();
+
+  const LayerCacheOptions& options() const;
+  // The directory in use (default applied, "~" expanded).
+  const std::string& cache_dir() const;
+
+  // Adds to the bytes_downloaded counter (for sources that fetch remotely).
+  void record_download(uint64_t bytes);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The process-wide cache. The first call creates it (with `options`, or the
+// defaults); later calls return the same instance. A later call whose options
+// differ from the instance's gets the existing instance and a logged warning.
+std::shared_ptr<LayerCache> get_layer_cache(std::optional<LayerCacheOptions> options = std::nullopt);
+
+// Drops the process-wide instance (the next get_layer_cache() makes a new one).
+void reset_layer_cache();
+
+}  // namespace layercache

@@ -1,0 +1,49 @@
+// LayerCacheOptions: the seed's constructor parameters, with its defaults.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace layercache {
+
+// How entries are checksummed on disk. XXH3-128 is the default (tens of GB/s,
+// free next to disk bandwidth); MD5 is the seed's choice; SHA-256 for those
+// who need a cryptographic hash.
+enum class ChecksumAlgorithm { kXXH3_128, kMD5, kSHA256 };
+
+// "xxh3-128", "md5", "sha256".
+const char* ChecksumAlgorithmName(ChecksumAlgorithm algorithm);
+// Accepts the names above and "xxh3"; throws std::invalid_argument otherwise.
+ChecksumAlgorithm ParseChecksumAlgorithm(const std::string& name);
+
+struct LayerCacheOptions {
+  // Directory for cached layers. Empty means the default: $LAYERCACHE_DIR if
+  // set, else ~/.cache/nexus/layers. A leading "~" is expanded.
+  std::string cache_dir;
+  // Disk tier budget, in GiB (2^30 bytes). Must be > 0.
+  double max_cache_size_gb = 50.0;
+  // Memory tier budget, in GiB. 0 disables the memory tier.
+  double max_memory_cache_size_gb = 2.0;
+  // Store entries compressed. Not available yet: true is refused.
+  bool enable_compression = false;
+  // Compression level, 1-9.
+  int compression_level = 6;
+  // Keep the index on disk so that the cache survives restarts. When false,
+  // the cache starts empty on each open and its files go when it closes.
+  bool persist_metadata = true;
+  ChecksumAlgorithm checksum_algorithm = ChecksumAlgorithm::kXXH3_128;
+
+  // Throws std::invalid_argument, saying how to fix it, for unusable values.
+  void Validate() const;
+  // The cache_dir that will be used (default and "~" applied).
+  std::string ResolvedCacheDir() const;
+
+  uint64_t max_disk_bytes() const;
+  uint64_t max_memory_bytes() const;
+
+  friend bool operator==(const LayerCacheOptions&, const LayerCacheOptions&) = default;
+};
+
+inline constexpr const char* kDefaultCacheDir = "~/.cache/nexus/layers";
+
+}  // namespace layercache

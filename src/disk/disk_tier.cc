@@ -1,0 +1,593 @@
+#include "disk/disk_tier.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <unordered_set>
+
+#include "util/logging.h"
+#include "util/path.h"
+
+namespace layercache {
+namespace {
+
+constexpr const char* kEntriesDir = "entries";
+constexpr const char* kTmpDir = "tmp";
+constexpr const char* kLocksFile = "locks";
+constexpr const char* kIndexFile = "index.sqlite";
+constexpr const char* kEphemeralDir = "ephemeral";
+constexpr const char* kOwnerLock = "owner.lock";
+constexpr const char* kEntrySuffix = ".safetensors";
+// Byte 0 of the locks file serialises reconciliation; key locks live above.
+constexpr uint64_t kMaintenanceLockOffset = 0;
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool IsDigest(std::string_view s) {
+  if (s.size() != 32) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+uint64_t LockOffsetFor(const std::string& digest) {
+  // 60 bits of the digest, shifted past the maintenance byte.
+  return 1 + (std::stoull(digest.substr(0, 15), nullptr, 16));
+}
+
+Status RemoveTree(Env* env, const std::string& path) {
+  auto st = env->Stat(path);
+  if (!st.ok()) return st.status().IsNotFound() ? Status::OK() : st.status();
+  if (!st->is_dir) return env->Remove(path);
+  auto names = env->ListDir(path);
+  if (!names.ok()) return names.status();
+  for (const std::string& n : *names) {
+    if (Status s = RemoveTree(env, JoinPath(path, n)); !s.ok()) return s;
+  }
+  return env->RemoveDir(path);
+}
+
+}  // namespace
+
+// ---- opening ---------------------------------------------------------------
+
+DiskTier::DiskTier(const DiskTierOptions& options, std::string root)
+    : env_(options.env != nullptr ? options.env : Env::Default()),
+      cache_dir_(options.cache_dir),
+      root_(std::move(root)),
+      capacity_(options.capacity_bytes),
+      algorithm_(options.algorithm),
+      persist_index_(options.persist_index) {}
+
+Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options) {
+  Env* env = options.env != nullptr ? options.env : Env::Default();
+  if (Status s = env->CreateDirs(options.cache_dir); !s.ok()) {
+    return s.WithContext("cannot use cache_dir " + options.cache_dir);
+  }
+  std::string root = options.cache_dir;
+  std::optional<FileLock> owner;
+  if (!options.persist_index) {
+    // Remove the private directories of instances that are gone (their owner
+    // lock is free), then make our own.
+    const std::string eph = JoinPath(options.cache_dir, kEphemeralDir);
+    if (Status s = env->CreateDirs(eph); !s.ok()) return s;
+    auto names = env->ListDir(eph);
+    if (names.ok()) {
+      for (const std::string& n : *names) {
+        const std::string dir = JoinPath(eph, n);
+        auto lock = FileLock::TryLock(JoinPath(dir, kOwnerLock), 0, 0, /*create=*/false);
+        if (lock.ok() && lock->has_value()) {
+          if (Status s = RemoveTree(env, dir); !s.ok()) LogWarn("cannot remove stale " + dir + ": " + s.message());
+        } else if (!lock.ok() && lock.status().IsNotFound()) {
+          (void)RemoveTree(env, dir);  // no owner lock at all: a crash before it was made
+        }
+      }
+    }
+    root = JoinPath(eph, std::to_string(::getpid()) + "-" + RandomHex(6));
+    if (Status s = env->CreateDirs(root); !s.ok()) return s;
+    auto lock = FileLock::Lock(JoinPath(root, kOwnerLock), 0, 0);
+    if (!lock.ok()) return lock.status();
+    owner = std::move(*lock);
+  }
+  std::unique_ptr<DiskTier> tier(new DiskTier(options, root));
+  tier->owner_lock_ = std::move(owner);
+  for (const char* sub : {kEntriesDir, kTmpDir}) {
+    if (Status s = env->CreateDirs(JoinPath(root, sub)); !s.ok()) return s;
+  }
+  auto maintenance = FileLock::Lock(JoinPath(root, kLocksFile), kMaintenanceLockOffset, 1);
+  if (!maintenance.ok()) return maintenance.status();
+  if (Status s = tier->OpenIndex(); !s.ok()) return s;
+  OptimizeReport report;
+  if (Status s = tier->Reconcile(&report); !s.ok()) return s.WithContext("cannot reconcile " + root);
+  if (report.temp_files_removed + report.orphans_adopted + report.orphans_removed + report.rows_dropped > 0) {
+    LogInfo("reconciled " + root + ": removed " + std::to_string(report.temp_files_removed) +
+            " temp files, adopted " + std::to_string(report.orphans_adopted) + " entries, removed " +
+            std::to_string(report.orphans_removed) + " unreadable files, dropped " +
+            std::to_string(report.rows_dropped) + " stale index rows");
+  }
+  return tier;
+}
+
+DiskTier::~DiskTier() {
+  if (!persist_index_) {
+    index_.reset();
+    if (Status s = RemoveTree(env_, root_); !s.ok()) LogWarn("cannot remove " + root_ + ": " + s.message());
+  }
+}
+
+Status DiskTier::OpenIndex() {
+  if (!persist_index_) {
+    auto index = Index::Open(":memory:");
+    if (!index.ok()) return index.status();
+    index_ = std::move(*index);
+    return Status::OK();
+  }
+  const std::string path = JoinPath(root_, kIndexFile);
+  auto index = Index::Open(path);
+  if (index.ok()) {
+    index_ = std::move(*index);
+    return Status::OK();
+  }
+  if (!index.status().IsCorruption()) return index.status();
+  // The index is an accelerator: rebuild it from the entry files.
+  LogWarn(index.status().message() + "; rebuilding it from the entry files");
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    Status s = env_->Remove(path + suffix);
+    if (!s.ok() && !s.IsNotFound()) return s;
+  }
+  auto fresh = Index::Open(path);
+  if (!fresh.ok()) return fresh.status();
+  index_ = std::move(*fresh);
+  return Status::OK();
+}
+
+// ---- paths and locks -------------------------------------------------------
+
+std::string DiskTier::EntryPath(const std::string& digest) const {
+  return JoinPath(JoinPath(JoinPath(root_, kEntriesDir), digest.substr(0, 2)), digest + kEntrySuffix);
+}
+
+Result<FileLock> DiskTier::LockKey(const LayerKey& key) { return LockDigest(key.Digest()); }
+
+Result<FileLock> DiskTier::LockDigest(const std::string& digest) {
+  return FileLock::Lock(JoinPath(root_, kLocksFile), LockOffsetFor(digest), 1);
+}
+
+Result<std::optional<FileLock>> DiskTier::TryLockDigest(const std::string& digest) {
+  return FileLock::TryLock(JoinPath(root_, kLocksFile), LockOffsetFor(digest), 1);
+}
+
+// ---- reading ---------------------------------------------------------------
+
+Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const std::string& digest,
+                                                 bool verify_checksum) {
+  auto file = env_->OpenForRead(path);
+  if (!file.ok()) return file.status();
+  RandomAccessFile& f = **file;
+  ReadResult out;
+  out.inode = f.inode();
+  out.size = f.size();
+  std::byte prefix[8] = {};
+  if (f.size() >= 8) {
+    if (Status s = f.Read(0, 8, prefix); !s.ok()) return s;
+  }
+  auto n = ParseSafetensorsHeaderLength(std::span<const std::byte>(prefix, f.size() >= 8 ? 8 : 0), f.size(), path);
+  if (!n.ok()) return n.status();
+  std::string text(*n, '\0');
+  if (Status s = f.Read(8, *n, reinterpret_cast<std::byte*>(text.data())); !s.ok()) return s;
+  auto header = ParseSafetensorsHeader(text, f.size(), path);
+  if (!header.ok()) return header.status();
+  auto entry = DecodeEntryHeader(*header, path);
+  if (!entry.ok()) return entry.status();
+  if (entry->key.Digest() != digest) {
+    return Status::Corruption(path + ": holds key " + entry->key.ToString() +
+                              ", which does not belong under this file name");
+  }
+  AlignedBuffer buffer(header->data_bytes);
+  if (Status s = f.Read(header->data_offset, header->data_bytes, buffer.data()); !s.ok()) return s;
+  if (verify_checksum) {
+    const std::string actual =
+        EntryChecksum(entry->algorithm, entry->key, header->tensors, entry->user_metadata,
+                      {buffer.data(), static_cast<size_t>(header->data_bytes)});
+    if (actual != entry->checksum) {
+      return Status::Corruption(path + ": " + ChecksumAlgorithmName(entry->algorithm) +
+                                " checksum mismatch (recorded " + entry->checksum + ", computed " +
+                                actual + ")");
+    }
+  }
+  auto layer = Layer::Create(std::move(header->tensors), std::move(buffer), entry->user_metadata);
+  if (!layer.ok()) return Status::Corruption(path + ": " + layer.status().message());
+  out.layer = std::move(*layer);
+  out.header = std::move(*entry);
+  return out;
+}
+
+Result<LayerPtr> DiskTier::Get(const LayerKey& key) {
+  const std::string digest = key.Digest();
+  const std::string path = EntryPath(digest);
+  auto read = ReadEntry(path, digest, /*verify_checksum=*/true);
+  if (!read.ok()) {
+    if (read.status().IsNotFound()) return read.status();
+    if (!read.status().IsCorruption()) return read.status();  // an I/O error: the entry may be fine
+    checksum_failures_.fetch_add(1, std::memory_order_relaxed);
+    LogWarn("corrupt cache entry for " + key.ToString() + " removed: " + read.status().message());
+    // Remove it unless a writer replaced the file meanwhile.
+    auto lock = LockDigest(digest);
+    if (lock.ok()) {
+      auto st = env_->Stat(path);
+      auto file = env_->OpenForRead(path);
+      bool same = st.ok() && file.ok();
+      if (same) {
+        // Re-read the header: if it still fails, the file is the bad one.
+        auto again = ReadEntry(path, digest, /*verify_checksum=*/true);
+        same = !again.ok() && again.status().IsCorruption();
+      }
+      if (same || (!st.ok() && st.status().IsNotFound())) (void)RemoveLocked(digest);
+    }
+    return read.status();
+  }
+  if (read->header.key != key) {
+    return Status::NotFound(key.ToString() + ": digest collision with " + read->header.key.ToString());
+  }
+  bytes_read_.fetch_add(read->size, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(index_mu_);
+    Status s = index_->Touch(digest, NowNs());
+    if (!s.ok()) LogWarn("cannot record access to " + key.ToString() + ": " + s.message());
+  }
+  return std::move(read->layer);
+}
+
+bool DiskTier::Contains(const LayerKey& key) { return env_->Stat(EntryPath(key.Digest())).ok(); }
+
+// ---- writing ---------------------------------------------------------------
+
+Status DiskTier::Put(const LayerKey& key, const Layer& layer, const FileLock* held) {
+  const std::string digest = key.Digest();
+  const std::string context = "cannot cache " + key.ToString() + " on disk";
+  const int64_t now = NowNs();
+  const std::string header = EncodeEntryHeader(key, layer, algorithm_, now);
+  const uint64_t file_size = 8 + header.size() + layer.nbytes();
+  if (file_size > capacity_) {
+    return Status::NoSpace(context + ": the entry needs " + std::to_string(file_size) +
+                           " bytes but max_cache_size_gb allows " + std::to_string(capacity_));
+  }
+  std::optional<FileLock> own_lock;
+  if (held == nullptr) {
+    auto lock = LockDigest(digest);
+    if (!lock.ok()) return lock.status().WithContext(context);
+    own_lock = std::move(*lock);
+  }
+  const std::string final_path = EntryPath(digest);
+  const std::string dir = DirName(final_path);
+  const std::string tmp = JoinPath(JoinPath(root_, kTmpDir), digest + "." + RandomHex(8) + ".tmp");
+  Status s = env_->CreateDirs(dir);
+  if (s.ok()) {
+    auto file = env_->CreateNew(tmp);
+    if (!file.ok()) {
+      s = file.status();
+    } else {
+      std::byte prefix[8];
+      for (int i = 0; i < 8; ++i) prefix[i] = static_cast<std::byte>((header.size() >> (8 * i)) & 0xff);
+      s = (*file)->Append({prefix, 8});
+      if (s.ok()) s = (*file)->Append(std::as_bytes(std::span<const char>(header)));
+      if (s.ok()) s = (*file)->Append({layer.data(), static_cast<size_t>(layer.nbytes())});
+      if (s.ok()) s = (*file)->Sync();
+      Status c = (*file)->Close();
+      if (s.ok()) s = c;
+      if (s.ok()) s = env_->Rename(tmp, final_path);
+      if (!s.ok()) (void)env_->Remove(tmp);
+    }
+  }
+  if (s.ok()) s = env_->SyncDir(dir);
+  if (!s.ok()) return s.WithContext(context);
+
+  IndexRow row;
+  row.digest = digest;
+  row.key = key;
+  row.size = file_size;
+  row.data_bytes = layer.nbytes();
+  row.created_ns = now;
+  row.last_access_ns = now;
+  row.checksum_algorithm = ChecksumAlgorithmName(algorithm_);
+  row.checksum = EntryChecksum(algorithm_, key, layer.tensors(), layer.metadata(),
+                               {layer.data(), static_cast<size_t>(layer.nbytes())});
+  std::vector<std::pair<std::string, FileLock>> doomed;
+  uint64_t evicted = 0;
+  {
+    std::lock_guard lock(index_mu_);
+    s = index_->Begin();
+    if (s.ok()) s = index_->Upsert(row);
+    if (s.ok()) s = CollectEvictions(digest, &doomed, &evicted);
+    if (s.ok()) {
+      s = index_->Commit();
+    } else {
+      index_->Rollback();
+    }
+  }
+  if (!s.ok()) {
+    // The file is in place but unindexed: reconciliation adopts it later,
+    // and reads find it by name meanwhile. Report the failure all the same.
+    doomed.clear();
+    return s.WithContext(context);
+  }
+  for (auto& [victim, victim_lock] : doomed) {
+    Status r = env_->Remove(EntryPath(victim));
+    if (!r.ok() && !r.IsNotFound()) LogWarn("cannot remove evicted entry: " + r.message());
+  }
+  evictions_.fetch_add(evicted, std::memory_order_relaxed);
+  bytes_written_.fetch_add(file_size, std::memory_order_relaxed);
+  return Status::OK();
+}
+
+Status DiskTier::CollectEvictions(const std::string& keep,
+                                  std::vector<std::pair<std::string, FileLock>>* doomed,
+                                  uint64_t* evicted) {
+  auto totals = index_->Totals();
+  if (!totals.ok()) return totals.status();
+  uint64_t total = totals->second;
+  std::unordered_set<std::string> skipped;
+  while (total > capacity_) {
+    auto oldest = index_->Oldest(64 + skipped.size(), keep);
+    if (!oldest.ok()) return oldest.status();
+    bool progress = false;
+    for (const IndexRow& row : *oldest) {
+      if (total <= capacity_) break;
+      if (skipped.count(row.digest) != 0) continue;
+      auto lock = TryLockDigest(row.digest);
+      if (!lock.ok()) return lock.status();
+      if (!lock->has_value()) {  // a writer is busy with this key: leave it
+        skipped.insert(row.digest);
+        continue;
+      }
+      if (Status s = index_->Delete(row.digest); !s.ok()) return s;
+      total -= row.size;
+      ++*evicted;
+      progress = true;
+      doomed->emplace_back(row.digest, std::move(**lock));
+    }
+    if (!progress) break;  // everything left is locked or kept
+  }
+  return Status::OK();
+}
+
+Status DiskTier::EnforceBudget(uint64_t* evicted) {
+  std::vector<std::pair<std::string, FileLock>> doomed;
+  Status s;
+  {
+    std::lock_guard lock(index_mu_);
+    s = index_->Begin();
+    if (s.ok()) s = CollectEvictions("", &doomed, evicted);
+    if (s.ok()) {
+      s = index_->Commit();
+    } else {
+      index_->Rollback();
+      doomed.clear();
+    }
+  }
+  for (auto& [victim, victim_lock] : doomed) (void)env_->Remove(EntryPath(victim));
+  evictions_.fetch_add(*evicted, std::memory_order_relaxed);
+  return s;
+}
+
+Status DiskTier::RemoveLocked(const std::string& digest) {
+  {
+    std::lock_guard lock(index_mu_);
+    if (Status s = index_->Delete(digest); !s.ok()) return s;
+  }
+  Status s = env_->Remove(EntryPath(digest));
+  return s.IsNotFound() ? Status::OK() : s;
+}
+
+// ---- removal ---------------------------------------------------------------
+
+Result<size_t> DiskTier::Invalidate(const std::optional<std::string>& model_id,
+                                    const std::optional<int64_t>& layer_index) {
+  Result<std::vector<IndexRow>> rows = [&] {
+    std::lock_guard lock(index_mu_);
+    return index_->Match(model_id, layer_index);
+  }();
+  if (!rows.ok()) return rows.status();
+  size_t removed = 0;
+  for (const IndexRow& row : *rows) {
+    auto lock = LockDigest(row.digest);
+    if (!lock.ok()) return lock.status();
+    if (Status s = RemoveLocked(row.digest); !s.ok()) return s;
+    ++removed;
+  }
+  return removed;
+}
+
+Status DiskTier::Clear() {
+  auto removed = Invalidate(std::nullopt, std::nullopt);
+  if (!removed.ok()) return removed.status();
+  // Files the index does not know (being adopted, or left by a crash).
+  auto digests = ListEntryFiles();
+  if (!digests.ok()) return digests.status();
+  for (const std::string& d : *digests) {
+    auto lock = TryLockDigest(d);
+    if (lock.ok() && lock->has_value()) (void)RemoveLocked(d);
+  }
+  return Status::OK();
+}
+
+Result<std::vector<std::string>> DiskTier::ListEntryFiles() {
+  const std::string entries = JoinPath(root_, kEntriesDir);
+  auto subdirs = env_->ListDir(entries);
+  if (!subdirs.ok()) return subdirs.status();
+  std::vector<std::string> out;
+  for (const std::string& sub : *subdirs) {
+    auto names = env_->ListDir(JoinPath(entries, sub));
+    if (!names.ok()) continue;  // a stray file, or removed meanwhile
+    for (const std::string& n : *names) out.push_back(sub + "/" + n);
+  }
+  return out;
+}
+
+// ---- integrity ---------------------------------------------------------------
+
+Result<std::vector<CorruptEntry>> DiskTier::Verify() {
+  Result<std::vector<IndexRow>> rows = [&] {
+    std::lock_guard lock(index_mu_);
+    return index_->All();
+  }();
+  if (!rows.ok()) return rows.status();
+  std::vector<CorruptEntry> corrupt;
+  std::unordered_set<std::string> indexed;
+  for (const IndexRow& row : *rows) {
+    indexed.insert(row.digest);
+    const std::string path = EntryPath(row.digest);
+    auto read = ReadEntry(path, row.digest, /*verify_checksum=*/true);
+    if (read.ok()) continue;
+    if (read.status().IsNotFound()) {
+      // Removed since we listed it, or missing: only the latter is a fault.
+      std::lock_guard lock(index_mu_);
+      auto still = index_->Get(row.digest);
+      if (!still.ok() || !still->has_value()) continue;
+      corrupt.push_back({row.key, path, "the index lists it but the file is missing"});
+      continue;
+    }
+    corrupt.push_back({row.key, path, read.status().message()});
+  }
+  auto files = ListEntryFiles();
+  if (!files.ok()) return files.status();
+  for (const std::string& rel : *files) {
+    const std::string name = rel.substr(rel.find('/') + 1);
+    const std::string digest = name.substr(0, std::min<size_t>(32, name.size()));
+    if (indexed.count(digest) != 0 && name == digest + kEntrySuffix) continue;
+    const std::string path = JoinPath(JoinPath(root_, kEntriesDir), rel);
+    if (!IsDigest(digest) || name != digest + kEntrySuffix) {
+      corrupt.push_back({LayerKey{}, path, "unexpected file in the entries folder"});
+      continue;
+    }
+    auto read = ReadEntry(path, digest, /*verify_checksum=*/true);
+    if (!read.ok() && !read.status().IsNotFound()) {
+      corrupt.push_back({LayerKey{}, path, read.status().message()});
+    }
+  }
+  return corrupt;
+}
+
+Status DiskTier::Reconcile(OptimizeReport* report) {
+  // 1. Temp files whose writer is gone (writers hold the key lock while their
+  //    temp file exists, so a free key lock means a dead writer).
+  const std::string tmpdir = JoinPath(root_, kTmpDir);
+  auto temps = env_->ListDir(tmpdir);
+  if (!temps.ok()) return temps.status();
+  for (const std::string& t : *temps) {
+    const std::string digest = t.substr(0, 32);
+    std::optional<FileLock> lock;
+    if (IsDigest(digest)) {
+      auto l = TryLockDigest(digest);
+      if (!l.ok()) return l.status();
+      if (!l->has_value()) continue;  // its writer is alive
+      lock = std::move(**l);
+    }
+    Status s = env_->Remove(JoinPath(tmpdir, t));
+    if (s.ok()) ++report->temp_files_removed;
+  }
+  // 2. Rows and files.
+  Result<std::vector<IndexRow>> rows = [&] {
+    std::lock_guard lock(index_mu_);
+    return index_->All();
+  }();
+  if (!rows.ok()) return rows.status();
+  std::unordered_set<std::string> indexed;
+  for (const IndexRow& row : *rows) indexed.insert(row.digest);
+  auto files = ListEntryFiles();
+  if (!files.ok()) return files.status();
+  std::unordered_set<std::string> present;
+  for (const std::string& rel : *files) {
+    const std::string name = rel.substr(rel.find('/') + 1);
+    const std::string digest = name.substr(0, std::min<size_t>(32, name.size()));
+    const std::string path = JoinPath(JoinPath(root_, kEntriesDir), rel);
+    if (!IsDigest(digest) || name != digest + kEntrySuffix || rel.substr(0, 2) != digest.substr(0, 2)) {
+      if (env_->Remove(path).ok()) ++report->orphans_removed;
+      continue;
+    }
+    present.insert(digest);
+    if (indexed.count(digest) != 0) continue;
+    // An orphan: adopt it if its header checks out (data is verified on read).
+    auto lock = TryLockDigest(digest);
+    if (!lock.ok()) return lock.status();
+    if (!lock->has_value()) continue;  // being written right now
+    auto read = ReadEntry(path, digest, /*verify_checksum=*/false);
+    if (!read.ok()) {
+      if (read.status().IsNotFound()) continue;
+      LogWarn("removing unreadable cache file: " + read.status().message());
+      if (env_->Remove(path).ok()) ++report->orphans_removed;
+      continue;
+    }
+    auto st = env_->Stat(path);
+    IndexRow row;
+    row.digest = digest;
+    row.key = read->header.key;
+    row.size = read->size;
+    row.data_bytes = read->layer->nbytes();
+    row.created_ns = read->header.created_ns;
+    row.last_access_ns = st.ok() ? st->mtime_ns : read->header.created_ns;
+    row.checksum_algorithm = ChecksumAlgorithmName(read->header.algorithm);
+    row.checksum = read->header.checksum;
+    std::lock_guard index_lock(index_mu_);
+    if (Status s = index_->Upsert(row); !s.ok()) return s;
+    ++report->orphans_adopted;
+  }
+  for (const IndexRow& row : *rows) {
+    if (present.count(row.digest) != 0) continue;
+    auto lock = TryLockDigest(row.digest);
+    if (!lock.ok()) return lock.status();
+    if (!lock->has_value()) continue;
+    if (env_->Stat(EntryPath(row.digest)).ok()) continue;  // written meanwhile
+    std::lock_guard index_lock(index_mu_);
+    if (Status s = index_->Delete(row.digest); !s.ok()) return s;
+    ++report->rows_dropped;
+  }
+  return Status::OK();
+}
+
+Result<OptimizeReport> DiskTier::Optimize() {
+  OptimizeReport report;
+  auto maintenance = FileLock::Lock(JoinPath(root_, kLocksFile), kMaintenanceLockOffset, 1);
+  if (!maintenance.ok()) return maintenance.status();
+  auto corrupt = Verify();
+  if (!corrupt.ok()) return corrupt.status();
+  for (const CorruptEntry& c : *corrupt) {
+    const std::string name = c.path.substr(c.path.find_last_of('/') + 1);
+    const std::string digest = name.substr(0, std::min<size_t>(32, name.size()));
+    if (IsDigest(digest)) {
+      auto lock = LockDigest(digest);
+      if (!lock.ok()) return lock.status();
+      auto again = ReadEntry(c.path, digest, /*verify_checksum=*/true);
+      if (again.ok()) continue;  // replaced by a good copy meanwhile
+      if (Status s = RemoveLocked(digest); !s.ok()) return s;
+    } else {
+      (void)env_->Remove(c.path);
+    }
+    ++report.corrupted_removed;
+  }
+  if (Status s = Reconcile(&report); !s.ok()) return s;
+  // The budget may have shrunk, or adopted files pushed past it.
+  if (Status s = EnforceBudget(&report.evicted); !s.ok()) return s;
+  {
+    std::lock_guard lock(index_mu_);
+    if (Status s = index_->Compact(); !s.ok()) LogInfo("index compaction skipped: " + s.message());
+  }
+  return report;
+}
+
+Result<std::vector<IndexRow>> DiskTier::List() {
+  std::lock_guard lock(index_mu_);
+  return index_->All();
+}
+
+Result<std::pair<uint64_t, uint64_t>> DiskTier::Totals() {
+  std::lock_guard lock(index_mu_);
+  return index_->Totals();
+}
+
+}  // namespace layercache

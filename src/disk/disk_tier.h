@@ -1,0 +1,118 @@
+// DiskTier: the warm tier. One self-describing safetensors file per entry
+// (entries/<2 hex>/<key digest>.safetensors), an SQLite index, LRU eviction
+// under a byte budget, checksums verified on every read.
+//
+// Writes are crash-safe: a temp file in tmp/ is written and fsynced, renamed
+// into place, the directory fsynced, and only then is the index row
+// published. A per-key lock (an OFD lock on a byte of the `locks` file) is
+// held while a key is written or removed, so several processes can share the
+// directory; readers take no lock (a replaced or removed file stays readable
+// through an open descriptor). Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "disk/entry_codec.h"
+#include "disk/index.h"
+#include "io/env.h"
+#include "layercache/layer.h"
+#include "layercache/layer_cache.h"
+#include "layercache/options.h"
+#include "util/file_lock.h"
+
+namespace layercache {
+
+struct DiskTierOptions {
+  std::string cache_dir;
+  uint64_t capacity_bytes = 0;
+  ChecksumAlgorithm algorithm = ChecksumAlgorithm::kXXH3_128;
+  // false: a private directory under cache_dir/ephemeral with an in-memory
+  // index, removed when the tier closes.
+  bool persist_index = true;
+  Env* env = nullptr;  // nullptr: Env::Default()
+};
+
+class DiskTier {
+ public:
+  static Result<std::unique_ptr<DiskTier>> Open(const DiskTierOptions& options);
+  ~DiskTier();
+
+  // The layer; NotFound on a miss; Corruption when the entry was bad (it has
+  // been removed and counted).
+  Result<LayerPtr> Get(const LayerKey& key);
+  bool Contains(const LayerKey& key);
+  // Writes (or replaces) the entry for `key` and evicts LRU entries beyond the
+  // budget. `held` is the key's lock when the caller already holds it.
+  Status Put(const LayerKey& key, const Layer& layer, const FileLock* held = nullptr);
+  // The cross-process lock of one key (blocks until held).
+  Result<FileLock> LockKey(const LayerKey& key);
+
+  Result<size_t> Invalidate(const std::optional<std::string>& model_id,
+                            const std::optional<int64_t>& layer_index);
+  Status Clear();
+  Result<std::vector<CorruptEntry>> Verify();
+  Result<OptimizeReport> Optimize();
+  Result<std::vector<IndexRow>> List();
+  // (entries, bytes) across every process using the directory.
+  Result<std::pair<uint64_t, uint64_t>> Totals();
+
+  std::string EntryPath(const std::string& digest) const;
+  const std::string& root() const { return root_; }
+  uint64_t capacity() const { return capacity_; }
+
+  uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
+  uint64_t checksum_failures() const { return checksum_failures_.load(std::memory_order_relaxed); }
+  uint64_t bytes_read() const { return bytes_read_.load(std::memory_order_relaxed); }
+  uint64_t bytes_written() const { return bytes_written_.load(std::memory_order_relaxed); }
+
+ private:
+  DiskTier(const DiskTierOptions& options, std::string root);
+
+  Status OpenIndex();
+  // Reads and verifies the entry file at `path`; `expect` (if any) must match
+  // its key. Returns the layer and its file's inode.
+  struct ReadResult {
+    LayerPtr layer;
+    EntryHeader header;
+    uint64_t inode = 0;
+    uint64_t size = 0;
+  };
+  Result<ReadResult> ReadEntry(const std::string& path, const std::string& digest,
+                               bool verify_checksum);
+  Status Reconcile(OptimizeReport* report);
+  // Evicts LRU rows until the total fits (skipping `keep` and keys that are
+  // locked by writers). Call with index_mu_ held, inside a transaction;
+  // the files to unlink are appended to `doomed` with their locks.
+  Status CollectEvictions(const std::string& keep, std::vector<std::pair<std::string, FileLock>>* doomed,
+                          uint64_t* evicted);
+  Status EnforceBudget(uint64_t* evicted);
+  // Removes the row and file of `digest`; the key lock must be held.
+  Status RemoveLocked(const std::string& digest);
+  Result<std::optional<FileLock>> TryLockDigest(const std::string& digest);
+  Result<FileLock> LockDigest(const std::string& digest);
+  Result<std::vector<std::string>> ListEntryFiles();  // digests of files in entries/
+
+  Env* env_;
+  std::string cache_dir_;
+  std::string root_;
+  uint64_t capacity_;
+  ChecksumAlgorithm algorithm_;
+  bool persist_index_;
+  std::optional<FileLock> owner_lock_;  // ephemeral roots only
+
+  std::mutex index_mu_;
+  std::unique_ptr<Index> index_;
+
+  std::atomic<uint64_t> evictions_{0};
+  std::atomic<uint64_t> checksum_failures_{0};
+  std::atomic<uint64_t> bytes_read_{0};
+  std::atomic<uint64_t> bytes_written_{0};
+};
+
+}  // namespace layercache

@@ -1,0 +1,51 @@
+// The disk tier's entry format: a safetensors file whose __metadata__ carries
+// the key and a checksum (see docs/FORMAT.md). The checksum covers a canonical
+// description of the entry (key, tensor names, dtypes, shapes, offsets, user
+// metadata) followed by the data section, so a flipped byte anywhere that
+// matters, header or data, is detected.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "layercache/key.h"
+#include "layercache/layer.h"
+#include "layercache/options.h"
+#include "layercache/safetensors.h"
+
+namespace layercache {
+
+inline constexpr const char* kEntryFormatVersion = "1";
+inline constexpr const char* kReservedMetadataPrefix = "layercache.";
+// Entry data starts at a file offset that is a multiple of this, so that
+// entries can be read with O_DIRECT.
+inline constexpr size_t kEntryDataAlignment = 4096;
+
+struct EntryHeader {
+  LayerKey key;
+  ChecksumAlgorithm algorithm = ChecksumAlgorithm::kXXH3_128;
+  std::string checksum;
+  int64_t created_ns = 0;
+  Metadata user_metadata;
+};
+
+// The checksum of an entry's content, given its tensors in file order.
+std::string EntryChecksum(ChecksumAlgorithm algorithm, const LayerKey& key,
+                          const std::vector<TensorInfo>& tensors, const Metadata& user_metadata,
+                          std::span<const std::byte> data);
+
+// The padded header JSON of the entry for `key` holding `layer`.
+std::string EncodeEntryHeader(const LayerKey& key, const Layer& layer, ChecksumAlgorithm algorithm,
+                              int64_t created_ns);
+
+// Extracts the entry fields from a parsed header; Corruption when any is
+// missing or malformed. `what` names the file in errors.
+Result<EntryHeader> DecodeEntryHeader(const SafetensorsHeader& header, std::string_view what);
+
+// Whether `metadata` uses a key reserved for entries ("layercache.*").
+bool HasReservedMetadata(const Metadata& metadata);
+// `metadata` without the reserved keys.
+Metadata StripReservedMetadata(const Metadata& metadata);
+
+}  // namespace layercache

@@ -1,0 +1,77 @@
+// Env: every file-system call the cache makes goes through this interface, in
+// the manner of LevelDB's Env, so that tests can inject faults (ENOSPC, EIO,
+// short writes, a crash at the Nth operation) without touching product code.
+// PosixEnv (Env::Default()) is the real implementation. All methods are
+// thread-safe; file objects are used by one thread at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "layercache/status.h"
+
+namespace layercache {
+
+class RandomAccessFile {
+ public:
+  virtual ~RandomAccessFile() = default;
+  // Reads exactly `n` bytes at `offset` into `dst`; a short file is an error.
+  virtual Status Read(uint64_t offset, size_t n, std::byte* dst) = 0;
+  virtual uint64_t size() const = 0;
+  // Identity of the open file (device, inode) to compare with Stat().
+  virtual uint64_t inode() const = 0;
+};
+
+class WritableFile {
+ public:
+  virtual ~WritableFile() = default;
+  virtual Status Append(std::span<const std::byte> data) = 0;
+  virtual Status Sync() = 0;
+  virtual Status Close() = 0;
+};
+
+struct FileStat {
+  uint64_t size = 0;
+  uint64_t inode = 0;
+  bool is_dir = false;
+  int64_t mtime_ns = 0;
+};
+
+class Env {
+ public:
+  virtual ~Env() = default;
+  static Env* Default();
+
+  virtual Result<std::unique_ptr<RandomAccessFile>> OpenForRead(const std::string& path) = 0;
+  // Creates a new file (fails if it exists) with mode 0644 & ~umask.
+  virtual Result<std::unique_ptr<WritableFile>> CreateNew(const std::string& path) = 0;
+  virtual Status Rename(const std::string& from, const std::string& to) = 0;
+  // Removing a file that does not exist is NotFound.
+  virtual Status Remove(const std::string& path) = 0;
+  virtual Status RemoveDir(const std::string& path) = 0;
+  virtual Status SyncDir(const std::string& path) = 0;
+  // mkdir -p, mode 0755 & ~umask.
+  virtual Status CreateDirs(const std::string& path) = 0;
+  // Names in `dir` (not "." or ".."); NotFound if `dir` does not exist.
+  virtual Result<std::vector<std::string>> ListDir(const std::string& dir) = 0;
+  virtual Result<FileStat> Stat(const std::string& path) = 0;
+};
+
+// Reads a whole (small) file into a string.
+Result<std::string> ReadFileToString(Env* env, const std::string& path);
+
+// Writes `data` to `path` atomically: a unique temp file beside it, fsync,
+// rename, fsync of the directory.
+// The pieces are written back to back.
+Status WriteFileAtomically(Env* env, const std::string& path,
+                           const std::vector<std::span<const std::byte>>& pieces);
+
+// "message: strerror(errno)" for an errno value, mapping ENOSPC/EDQUOT to
+// kNoSpace and ENOENT to kNotFound.
+Status ErrnoStatus(const std::string& context, int err);
+
+}  // namespace layercache

@@ -1,0 +1,359 @@
+#include "layercache/layer_cache.h"
+
+#include <future>
+#include <iostream>
+#include <mutex>
+#include <unordered_map>
+
+#include "disk/disk_tier.h"
+#include "disk/entry_codec.h"
+#include "memory/memory_tier.h"
+#include "util/logging.h"
+
+namespace layercache {
+namespace {
+
+LayerKey MakeKey(std::string_view model_id, int64_t layer_index,
+                 const std::optional<std::string>& quantization_mode) {
+  LayerKey key;
+  key.model_id = std::string(model_id);
+  key.layer_index = layer_index;
+  key.quantization_mode = quantization_mode.value_or("");
+  return key;
+}
+
+void CheckDevice(std::string_view device) {
+  if (device != "cpu") {
+    throw std::invalid_argument("device \"" + std::string(device) +
+                                "\" is not supported: this version of layercache returns layers in "
+                                "CPU memory only; pass device=\"cpu\" and move the tensors yourself");
+  }
+}
+
+void CheckLayer(const LayerPtr& layer) {
+  if (!layer) throw std::invalid_argument("layer is null; pass a layer built with LayerBuilder");
+  if (HasReservedMetadata(layer->metadata())) {
+    throw std::invalid_argument(
+        "layer metadata uses the reserved prefix \"layercache.\"; rename those keys");
+  }
+}
+
+}  // namespace
+
+class LayerCache::Impl {
+ public:
+  explicit Impl(LayerCacheOptions options) : options_(std::move(options)) {
+    options_.Validate();
+    cache_dir_ = options_.ResolvedCacheDir();
+    memory_ = std::make_unique<MemoryTier>(options_.max_memory_bytes());
+    DiskTierOptions d;
+    d.cache_dir = cache_dir_;
+    d.capacity_bytes = options_.max_disk_bytes();
+    d.algorithm = options_.checksum_algorithm;
+    d.persist_index = options_.persist_metadata;
+    auto disk = DiskTier::Open(d);
+    if (!disk.ok()) throw Error(disk.status());
+    disk_ = std::move(*disk);
+  }
+
+  LayerPtr Get(const LayerKey& key) {
+    key.Validate();
+    if (LayerPtr layer = memory_->Lookup(key)) {
+      CountHit(*layer, &memory_hits_);
+      return layer;
+    }
+    auto read = disk_->Get(key);
+    if (read.ok()) {
+      CountHit(**read, &disk_hits_);
+      Promote(key, *read);
+      return std::move(*read);
+    }
+    misses_.fetch_add(1, std::memory_order_relaxed);
+    if (!read.status().IsNotFound() && !read.status().IsCorruption()) {
+      LogWarn("cannot read " + key.ToString() + " from disk: " + read.status().message());
+    }
+    return nullptr;
+  }
+
+  Status Put(const LayerKey& key, const LayerPtr& layer, const FileLock* held = nullptr) {
+    key.Validate();
+    CheckLayer(layer);
+    Status s = disk_->Put(key, *layer, held);
+    Promote(key, layer);
+    if (s.ok()) {
+      layers_cached_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      disk_write_errors_.fetch_add(1, std::memory_order_relaxed);
+    }
+    return s;
+  }
+
+  Result<LayerPtr> GetOrLoad(const LayerKey& key, const Loader& loader) {
+    if (LayerPtr layer = Get(key)) return layer;
+    std::shared_future<Result<LayerPtr>> wait_for;
+    std::promise<Result<LayerPtr>> promise;
+    {
+      std::lock_guard lock(flights_mu_);
+      auto it = flights_.find(key);
+      if (it != flights_.end()) {
+        wait_for = it->second;
+      } else {
+        flights_.emplace(key, promise.get_future().share());
+      }
+    }
+    if (wait_for.valid()) return wait_for.get();
+    auto finish = [&] {
+      std::lock_guard lock(flights_mu_);
+      flights_.erase(key);
+    };
+    try {
+      Result<LayerPtr> result = LoadAsLeader(key, loader);
+      promise.set_value(result);
+      finish();
+      return result;
+    } catch (...) {
+      promise.set_exception(std::current_exception());
+      finish();
+      throw;
+    }
+  }
+
+  size_t Invalidate(const std::optional<std::string>& model_id,
+                    const std::optional<int64_t>& layer_index) {
+    if (!model_id && layer_index) {
+      throw std::invalid_argument("layer_index given without model_id; pass the model too");
+    }
+    if (layer_index && *layer_index < 0) {
+      throw std::invalid_argument("layer_index must be >= 0, got " + std::to_string(*layer_index));
+    }
+    if (model_id && model_id->empty()) {
+      throw std::invalid_argument("model_id is empty; pass a model name, or nothing to clear all");
+    }
+    memory_->EraseIf([&](const LayerKey& k) {
+      return !model_id || (k.model_id == *model_id && (!layer_index || k.layer_index == *layer_index));
+    });
+    auto removed = disk_->Invalidate(model_id, layer_index);
+    if (!removed.ok()) throw Error(removed.status());
+    if (!model_id) {
+      if (Status s = disk_->Clear(); !s.ok()) throw Error(s);
+    }
+    return *removed;
+  }
+
+  void Clear() {
+    memory_->Clear();
+    if (Status s = disk_->Clear(); !s.ok()) throw Error(s);
+  }
+
+  std::vector<CorruptEntry> Verify() {
+    auto corrupt = disk_->Verify();
+    if (!corrupt.ok()) throw Error(corrupt.status());
+    return std::move(*corrupt);
+  }
+
+  OptimizeReport Optimize() {
+    auto report = disk_->Optimize();
+    if (!report.ok()) throw Error(report.status());
+    return *report;
+  }
+
+  CacheStats Stats() {
+    CacheStats s;
+    auto totals = disk_->Totals();
+    if (totals.ok()) {
+      s.disk_cache_entries = totals->first;
+      s.disk_cache_bytes = totals->second;
+    } else {
+      LogWarn("cannot read disk totals: " + totals.status().message());
+    }
+    s.memory_cache_entries = memory_->size();
+    s.memory_cache_bytes = memory_->usage();
+    s.max_disk_cache_bytes = disk_->capacity();
+    s.max_memory_cache_bytes = memory_->capacity();
+    s.memory_hits = memory_hits_.load(std::memory_order_relaxed);
+    s.disk_hits = disk_hits_.load(std::memory_order_relaxed);
+    s.total_hits = s.memory_hits + s.disk_hits;
+    s.total_misses = misses_.load(std::memory_order_relaxed);
+    s.memory_evictions = memory_->evictions();
+    s.disk_evictions = disk_->evictions();
+    s.checksum_failures = disk_->checksum_failures();
+    s.bytes_served = bytes_served_.load(std::memory_order_relaxed);
+    s.bytes_downloaded = bytes_downloaded_.load(std::memory_order_relaxed);
+    s.bytes_read_from_disk = disk_->bytes_read();
+    s.bytes_written_to_disk = disk_->bytes_written();
+    s.layers_cached = layers_cached_.load(std::memory_order_relaxed);
+    s.disk_write_errors = disk_write_errors_.load(std::memory_order_relaxed);
+    return s;
+  }
+
+  std::vector<EntryInfo> List() {
+    auto rows = disk_->List();
+    if (!rows.ok()) throw Error(rows.status());
+    std::vector<EntryInfo> out;
+    out.reserve(rows->size());
+    for (IndexRow& r : *rows) {
+      EntryInfo e;
+      e.in_memory = memory_->Contains(r.key);
+      e.key = std::move(r.key);
+      e.size_bytes = r.size;
+      e.data_bytes = r.data_bytes;
+      e.last_access_ns = r.last_access_ns;
+      e.created_ns = r.created_ns;
+      e.checksum_algorithm = std::move(r.checksum_algorithm);
+      e.checksum = std::move(r.checksum);
+      e.path = disk_->EntryPath(r.digest);
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+
+  void RecordDownload(uint64_t bytes) { bytes_downloaded_.fetch_add(bytes, std::memory_order_relaxed); }
+
+  const LayerCacheOptions& options() const { return options_; }
+  const std::string& cache_dir() const { return cache_dir_; }
+
+ private:
+  void CountHit(const Layer& layer, std::atomic<uint64_t>* tier_hits) {
+    tier_hits->fetch_add(1, std::memory_order_relaxed);
+    bytes_served_.fetch_add(layer.nbytes(), std::memory_order_relaxed);
+  }
+
+  // Puts `layer` in the memory tier; layers pushed out that are no longer on
+  // disk are written back there (the seed's "memory cache evicts to disk").
+  void Promote(const LayerKey& key, const LayerPtr& layer) {
+    MemoryTier::Evicted evicted;
+    memory_->Insert(key, layer, &evicted);
+    for (const auto& [k, l] : evicted) {
+      if (disk_->Contains(k)) continue;
+      if (Status s = disk_->Put(k, *l); !s.ok()) {
+        LogWarn("layer " + k.ToString() + " evicted from memory could not be written to disk: " +
+                s.message());
+      }
+    }
+  }
+
+  Result<LayerPtr> LoadAsLeader(const LayerKey& key, const Loader& loader) {
+    auto lock = disk_->LockKey(key);
+    if (!lock.ok()) return lock.status();
+    // Another process may have filled the key while we waited for its lock.
+    auto read = disk_->Get(key);
+    if (read.ok()) {
+      Promote(key, *read);
+      return std::move(*read);
+    }
+    Result<LayerPtr> loaded = Status::IOError("loader did not run");
+    try {
+      loaded = loader();
+    } catch (const std::exception& e) {
+      return Status::IOError("loading " + key.ToString() + " failed: " + e.what());
+    }
+    if (!loaded.ok()) return loaded.status();
+    if (!*loaded) return Status::InvalidArgument("loader for " + key.ToString() + " returned no layer");
+    if (HasReservedMetadata((*loaded)->metadata())) {
+      return Status::InvalidArgument("loader for " + key.ToString() +
+                                     " returned metadata with the reserved prefix \"layercache.\"");
+    }
+    if (Status s = Put(key, *loaded, &*lock); !s.ok()) {
+      LogWarn(s.message() + " (the layer is served from memory)");
+    }
+    return loaded;
+  }
+
+  LayerCacheOptions options_;
+  std::string cache_dir_;
+  std::unique_ptr<MemoryTier> memory_;
+  std::unique_ptr<DiskTier> disk_;
+
+  std::mutex flights_mu_;
+  std::unordered_map<LayerKey, std::shared_future<Result<LayerPtr>>, LayerKeyHash> flights_;
+
+  std::atomic<uint64_t> memory_hits_{0};
+  std::atomic<uint64_t> disk_hits_{0};
+  std::atomic<uint64_t> misses_{0};
+  std::atomic<uint64_t> bytes_served_{0};
+  std::atomic<uint64_t> bytes_downloaded_{0};
+  std::atomic<uint64_t> layers_cached_{0};
+  std::atomic<uint64_t> disk_write_errors_{0};
+};
+
+// ---- LayerCache ------------------------------------------------------------
+
+LayerCache::LayerCache(LayerCacheOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+LayerCache::~LayerCache() = default;
+
+LayerPtr LayerCache::get_layer(std::string_view model_id, int64_t layer_index,
+                               std::optional<std::string> quantization_mode, std::string_view device) {
+  CheckDevice(device);
+  return impl_->Get(MakeKey(model_id, layer_index, quantization_mode));
+}
+
+LayerPtr LayerCache::get_layer(const LayerKey& key) { return impl_->Get(key); }
+
+bool LayerCache::cache_layer(std::string_view model_id, int64_t layer_index, LayerPtr layer,
+                             std::optional<std::string> quantization_mode) {
+  return cache_layer(MakeKey(model_id, layer_index, quantization_mode), std::move(layer));
+}
+
+bool LayerCache::cache_layer(const LayerKey& key, LayerPtr layer) {
+  Status s = impl_->Put(key, layer);
+  if (!s.ok()) LogWarn(s.message());
+  return s.ok();
+}
+
+Status LayerCache::cache_layer_status(const LayerKey& key, LayerPtr layer) {
+  return impl_->Put(key, layer);
+}
+
+Result<LayerPtr> LayerCache::get_or_load(const LayerKey& key, const Loader& loader) {
+  return impl_->GetOrLoad(key, loader);
+}
+
+size_t LayerCache::invalidate_cache(std::optional<std::string> model_id,
+                                    std::optional<int64_t> layer_index) {
+  return impl_->Invalidate(model_id, layer_index);
+}
+
+void LayerCache::clear_cache() { impl_->Clear(); }
+
+std::vector<CorruptEntry> LayerCache::verify_cache_integrity() { return impl_->Verify(); }
+
+OptimizeReport LayerCache::optimize_cache() { return impl_->Optimize(); }
+
+CacheStats LayerCache::get_stats() { return impl_->Stats(); }
+
+void LayerCache::print_stats(std::ostream& out) { out << get_stats().ToText() << std::flush; }
+
+void LayerCache::print_stats() { print_stats(std::cout); }
+
+std::vector<EntryInfo> LayerCache::list_entries() { return impl_->List(); }
+
+const LayerCacheOptions& LayerCache::options() const { return impl_->options(); }
+
+const std::string& LayerCache::cache_dir() const { return impl_->cache_dir(); }
+
+void LayerCache::record_download(uint64_t bytes) { impl_->RecordDownload(bytes); }
+
+// ---- the process-wide instance ---------------------------------------------
+
+namespace {
+std::mutex g_singleton_mu;
+std::shared_ptr<LayerCache> g_singleton;
+}  // namespace
+
+std::shared_ptr<LayerCache> get_layer_cache(std::optional<LayerCacheOptions> options) {
+  std::lock_guard lock(g_singleton_mu);
+  if (!g_singleton) {
+    g_singleton = std::make_shared<LayerCache>(options.value_or(LayerCacheOptions{}));
+  } else if (options && !(*options == g_singleton->options())) {
+    LogWarn("get_layer_cache: the global cache already exists (cache_dir " + g_singleton->cache_dir() +
+            "); the new options are ignored");
+  }
+  return g_singleton;
+}
+
+void reset_layer_cache() {
+  std::lock_guard lock(g_singleton_mu);
+  g_singleton.reset();
+}
+
+}  // namespace layercache

@@ -1,0 +1,75 @@
+#include "layercache/options.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "util/path.h"
+
+namespace layercache {
+namespace {
+
+constexpr double kBytesPerGiB = 1024.0 * 1024.0 * 1024.0;
+
+uint64_t GiBToBytes(double gb) {
+  const double bytes = gb * kBytesPerGiB;
+  if (bytes >= 1.8e19) return UINT64_MAX;
+  return static_cast<uint64_t>(bytes);
+}
+
+}  // namespace
+
+const char* ChecksumAlgorithmName(ChecksumAlgorithm algorithm) {
+  switch (algorithm) {
+    case ChecksumAlgorithm::kXXH3_128: return "xxh3-128";
+    case ChecksumAlgorithm::kMD5: return "md5";
+    case ChecksumAlgorithm::kSHA256: return "sha256";
+  }
+  return "unknown";
+}
+
+ChecksumAlgorithm ParseChecksumAlgorithm(const std::string& name) {
+  if (name == "xxh3-128" || name == "xxh3" || name == "xxh3_128") return ChecksumAlgorithm::kXXH3_128;
+  if (name == "md5") return ChecksumAlgorithm::kMD5;
+  if (name == "sha256" || name == "sha-256") return ChecksumAlgorithm::kSHA256;
+  throw std::invalid_argument("unknown checksum algorithm \"" + name +
+                              "\"; use \"xxh3-128\" (default), \"md5\" or \"sha256\"");
+}
+
+void LayerCacheOptions::Validate() const {
+  if (!std::isfinite(max_cache_size_gb) || max_cache_size_gb <= 0) {
+    throw std::invalid_argument("max_cache_size_gb must be a positive number of GiB, got " +
+                                std::to_string(max_cache_size_gb));
+  }
+  if (!std::isfinite(max_memory_cache_size_gb) || max_memory_cache_size_gb < 0) {
+    throw std::invalid_argument(
+        "max_memory_cache_size_gb must be zero (no memory tier) or a positive number of GiB, got " +
+        std::to_string(max_memory_cache_size_gb));
+  }
+  if (compression_level < 1 || compression_level > 9) {
+    throw std::invalid_argument("compression_level must be between 1 and 9, got " +
+                                std::to_string(compression_level));
+  }
+  if (enable_compression) {
+    throw std::invalid_argument(
+        "enable_compression=true is not supported by this version of layercache; "
+        "leave it false (entries are stored as plain safetensors)");
+  }
+  if (ResolvedCacheDir().empty()) throw std::invalid_argument("cache_dir is empty");
+}
+
+std::string LayerCacheOptions::ResolvedCacheDir() const {
+  std::string dir = cache_dir;
+  if (dir.empty()) {
+    const char* env = std::getenv("LAYERCACHE_DIR");
+    dir = (env != nullptr && *env != '\0') ? env : kDefaultCacheDir;
+  }
+  dir = ExpandUser(dir);
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  return dir;
+}
+
+uint64_t LayerCacheOptions::max_disk_bytes() const { return GiBToBytes(max_cache_size_gb); }
+uint64_t LayerCacheOptions::max_memory_bytes() const { return GiBToBytes(max_memory_cache_size_gb); }
+
+}  // namespace layercache

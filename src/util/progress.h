@@ -1,0 +1,35 @@
+// A progress bar for long work: on a terminal it redraws one line (count,
+// bytes, rate, ETA); elsewhere, or when quiet, it stays silent and Finish()
+// prints one summary line unless quiet.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace layercache {
+
+class Progress {
+ public:
+  Progress(std::string label, uint64_t total_units, bool quiet = false, std::FILE* out = stderr);
+  // `done` units so far, `bytes` so far.
+  void Update(uint64_t done, uint64_t bytes);
+  // Final line: label, units, bytes, seconds, rate. Returns elapsed seconds.
+  double Finish();
+
+  static std::string HumanBytes(double bytes);
+
+ private:
+  std::string label_;
+  uint64_t total_;
+  bool quiet_;
+  bool tty_;
+  std::FILE* out_;
+  uint64_t done_ = 0;
+  uint64_t bytes_ = 0;
+  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point last_draw_;
+};
+
+}  // namespace layercache

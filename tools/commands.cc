@@ -1,0 +1,205 @@
+#include "commands.h"
+
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "disk/entry_codec.h"
+#include "layercache/layer_cache.h"
+#include "layercache/safetensors.h"
+#include "util/progress.h"
+
+namespace layercache::cli {
+namespace {
+
+std::string FormatTime(int64_t ns) {
+  std::time_t t = static_cast<std::time_t>(ns / 1'000'000'000);
+  std::tm tm{};
+  ::localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+std::string Shape(const std::vector<uint64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+int Stats(const Global& g) {
+  LayerCache cache(g.options);
+  CacheStats s = cache.get_stats();
+  if (g.json) {
+    std::cout << s.ToJson() << "\n";
+  } else {
+    std::cout << "Cache directory: " << cache.cache_dir() << "\n" << s.ToText();
+  }
+  return 0;
+}
+
+int List(const Global& g) {
+  LayerCache cache(g.options);
+  auto entries = cache.list_entries();
+  if (g.json) {
+    nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+    for (const EntryInfo& e : entries) {
+      nlohmann::ordered_json j;
+      j["model_id"] = e.key.model_id;
+      j["layer_index"] = e.key.layer_index;
+      j["quantization_mode"] = e.key.quantization_mode.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(e.key.quantization_mode);
+      j["revision"] = e.key.revision;
+      j["tier"] = e.in_memory ? "memory+disk" : "disk";
+      j["size_bytes"] = e.size_bytes;
+      j["data_bytes"] = e.data_bytes;
+      j["last_access"] = FormatTime(e.last_access_ns);
+      j["last_access_ns"] = e.last_access_ns;
+      j["checksum_algorithm"] = e.checksum_algorithm;
+      j["checksum"] = e.checksum;
+      j["path"] = e.path;
+      arr.push_back(std::move(j));
+    }
+    std::cout << arr.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << std::left << std::setw(28) << "MODEL" << std::right << std::setw(6) << "LAYER" << "  "
+            << std::left << std::setw(8) << "QUANT" << std::setw(6) << "TIER" << std::right
+            << std::setw(12) << "SIZE" << "  " << std::left << std::setw(20) << "LAST ACCESS"
+            << "CHECKSUM\n";
+  for (const EntryInfo& e : entries) {
+    std::cout << std::left << std::setw(28) << e.key.model_id << std::right << std::setw(6)
+              << e.key.layer_index << "  " << std::left << std::setw(8)
+              << (e.key.quantization_mode.empty() ? "-" : e.key.quantization_mode) << std::setw(6)
+              << (e.in_memory ? "mem" : "disk") << std::right << std::setw(12)
+              << Progress::HumanBytes(static_cast<double>(e.size_bytes)) << "  " << std::left
+              << std::setw(20) << FormatTime(e.last_access_ns) << e.checksum_algorithm << ":"
+              << e.checksum << "\n";
+  }
+  std::cout << entries.size() << " entries\n";
+  return 0;
+}
+
+int Verify(const Global& g) {
+  LayerCache cache(g.options);
+  auto corrupt = cache.verify_cache_integrity();
+  for (const CorruptEntry& c : corrupt) {
+    std::cout << "CORRUPT " << (c.key.model_id.empty() ? "?" : c.key.ToString()) << "  " << c.path
+              << "\n  " << c.reason << "\n";
+  }
+  const uint64_t entries = cache.get_stats().disk_cache_entries;
+  std::cout << entries << " entries checked, " << corrupt.size() << " corrupted\n";
+  return corrupt.empty() ? 0 : 1;
+}
+
+int Optimize(const Global& g) {
+  LayerCache cache(g.options);
+  OptimizeReport r = cache.optimize_cache();
+  std::cout << "removed " << r.corrupted_removed << " corrupted entries, " << r.temp_files_removed
+            << " temp files, " << r.orphans_removed << " unreadable files; adopted "
+            << r.orphans_adopted << " entries; dropped " << r.rows_dropped
+            << " stale index rows; evicted " << r.evicted << " entries over the budget\n";
+  return 0;
+}
+
+int Clear(const Global& g) {
+  LayerCache cache(g.options);
+  const uint64_t before = cache.get_stats().disk_cache_entries;
+  cache.clear_cache();
+  std::cout << "removed " << before << " entries\n";
+  return 0;
+}
+
+int Invalidate(const Global& g, const std::string& model, std::optional<int64_t> layer) {
+  LayerCache cache(g.options);
+  size_t n = cache.invalidate_cache(model, layer);
+  std::cout << "removed " << n << " entries\n";
+  return 0;
+}
+
+int Inspect(const std::string& file, bool json) {
+  auto header = ReadSafetensorsHeader(file);
+  if (!header.ok()) {
+    std::cerr << "invalid: " << header.status().message() << "\n";
+    return 1;
+  }
+  if (json) {
+    nlohmann::ordered_json j;
+    j["file"] = file;
+    j["header_bytes"] = header->header_length;
+    j["data_bytes"] = header->data_bytes;
+    j["metadata"] = header->metadata;
+    j["tensors"] = nlohmann::ordered_json::array();
+    for (const TensorInfo& t : header->tensors) {
+      j["tensors"].push_back({{"name", t.name}, {"dtype", DTypeName(t.dtype)}, {"shape", t.shape},
+                              {"data_offsets", {t.offset, t.offset + t.nbytes}}});
+    }
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << file << ": valid safetensors, " << header->tensors.size() << " tensors, "
+            << header->data_bytes << " data bytes, header " << header->header_length << " bytes\n";
+  auto entry = DecodeEntryHeader(*header, file);
+  if (entry.ok()) {
+    std::cout << "layercache entry for " << entry->key.ToString() << " ("
+              << ChecksumAlgorithmName(entry->algorithm) << " " << entry->checksum << ")\n";
+  }
+  for (const auto& [k, v] : header->metadata) std::cout << "  metadata " << k << " = " << v << "\n";
+  for (const TensorInfo& t : header->tensors) {
+    std::cout << "  " << std::left << std::setw(48) << t.name << std::setw(12) << DTypeName(t.dtype)
+              << std::setw(20) << Shape(t.shape) << "[" << t.offset << ", " << t.offset + t.nbytes << ")\n";
+  }
+  return 0;
+}
+
+int Put(const Global& g, const std::string& model, int64_t layer_index, const std::string& file,
+        const std::string& quant) {
+  auto layer = ReadSafetensorsFile(file);
+  if (!layer.ok()) {
+    std::cerr << "layercache: " << layer.status().message() << "\n";
+    return 1;
+  }
+  LayerPtr to_cache = *layer;
+  if (HasReservedMetadata((*layer)->metadata())) {
+    // A file exported from a cache entry: keep the user's metadata only.
+    std::vector<TensorInfo> tensors = (*layer)->tensors();
+    AlignedBuffer copy((*layer)->nbytes());
+    if ((*layer)->nbytes() != 0) std::memcpy(copy.data(), (*layer)->data(), (*layer)->nbytes());
+    to_cache = Layer::Create(std::move(tensors), std::move(copy),
+                             StripReservedMetadata((*layer)->metadata()))
+                   .value();
+  }
+  LayerCache cache(g.options);
+  LayerKey key{model, layer_index, quant, ""};
+  Status s = cache.cache_layer_status(key, to_cache);
+  if (!s.ok()) {
+    std::cerr << "layercache: " << s.message() << "\n";
+    return 1;
+  }
+  std::cout << "cached " << key.ToString() << ": " << to_cache->num_tensors() << " tensors, "
+            << to_cache->nbytes() << " bytes\n";
+  return 0;
+}
+
+int Get(const Global& g, const std::string& model, int64_t layer_index, const std::string& quant,
+        const std::string& out) {
+  LayerCache cache(g.options);
+  LayerKey key{model, layer_index, quant, ""};
+  LayerPtr layer = cache.get_layer(key);
+  if (!layer) {
+    std::cerr << "layercache: " << key.ToString() << " is not cached\n";
+    return 1;
+  }
+  if (Status s = WriteSafetensorsFile(*layer, out); !s.ok()) {
+    std::cerr << "layercache: " << s.message() << "\n";
+    return 1;
+  }
+  std::cout << "wrote " << key.ToString() << " to " << out << " (" << layer->nbytes() << " bytes)\n";
+  return 0;
+}
+
+}  // namespace layercache::cli
