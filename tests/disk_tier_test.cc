@@ -1,0 +1,254 @@
+// The disk tier's promises: self-describing entries, checksums, an index that
+// can be lost, reconciliation, and corruption that is never served.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "disk/entry_codec.h"
+#include "layercache/layer_cache.h"
+#include "layercache/safetensors.h"
+#include "test_support.h"
+
+namespace layercache {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::MakeLayer;
+using testing::TempDir;
+
+LayerCacheOptions Opts(const TempDir& dir) {
+  LayerCacheOptions o;
+  o.cache_dir = dir.path();
+  o.max_cache_size_gb = 1;
+  o.max_memory_cache_size_gb = 0;  // every get goes to disk
+  return o;
+}
+
+std::string OnlyEntryPath(LayerCache& cache) {
+  auto entries = cache.list_entries();
+  EXPECT_EQ(entries.size(), 1u);
+  return entries.empty() ? "" : entries[0].path;
+}
+
+void FlipByte(const std::string& path, size_t offset_from_end) {
+  auto bytes = testing::ReadBytes(path);
+  bytes[bytes.size() - 1 - offset_from_end] ^= std::byte{0x01};
+  testing::WriteBytes(path, bytes);
+}
+
+TEST(DiskTier, EntryIsAValidSafetensorsFileThatDescribesItself) {
+  TempDir dir;
+  LayerCache cache(Opts(dir));
+  auto layer = MakeLayer(3);
+  ASSERT_TRUE(cache.cache_layer("Qwen/Qwen2.5-7B", 3, layer, "nf4"));
+  const std::string path = OnlyEntryPath(cache);
+  EXPECT_NE(path.find(".safetensors"), std::string::npos);
+  EXPECT_EQ(path.find("Qwen"), std::string::npos);  // names never come from user strings
+  auto header = ReadSafetensorsHeader(path);
+  ASSERT_TRUE(header.ok()) << header.status().ToString();
+  EXPECT_EQ(header->data_offset % kEntryDataAlignment, 0u);
+  EXPECT_EQ(header->metadata.at("layercache.model_id"), "Qwen/Qwen2.5-7B");
+  EXPECT_EQ(header->metadata.at("layercache.layer_index"), "3");
+  EXPECT_EQ(header->metadata.at("layercache.quantization_mode"), "nf4");
+  EXPECT_EQ(header->metadata.at("layercache.checksum_algorithm"), "xxh3-128");
+  EXPECT_EQ(header->metadata.at("seed"), "3");  // the layer's own metadata is kept
+  auto read = ReadSafetensorsFile(path);
+  ASSERT_TRUE(read.ok());
+  for (const auto& t : layer->tensors()) {
+    ASSERT_NE((*read)->find(t.name), nullptr);
+    EXPECT_TRUE(std::equal(layer->tensor_data(t).begin(), layer->tensor_data(t).end(),
+                           (*read)->tensor_data(t.name).begin()));
+  }
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0022, 0u) << "entries must not be group/world writable";
+}
+
+TEST(DiskTier, FlippedDataByteIsReportedMissedAndRemoved) {
+  TempDir dir;
+  LayerCache cache(Opts(dir));
+  ASSERT_TRUE(cache.cache_layer("m", 0, MakeLayer(0)));
+  ASSERT_TRUE(cache.cache_layer("m", 1, MakeLayer(1)));
+  std::string victim;
+  for (const auto& e : cache.list_entries()) {
+    if (e.key.layer_index == 0) victim = e.path;
+  }
+  FlipByte(victim, 10);
+  auto corrupt = cache.verify_cache_integrity();
+  ASSERT_EQ(corrupt.size(), 1u);
+  EXPECT_EQ(corrupt[0].key.layer_index, 0);
+  EXPECT_EQ(corrupt[0].path, victim);
+  EXPECT_NE(corrupt[0].reason.find("checksum mismatch"), std::string::npos) << corrupt[0].reason;
+  EXPECT_EQ(cache.verify_cache_integrity().size(), 1u);  // verify changes nothing
+
+  OptimizeReport report = cache.optimize_cache();
+  EXPECT_EQ(report.corrupted_removed, 1u);
+  EXPECT_TRUE(cache.verify_cache_integrity().empty());
+  EXPECT_EQ(cache.get_layer("m", 0), nullptr);
+  EXPECT_NE(cache.get_layer("m", 1), nullptr);
+}
+
+TEST(DiskTier, GetLayerNeverServesACorruptEntry) {
+  TempDir dir;
+  LayerCache cache(Opts(dir));
+  ASSERT_TRUE(cache.cache_layer("m", 0, MakeLayer(0)));
+  const std::string path = OnlyEntryPath(cache);
+  FlipByte(path, 0);
+  EXPECT_EQ(cache.get_layer("m", 0), nullptr);
+  CacheStats s = cache.get_stats();
+  EXPECT_EQ(s.checksum_failures, 1u);
+  EXPECT_EQ(s.total_misses, 1u);
+  EXPECT_EQ(s.disk_cache_entries, 0u);  // removed
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_TRUE(cache.verify_cache_integrity().empty());
+}
+
+TEST(DiskTier, CorruptHeaderAndTruncationAreDetected) {
+  TempDir dir;
+  LayerCache cache(Opts(dir));
+  ASSERT_TRUE(cache.cache_layer("m", 0, MakeLayer(0)));
+  ASSERT_TRUE(cache.cache_layer("m", 1, MakeLayer(1)));
+  auto entries = cache.list_entries();
+  // Rename a tensor in the header (same length, still valid JSON).
+  {
+    auto bytes = testing::ReadBytes(entries[0].path);
+    std::string s(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    size_t pos = s.find("mlp.weight");
+    ASSERT_NE(pos, std::string::npos);
+    bytes[pos] = std::byte{'x'};
+    testing::WriteBytes(entries[0].path, bytes);
+  }
+  fs::resize_file(entries[1].path, fs::file_size(entries[1].path) - 100);
+  EXPECT_EQ(cache.verify_cache_integrity().size(), 2u);
+  EXPECT_EQ(cache.get_layer(entries[0].key), nullptr);
+  EXPECT_EQ(cache.get_layer(entries[1].key), nullptr);
+  EXPECT_EQ(cache.get_stats().checksum_failures, 2u);
+}
+
+TEST(DiskTier, IndexIsRebuiltWhenDeleted) {
+  TempDir dir;
+  {
+    LayerCache cache(Opts(dir));
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(cache.cache_layer("m", i, MakeLayer(i), i % 2 ? "nf4" : ""));
+  }
+  for (const char* f : {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm"}) fs::remove(dir / f);
+  LayerCache reopened(Opts(dir));
+  EXPECT_EQ(reopened.get_stats().disk_cache_entries, 5u);
+  for (int i = 0; i < 5; ++i) {
+    LayerPtr l = reopened.get_layer("m", i, i % 2 ? std::optional<std::string>("nf4") : std::nullopt);
+    ASSERT_NE(l, nullptr) << i;
+    EXPECT_TRUE(l->ContentEquals(*MakeLayer(i)));
+  }
+}
+
+TEST(DiskTier, GarbageIndexIsReplacedAndRebuilt) {
+  TempDir dir;
+  {
+    LayerCache cache(Opts(dir));
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(cache.cache_layer("m", i, MakeLayer(i)));
+  }
+  fs::remove(dir / "index.sqlite-wal");
+  fs::remove(dir / "index.sqlite-shm");
+  testing::WriteText(dir / "index.sqlite", std::string(8192, 'g'));
+  LayerCache reopened(Opts(dir));
+  EXPECT_EQ(reopened.get_stats().disk_cache_entries, 3u);
+  EXPECT_NE(reopened.get_layer("m", 2), nullptr);
+}
+
+TEST(DiskTier, ReconciliationRemovesTempFilesAndStaleRowsAndAdoptsOrphans) {
+  TempDir dir;
+  std::string entry_path;
+  {
+    LayerCache cache(Opts(dir));
+    ASSERT_TRUE(cache.cache_layer("m", 0, MakeLayer(0)));
+    ASSERT_TRUE(cache.cache_layer("m", 1, MakeLayer(1)));
+    for (const auto& e : cache.list_entries()) {
+      if (e.key.layer_index == 1) entry_path = e.path;
+    }
+  }
+  // A temp file left by a writer that died, a row whose file vanished, and an
+  // entry file the index does not know.
+  testing::WriteText(dir / "tmp/0123456789abcdef0123456789abcdef.deadbeef.tmp", "half a layer");
+  fs::remove(entry_path);
+  {
+    TempDir other;
+    LayerCacheOptions o = Opts(other);
+    LayerCache elsewhere(o);
+    ASSERT_TRUE(elsewhere.cache_layer("m", 9, MakeLayer(9)));
+    const std::string src = elsewhere.list_entries()[0].path;
+    const std::string rel = src.substr(other.path().size());
+    fs::create_directories(fs::path(dir.path() + rel).parent_path());
+    fs::copy_file(src, dir.path() + rel);
+  }
+  LayerCache reopened(Opts(dir));
+  EXPECT_TRUE(fs::is_empty(dir / "tmp"));
+  EXPECT_EQ(reopened.get_layer("m", 1), nullptr);
+  LayerPtr adopted = reopened.get_layer("m", 9);
+  ASSERT_NE(adopted, nullptr);
+  EXPECT_TRUE(adopted->ContentEquals(*MakeLayer(9)));
+  EXPECT_EQ(reopened.get_stats().disk_cache_entries, 2u);
+  EXPECT_TRUE(reopened.verify_cache_integrity().empty());
+}
+
+TEST(DiskTier, UnreadableStrayFilesAreReportedThenRemovedByOptimize) {
+  TempDir dir;
+  LayerCache cache(Opts(dir));
+  ASSERT_TRUE(cache.cache_layer("m", 0, MakeLayer(0)));
+  const std::string entry = OnlyEntryPath(cache);
+  const std::string stray = fs::path(entry).parent_path() / "ffffffffffffffffffffffffffffffff.safetensors";
+  testing::WriteText(stray, "not an entry");
+  EXPECT_EQ(cache.verify_cache_integrity().size(), 1u);
+  OptimizeReport r = cache.optimize_cache();
+  EXPECT_EQ(r.corrupted_removed, 1u);
+  EXPECT_FALSE(fs::exists(stray));
+  EXPECT_TRUE(cache.verify_cache_integrity().empty());
+  EXPECT_NE(cache.get_layer("m", 0), nullptr);
+}
+
+TEST(DiskTier, OptimizeEnforcesASmallerBudget) {
+  TempDir dir;
+  {
+    LayerCache cache(Opts(dir));
+    for (int i = 0; i < 6; ++i) ASSERT_TRUE(cache.cache_layer("m", i, MakeLayer(i, 32 << 10)));
+  }
+  auto o = Opts(dir);
+  const uint64_t entry = MakeLayer(0, 32 << 10)->nbytes() + 8192;
+  o.max_cache_size_gb = 3.0 * static_cast<double>(entry) / (1024.0 * 1024.0 * 1024.0);
+  LayerCache smaller(o);
+  EXPECT_EQ(smaller.get_stats().disk_cache_entries, 6u);  // opening evicts nothing
+  OptimizeReport r = smaller.optimize_cache();
+  EXPECT_EQ(r.evicted, 3u);
+  CacheStats s = smaller.get_stats();
+  EXPECT_EQ(s.disk_cache_entries, 3u);
+  EXPECT_LE(s.disk_cache_bytes, s.max_disk_cache_bytes);
+  for (int i = 3; i < 6; ++i) EXPECT_NE(smaller.get_layer("m", i), nullptr) << "newest survive";
+}
+
+TEST(DiskTier, ReplacingAnEntryKeepsOneFileAndTheNewBytes) {
+  TempDir dir;
+  LayerCache cache(Opts(dir));
+  ASSERT_TRUE(cache.cache_layer("m", 0, MakeLayer(1)));
+  ASSERT_TRUE(cache.cache_layer("m", 0, MakeLayer(2)));
+  EXPECT_EQ(cache.get_stats().disk_cache_entries, 1u);
+  EXPECT_TRUE(cache.get_layer("m", 0)->ContentEquals(*MakeLayer(2)));
+  size_t files = 0;
+  for (const auto& f : testing::ListFilesRecursively(dir / "entries")) files += f.size() > 0;
+  EXPECT_EQ(files, 1u);
+}
+
+TEST(DiskTier, UnusableCacheDirIsAClearError) {
+  TempDir dir;
+  testing::WriteText(dir / "file", "x");
+  LayerCacheOptions o;
+  o.cache_dir = dir / "file";
+  try {
+    LayerCache cache(o);
+    FAIL() << "opened a cache inside a regular file";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir / "file"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace layercache

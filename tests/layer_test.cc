@@ -1,0 +1,84 @@
+#include "layercache/layer.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "test_support.h"
+
+namespace layercache {
+namespace {
+
+TEST(LayerBuilder, BuildsOneAlignedBufferWithTensorsFindableByName) {
+  std::vector<float> a(1000, 1.5f);
+  std::vector<uint16_t> b(300000, 7);  // > 1 MiB total: page-aligned buffer
+  auto layer = LayerBuilder()
+                   .add_tensor("a", DType::F32, {10, 100}, a)
+                   .add_tensor("b", DType::BF16, {300000}, b)
+                   .set_metadata("k", "v")
+                   .build();
+  EXPECT_EQ(layer->num_tensors(), 2u);
+  EXPECT_EQ(layer->nbytes(), 4000u + 600000u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(layer->data()) % 64, 0u);
+  ASSERT_NE(layer->find("a"), nullptr);
+  EXPECT_EQ(layer->find("a")->shape, (std::vector<uint64_t>{10, 100}));
+  EXPECT_EQ(layer->find("missing"), nullptr);
+  float first;
+  std::memcpy(&first, layer->tensor_data("a").data(), 4);
+  EXPECT_EQ(first, 1.5f);
+  EXPECT_THROW(layer->tensor_data("missing"), std::out_of_range);
+  EXPECT_EQ(layer->metadata().at("k"), "v");
+}
+
+TEST(LayerBuilder, LargeLayersArePageAlignedForDirectIo) {
+  std::vector<uint8_t> big(2 << 20, 1);
+  auto layer = LayerBuilder().add_tensor("w", DType::U8, {big.size()}, big).build();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(layer->data()) % 4096, 0u);
+}
+
+TEST(LayerBuilder, RejectsWrongSizesDuplicatesAndReservedNames) {
+  std::vector<float> v(4);
+  LayerBuilder b;
+  EXPECT_THROW(b.add_tensor("x", DType::F32, {5}, v), std::invalid_argument);
+  b.add_tensor("x", DType::F32, {4}, v);
+  EXPECT_THROW(b.add_tensor("x", DType::F32, {4}, v), std::invalid_argument);
+  LayerBuilder c;
+  c.add_tensor("__metadata__", DType::F32, {4}, v);
+  EXPECT_THROW(c.build(), std::invalid_argument);
+}
+
+TEST(Layer, ContentEqualsComparesNamesShapesBytesAndMetadata) {
+  auto a = testing::MakeLayer(1);
+  auto b = testing::MakeLayer(1);
+  auto c = testing::MakeLayer(2);
+  EXPECT_TRUE(a->ContentEquals(*b));
+  EXPECT_FALSE(a->ContentEquals(*c));
+}
+
+TEST(Layer, CreateRejectsTensorsOutsideTheBuffer) {
+  std::vector<TensorInfo> tensors = {{"a", DType::F32, {4}, 0, 16}};
+  auto bad = Layer::Create(tensors, AlignedBuffer(8), {});
+  EXPECT_FALSE(bad.ok());
+  std::vector<TensorInfo> gap = {{"a", DType::F32, {1}, 4, 4}};
+  EXPECT_FALSE(Layer::Create(gap, AlignedBuffer(8), {}).ok());
+}
+
+TEST(TensorByteSize, HandlesSubByteDtypesAndOverflow) {
+  EXPECT_EQ(*TensorByteSize(DType::F4, {4}), 2u);
+  EXPECT_FALSE(TensorByteSize(DType::F4, {3}).ok());
+  EXPECT_EQ(*TensorByteSize(DType::F6_E3M2, {4}), 3u);
+  EXPECT_EQ(*TensorByteSize(DType::C64, {2}), 16u);
+  EXPECT_EQ(*TensorByteSize(DType::BOOL, {}), 1u);
+  EXPECT_FALSE(TensorByteSize(DType::U64, {uint64_t{1} << 62, 8}).ok());
+}
+
+TEST(DType, NamesRoundTripForEveryDtype) {
+  for (int i = 0; i < kNumDTypes; ++i) {
+    const auto d = static_cast<DType>(i);
+    EXPECT_EQ(ParseDType(DTypeName(d)), d);
+  }
+  EXPECT_FALSE(ParseDType("F128").has_value());
+}
+
+}  // namespace
+}  // namespace layercache
