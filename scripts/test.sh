@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite: a -Werror build with every test, then the same tests
+# under AddressSanitizer + UndefinedBehaviorSanitizer and under ThreadSanitizer.
+# Set LAYERCACHE_SANITIZERS=0 to skip the sanitizer builds (quick local runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+jobs=$(nproc)
+run_suite() {  # name, build dir, extra cmake args...
+  local name=$1 dir=$2
+  shift 2
+  echo "=== $name ==="
+  cmake -S . -B "$dir" -G Ninja -DLAYERCACHE_WERROR=ON "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  (cd "$dir" && ctest -j "$jobs" --output-on-failure --timeout 600)
+}
+
+run_suite "release build, all tests" build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [ "${LAYERCACHE_SANITIZERS:-1}" != "0" ]; then
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_suite "AddressSanitizer + UndefinedBehaviorSanitizer" build-asan \
+      -DCMAKE_BUILD_TYPE=Debug -DLAYERCACHE_SANITIZE=address,undefined -DLAYERCACHE_BUILD_BENCH=OFF
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    run_suite "ThreadSanitizer" build-tsan \
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLAYERCACHE_SANITIZE=thread -DLAYERCACHE_BUILD_BENCH=OFF
+fi
+echo "all test suites passed"
