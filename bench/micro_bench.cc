@@ -21,7 +21,8 @@ LayerPtr SmallLayer() {
 void BM_MemoryHit(benchmark::State& state) {
   static MemoryTier* tier = [] {
     auto* t = new MemoryTier(uint64_t{1} << 30);
-    for (int i = 0; i < 64; ++i) t->Insert(LayerKey{"bench-model", i, "", ""}, SmallLayer(), nullptr);
+    for (int i = 0; i < 64; ++i)
+      t->Insert(LayerKey{"bench-model", i, "", ""}, SmallLayer(), nullptr);
     return t;
   }();
   LayerKey key{"bench-model", state.thread_index() % 64, "", ""};

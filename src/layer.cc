@@ -19,7 +19,8 @@ size_t AlignmentFor(size_t size) { return size >= kLargeBufferBytes ? 4096 : 64;
 // ---- AlignedBuffer ---------------------------------------------------------
 
 AlignedBuffer::AlignedBuffer(size_t size) : size_(size), alignment_(AlignmentFor(size)) {
-  const size_t rounded = std::max<size_t>(alignment_, (size + alignment_ - 1) / alignment_ * alignment_);
+  const size_t rounded =
+      std::max<size_t>(alignment_, (size + alignment_ - 1) / alignment_ * alignment_);
   data_ = static_cast<std::byte*>(std::aligned_alloc(alignment_, rounded));
   if (data_ == nullptr) throw std::bad_alloc();
 }
@@ -134,7 +135,8 @@ Result<LayerPtr> Layer::Create(std::vector<TensorInfo> tensors, AlignedBuffer bu
                                      std::to_string(*size));
     }
     if (t.offset != expected) {
-      return Status::InvalidArgument("tensor \"" + t.name + "\" does not start where the previous one ends");
+      return Status::InvalidArgument("tensor \"" + t.name +
+                                     "\" does not start where the previous one ends");
     }
     expected += t.nbytes;
   }
@@ -146,8 +148,9 @@ Result<LayerPtr> Layer::Create(std::vector<TensorInfo> tensors, AlignedBuffer bu
 }
 
 const TensorInfo* Layer::find(std::string_view name) const {
-  auto it = std::lower_bound(by_name_.begin(), by_name_.end(), name,
-                             [this](uint32_t i, std::string_view n) { return tensors_[i].name < n; });
+  auto it =
+      std::lower_bound(by_name_.begin(), by_name_.end(), name,
+                       [this](uint32_t i, std::string_view n) { return tensors_[i].name < n; });
   if (it == by_name_.end() || tensors_[*it].name != name) return nullptr;
   return &tensors_[*it];
 }
@@ -165,7 +168,8 @@ bool Layer::ContentEquals(const Layer& other) const {
     if (o == nullptr || o->dtype != t.dtype || o->shape != t.shape || o->nbytes != t.nbytes) {
       return false;
     }
-    if (t.nbytes != 0 && std::memcmp(tensor_data(t).data(), other.tensor_data(*o).data(), t.nbytes) != 0) {
+    if (t.nbytes != 0 &&
+        std::memcmp(tensor_data(t).data(), other.tensor_data(*o).data(), t.nbytes) != 0) {
       return false;
     }
   }
@@ -180,7 +184,8 @@ LayerBuilder& LayerBuilder::add_tensor(std::string name, DType dtype, std::vecto
     if (p.spec.name == name) throw std::invalid_argument("duplicate tensor name \"" + name + "\"");
   }
   auto size = TensorByteSize(dtype, shape);
-  if (!size.ok()) throw std::invalid_argument("tensor \"" + name + "\": " + size.status().message());
+  if (!size.ok())
+    throw std::invalid_argument("tensor \"" + name + "\": " + size.status().message());
   if (*size != data.size()) {
     throw std::invalid_argument("tensor \"" + name + "\": " + std::to_string(data.size()) +
                                 " bytes given but dtype " + std::string(DTypeName(dtype)) +

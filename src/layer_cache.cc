@@ -24,9 +24,10 @@ LayerKey MakeKey(std::string_view model_id, int64_t layer_index,
 
 void CheckDevice(std::string_view device) {
   if (device != "cpu") {
-    throw std::invalid_argument("device \"" + std::string(device) +
-                                "\" is not supported: this version of layercache returns layers in "
-                                "CPU memory only; pass device=\"cpu\" and move the tensors yourself");
+    throw std::invalid_argument(
+        "device \"" + std::string(device) +
+        "\" is not supported: this version of layercache returns layers in "
+        "CPU memory only; pass device=\"cpu\" and move the tensors yourself");
   }
 }
 
@@ -130,7 +131,8 @@ class LayerCache::Impl {
       throw std::invalid_argument("model_id is empty; pass a model name, or nothing to clear all");
     }
     memory_->EraseIf([&](const LayerKey& k) {
-      return !model_id || (k.model_id == *model_id && (!layer_index || k.layer_index == *layer_index));
+      return !model_id ||
+             (k.model_id == *model_id && (!layer_index || k.layer_index == *layer_index));
     });
     auto removed = disk_->Invalidate(model_id, layer_index);
     if (!removed.ok()) throw Error(removed.status());
@@ -207,7 +209,9 @@ class LayerCache::Impl {
     return out;
   }
 
-  void RecordDownload(uint64_t bytes) { bytes_downloaded_.fetch_add(bytes, std::memory_order_relaxed); }
+  void RecordDownload(uint64_t bytes) {
+    bytes_downloaded_.fetch_add(bytes, std::memory_order_relaxed);
+  }
 
   const LayerCacheOptions& options() const { return options_; }
   const std::string& cache_dir() const { return cache_dir_; }
@@ -226,8 +230,8 @@ class LayerCache::Impl {
     for (const auto& [k, l] : evicted) {
       if (disk_->Contains(k)) continue;
       if (Status s = disk_->Put(k, *l); !s.ok()) {
-        LogWarn("layer " + k.ToString() + " evicted from memory could not be written to disk: " +
-                s.message());
+        LogWarn("layer " + k.ToString() +
+                " evicted from memory could not be written to disk: " + s.message());
       }
     }
   }
@@ -248,7 +252,8 @@ class LayerCache::Impl {
       return Status::IOError("loading " + key.ToString() + " failed: " + e.what());
     }
     if (!loaded.ok()) return loaded.status();
-    if (!*loaded) return Status::InvalidArgument("loader for " + key.ToString() + " returned no layer");
+    if (!*loaded)
+      return Status::InvalidArgument("loader for " + key.ToString() + " returned no layer");
     if (HasReservedMetadata((*loaded)->metadata())) {
       return Status::InvalidArgument("loader for " + key.ToString() +
                                      " returned metadata with the reserved prefix \"layercache.\"");
@@ -278,11 +283,13 @@ class LayerCache::Impl {
 
 // ---- LayerCache ------------------------------------------------------------
 
-LayerCache::LayerCache(LayerCacheOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+LayerCache::LayerCache(LayerCacheOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
 LayerCache::~LayerCache() = default;
 
 LayerPtr LayerCache::get_layer(std::string_view model_id, int64_t layer_index,
-                               std::optional<std::string> quantization_mode, std::string_view device) {
+                               std::optional<std::string> quantization_mode,
+                               std::string_view device) {
   CheckDevice(device);
   return impl_->Get(MakeKey(model_id, layer_index, quantization_mode));
 }
@@ -345,8 +352,8 @@ std::shared_ptr<LayerCache> get_layer_cache(std::optional<LayerCacheOptions> opt
   if (!g_singleton) {
     g_singleton = std::make_shared<LayerCache>(options.value_or(LayerCacheOptions{}));
   } else if (options && !(*options == g_singleton->options())) {
-    LogWarn("get_layer_cache: the global cache already exists (cache_dir " + g_singleton->cache_dir() +
-            "); the new options are ignored");
+    LogWarn("get_layer_cache: the global cache already exists (cache_dir " +
+            g_singleton->cache_dir() + "); the new options are ignored");
   }
   return g_singleton;
 }

@@ -21,15 +21,19 @@ uint64_t GiBToBytes(double gb) {
 
 const char* ChecksumAlgorithmName(ChecksumAlgorithm algorithm) {
   switch (algorithm) {
-    case ChecksumAlgorithm::kXXH3_128: return "xxh3-128";
-    case ChecksumAlgorithm::kMD5: return "md5";
-    case ChecksumAlgorithm::kSHA256: return "sha256";
+    case ChecksumAlgorithm::kXXH3_128:
+      return "xxh3-128";
+    case ChecksumAlgorithm::kMD5:
+      return "md5";
+    case ChecksumAlgorithm::kSHA256:
+      return "sha256";
   }
   return "unknown";
 }
 
 ChecksumAlgorithm ParseChecksumAlgorithm(const std::string& name) {
-  if (name == "xxh3-128" || name == "xxh3" || name == "xxh3_128") return ChecksumAlgorithm::kXXH3_128;
+  if (name == "xxh3-128" || name == "xxh3" || name == "xxh3_128")
+    return ChecksumAlgorithm::kXXH3_128;
   if (name == "md5") return ChecksumAlgorithm::kMD5;
   if (name == "sha256" || name == "sha-256") return ChecksumAlgorithm::kSHA256;
   throw std::invalid_argument("unknown checksum algorithm \"" + name +
@@ -70,6 +74,8 @@ std::string LayerCacheOptions::ResolvedCacheDir() const {
 }
 
 uint64_t LayerCacheOptions::max_disk_bytes() const { return GiBToBytes(max_cache_size_gb); }
-uint64_t LayerCacheOptions::max_memory_bytes() const { return GiBToBytes(max_memory_cache_size_gb); }
+uint64_t LayerCacheOptions::max_memory_bytes() const {
+  return GiBToBytes(max_memory_cache_size_gb);
+}
 
 }  // namespace layercache

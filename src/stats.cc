@@ -68,7 +68,8 @@ std::string CacheStats::ToText() const {
   out += rule + "\n";
   out += "Disk Cache Entries: " + std::to_string(disk_cache_entries) + "\n";
   out += "Memory Cache Entries: " + std::to_string(memory_cache_entries) + "\n";
-  out += "Disk Cache Size: " + gb1(disk_cache_bytes) + " GB / " + gb1(max_disk_cache_bytes) + " GB\n";
+  out +=
+      "Disk Cache Size: " + gb1(disk_cache_bytes) + " GB / " + gb1(max_disk_cache_bytes) + " GB\n";
   out += "Memory Cache Size: " + gb1(memory_cache_bytes) + " GB / " + gb1(max_memory_cache_bytes) +
          " GB\n";
   out += "\n";

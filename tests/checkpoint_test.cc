@@ -49,7 +49,8 @@ TEST(Checkpoint, ReadsEachLayerOfAShardedSyntheticModel) {
 // shard the index names, then reads layer 22, which is split across both.
 TEST(Checkpoint, AssemblesALayerSplitAcrossShardsFromTheGraniteIndex) {
   TempDir dir;
-  const std::string index_path = testing::FixturePath("hub/granite_moe_model.safetensors.index.json");
+  const std::string index_path =
+      testing::FixturePath("hub/granite_moe_model.safetensors.index.json");
   std::filesystem::copy_file(index_path, dir / "model.safetensors.index.json");
   auto doc = nlohmann::json::parse(testing::ReadBytes(index_path));
   std::map<std::string, LayerBuilder> shards;
@@ -60,7 +61,8 @@ TEST(Checkpoint, AssemblesALayerSplitAcrossShardsFromTheGraniteIndex) {
   }
   std::set<std::string> shard_of_22;
   for (auto it = doc["weight_map"].begin(); it != doc["weight_map"].end(); ++it) {
-    if (it.key().rfind("model.layers.22.", 0) == 0) shard_of_22.insert(it.value().get<std::string>());
+    if (it.key().rfind("model.layers.22.", 0) == 0)
+      shard_of_22.insert(it.value().get<std::string>());
   }
   ASSERT_EQ(shard_of_22.size(), 2u) << "the fixture's layer 22 spans two shards";
   for (auto& [name, b] : shards) ASSERT_TRUE(WriteSafetensorsFile(*b.build(), dir / name).ok());
@@ -79,7 +81,8 @@ TEST(Checkpoint, AssemblesALayerSplitAcrossShardsFromTheGraniteIndex) {
 }
 
 TEST(Checkpoint, RejectsShardNamesThatEscapeTheDirectory) {
-  for (const char* bad : {"../evil.safetensors", "/etc/passwd", "http://x/y.safetensors", "a/../../b"}) {
+  for (const char* bad :
+       {"../evil.safetensors", "/etc/passwd", "http://x/y.safetensors", "a/../../b"}) {
     TempDir dir;
     nlohmann::json idx;
     idx["weight_map"]["model.layers.0.w"] = bad;
@@ -95,10 +98,12 @@ TEST(Checkpoint, MissingModelAndLfsPointerAreClearErrors) {
   auto none = Checkpoint::Open(dir.path());
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("model.safetensors"), std::string::npos);
-  std::filesystem::copy_file(testing::FixturePath("hub/lfs_pointer_model.safetensors"), dir / "model.safetensors");
+  std::filesystem::copy_file(testing::FixturePath("hub/lfs_pointer_model.safetensors"),
+                             dir / "model.safetensors");
   auto lfs = Checkpoint::Open(dir.path());
   ASSERT_FALSE(lfs.ok());
-  EXPECT_NE(lfs.status().message().find("Git LFS pointer"), std::string::npos) << lfs.status().message();
+  EXPECT_NE(lfs.status().message().find("Git LFS pointer"), std::string::npos)
+      << lfs.status().message();
 }
 
 }  // namespace

@@ -34,14 +34,20 @@ TEST(Cli, PutGetRoundTripIsByteIdenticalToTheReferenceWriter) {
 
 TEST(Cli, LsAndStatsReportEntriesAsJson) {
   TempDir dir;
-  ASSERT_EQ(Cli(dir, {"put", "m", "0", testing::FixturePath("safetensors/samples_overall.safetensors")}).exit_code, 0);
-  ASSERT_EQ(Cli(dir, {"put", "m", "1", testing::FixturePath("safetensors/candle_jfk_codes.safetensors")}).exit_code, 0);
+  ASSERT_EQ(
+      Cli(dir, {"put", "m", "0", testing::FixturePath("safetensors/samples_overall.safetensors")})
+          .exit_code,
+      0);
+  ASSERT_EQ(
+      Cli(dir, {"put", "m", "1", testing::FixturePath("safetensors/candle_jfk_codes.safetensors")})
+          .exit_code,
+      0);
   auto ls = Cli(dir, {"ls", "--json"});
   ASSERT_EQ(ls.exit_code, 0) << ls.out;
   auto entries = nlohmann::json::parse(ls.out);
   ASSERT_EQ(entries.size(), 2u);
-  for (const char* k : {"model_id", "layer_index", "quantization_mode", "tier", "size_bytes", "last_access",
-                        "checksum"}) {
+  for (const char* k : {"model_id", "layer_index", "quantization_mode", "tier", "size_bytes",
+                        "last_access", "checksum"}) {
     EXPECT_TRUE(entries[0].contains(k)) << k;
   }
   auto text = Cli(dir, {"ls"});
@@ -55,7 +61,10 @@ TEST(Cli, LsAndStatsReportEntriesAsJson) {
 
 TEST(Cli, VerifyExitsOneOnCorruptionAndOptimizeRepairs) {
   TempDir dir;
-  ASSERT_EQ(Cli(dir, {"put", "m", "0", testing::FixturePath("safetensors/burn_multi_layer.safetensors")}).exit_code, 0);
+  ASSERT_EQ(
+      Cli(dir, {"put", "m", "0", testing::FixturePath("safetensors/burn_multi_layer.safetensors")})
+          .exit_code,
+      0);
   ASSERT_EQ(Cli(dir, {"verify"}).exit_code, 0);
   auto ls = nlohmann::json::parse(Cli(dir, {"ls", "--json"}).out);
   const std::string path = ls[0]["path"];
@@ -85,14 +94,17 @@ TEST(Cli, InvalidateAndClearRemoveEntries) {
 
 TEST(Cli, InspectListsTensorsOrExplainsWhyAFileIsInvalid) {
   TempDir dir;
-  auto ok = RunCommand({CliPath(), "inspect", testing::FixturePath("safetensors/samples_overall.safetensors")});
+  auto ok = RunCommand(
+      {CliPath(), "inspect", testing::FixturePath("safetensors/samples_overall.safetensors")});
   EXPECT_EQ(ok.exit_code, 0);
   EXPECT_NE(ok.out.find("9 tensors"), std::string::npos) << ok.out;
   EXPECT_NE(ok.out.find("F64"), std::string::npos);
-  auto lfs = RunCommand({CliPath(), "inspect", testing::FixturePath("hub/lfs_pointer_model.safetensors")});
+  auto lfs =
+      RunCommand({CliPath(), "inspect", testing::FixturePath("hub/lfs_pointer_model.safetensors")});
   EXPECT_NE(lfs.exit_code, 0);
   EXPECT_NE(lfs.out.find("Git LFS pointer"), std::string::npos) << lfs.out;
-  auto put_bad = Cli(dir, {"put", "m", "0", testing::FixturePath("hub/lfs_pointer_model.safetensors")});
+  auto put_bad =
+      Cli(dir, {"put", "m", "0", testing::FixturePath("hub/lfs_pointer_model.safetensors")});
   EXPECT_EQ(put_bad.exit_code, 1);
 }
 
@@ -101,15 +113,16 @@ TEST(Cli, BadArgumentsFailWithAMessage) {
   auto r = Cli(dir, {"put", "m", "-1", testing::FixturePath("safetensors/samples_f.safetensors")});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("layer"), std::string::npos) << r.out;
-  auto budget = RunCommand({CliPath(), "--cache-dir", dir / "c", "--max-cache-size-gb", "-2", "stats"});
+  auto budget =
+      RunCommand({CliPath(), "--cache-dir", dir / "c", "--max-cache-size-gb", "-2", "stats"});
   EXPECT_EQ(budget.exit_code, 2);
   EXPECT_NE(budget.out.find("max_cache_size_gb"), std::string::npos) << budget.out;
 }
 
 TEST(Cli, DemoStreamsASyntheticModelAndChecksEveryByte) {
   TempDir dir;
-  auto r = RunCommand({CliPath(), "demo", "--layers", "8", "--hidden", "128", "--intermediate", "256",
-                       "--workdir", dir / "work"});
+  auto r = RunCommand({CliPath(), "demo", "--layers", "8", "--hidden", "128", "--intermediate",
+                       "256", "--workdir", dir / "work"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("pass 1 cold"), std::string::npos);
   EXPECT_NE(r.out.find("pass 2 disk"), std::string::npos);

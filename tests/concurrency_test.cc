@@ -34,13 +34,18 @@ TEST(Concurrency, ManyThreadsMixingEveryOperationReadOnlyRightBytes) {
           case 0:
           case 1:
           case 2:
-            if (LayerPtr l = cache.get_layer("t", k); l && !l->ContentEquals(*MakeLayer(seed, 8 << 10))) ++wrong;
+            if (LayerPtr l = cache.get_layer("t", k);
+                l && !l->ContentEquals(*MakeLayer(seed, 8 << 10)))
+              ++wrong;
             break;
           case 3:
-          case 4: cache.cache_layer("t", k, MakeLayer(seed, 8 << 10)); break;
+          case 4:
+            cache.cache_layer("t", k, MakeLayer(seed, 8 << 10));
+            break;
           case 5: {
-            auto r = cache.get_or_load(LayerKey{"t", k, "", ""},
-                                       [&]() -> Result<LayerPtr> { return MakeLayer(seed, 8 << 10); });
+            auto r = cache.get_or_load(LayerKey{"t", k, "", ""}, [&]() -> Result<LayerPtr> {
+              return MakeLayer(seed, 8 << 10);
+            });
             if (!r.ok() || !(*r)->ContentEquals(*MakeLayer(seed, 8 << 10))) ++wrong;
             break;
           }
@@ -79,7 +84,8 @@ TEST(MultiProcess, TwoProcessesFillingTheSameLayersLoadEachOnce) {
   int i;
   while (in >> i) ++loads[i];
   EXPECT_EQ(loads.size(), static_cast<size_t>(layers));
-  for (const auto& [layer, n] : loads) EXPECT_EQ(n, 1) << "layer " << layer << " was loaded " << n << " times";
+  for (const auto& [layer, n] : loads)
+    EXPECT_EQ(n, 1) << "layer " << layer << " was loaded " << n << " times";
   LayerCacheOptions o;
   o.cache_dir = dir / "cache";
   LayerCache cache(o);
@@ -94,8 +100,8 @@ TEST(MultiProcess, FourProcessesUnderATightBudgetStayConsistent) {
   std::vector<std::future<testing::CommandResult>> runs;
   for (int p = 0; p < 4; ++p) {
     runs.push_back(std::async(std::launch::async, [&, p] {
-      return testing::RunCommand({testing::WorkerPath(), "stress", dir / "cache", std::to_string(p), "300",
-                                  std::to_string(budget)});
+      return testing::RunCommand({testing::WorkerPath(), "stress", dir / "cache", std::to_string(p),
+                                  "300", std::to_string(budget)});
     }));
   }
   for (auto& r : runs) {

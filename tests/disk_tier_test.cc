@@ -130,13 +130,16 @@ TEST(DiskTier, IndexIsRebuiltWhenDeleted) {
   TempDir dir;
   {
     LayerCache cache(Opts(dir));
-    for (int i = 0; i < 5; ++i) ASSERT_TRUE(cache.cache_layer("m", i, MakeLayer(i), i % 2 ? "nf4" : ""));
+    for (int i = 0; i < 5; ++i)
+      ASSERT_TRUE(cache.cache_layer("m", i, MakeLayer(i), i % 2 ? "nf4" : ""));
   }
-  for (const char* f : {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm"}) fs::remove(dir / f);
+  for (const char* f : {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm"})
+    fs::remove(dir / f);
   LayerCache reopened(Opts(dir));
   EXPECT_EQ(reopened.get_stats().disk_cache_entries, 5u);
   for (int i = 0; i < 5; ++i) {
-    LayerPtr l = reopened.get_layer("m", i, i % 2 ? std::optional<std::string>("nf4") : std::nullopt);
+    LayerPtr l =
+        reopened.get_layer("m", i, i % 2 ? std::optional<std::string>("nf4") : std::nullopt);
     ASSERT_NE(l, nullptr) << i;
     EXPECT_TRUE(l->ContentEquals(*MakeLayer(i)));
   }
@@ -196,7 +199,8 @@ TEST(DiskTier, UnreadableStrayFilesAreReportedThenRemovedByOptimize) {
   LayerCache cache(Opts(dir));
   ASSERT_TRUE(cache.cache_layer("m", 0, MakeLayer(0)));
   const std::string entry = OnlyEntryPath(cache);
-  const std::string stray = fs::path(entry).parent_path() / "ffffffffffffffffffffffffffffffff.safetensors";
+  const std::string stray =
+      fs::path(entry).parent_path() / "ffffffffffffffffffffffffffffffff.safetensors";
   testing::WriteText(stray, "not an entry");
   EXPECT_EQ(cache.verify_cache_integrity().size(), 1u);
   OptimizeReport r = cache.optimize_cache();

@@ -166,8 +166,9 @@ TEST(LayerCache, GetStatsHasTheSeedsJsonShape) {
   cache.get_layer("m", 0);
   cache.get_layer("m", 1);
   auto j = nlohmann::json::parse(cache.get_stats().ToJson());
-  for (const char* k : {"disk_cache_entries", "memory_cache_entries", "disk_cache_size_gb",
-                        "memory_cache_size_gb", "max_disk_cache_size_gb", "max_memory_cache_size_gb"}) {
+  for (const char* k :
+       {"disk_cache_entries", "memory_cache_entries", "disk_cache_size_gb", "memory_cache_size_gb",
+        "max_disk_cache_size_gb", "max_memory_cache_size_gb"}) {
     EXPECT_TRUE(j.contains(k)) << k;
   }
   for (const char* k : {"total_hits", "total_misses", "total_evictions", "cache_hit_ratio"}) {
@@ -189,12 +190,13 @@ TEST(LayerCache, PrintStatsFollowsTheSeedLayout) {
   std::ostringstream out;
   cache.print_stats(out);
   const std::string rule(60, '=');
-  const std::string expected = rule + "\nLayer Cache Statistics\n" + rule +
-                               "\nDisk Cache Entries: 1\nMemory Cache Entries: 1\n"
-                               "Disk Cache Size: 0.0 GB / 50.0 GB\nMemory Cache Size: 0.0 GB / 2.0 GB\n\n"
-                               "Performance:\n  Cache Hits: 1\n  Cache Misses: 0\n  Hit Ratio: 100.0%\n"
-                               "  Evictions: 0\n  Data Downloaded: 0.0 GB\n  Data Served from Cache: 0.0 GB\n" +
-                               rule + "\n";
+  const std::string expected =
+      rule + "\nLayer Cache Statistics\n" + rule +
+      "\nDisk Cache Entries: 1\nMemory Cache Entries: 1\n"
+      "Disk Cache Size: 0.0 GB / 50.0 GB\nMemory Cache Size: 0.0 GB / 2.0 GB\n\n"
+      "Performance:\n  Cache Hits: 1\n  Cache Misses: 0\n  Hit Ratio: 100.0%\n"
+      "  Evictions: 0\n  Data Downloaded: 0.0 GB\n  Data Served from Cache: 0.0 GB\n" +
+      rule + "\n";
   EXPECT_EQ(out.str(), expected);
 }
 
@@ -272,7 +274,8 @@ TEST(LayerCache, PersistMetadataFalseStartsEmptyAndLeavesNothingBehind) {
 }
 
 TEST(LayerCache, ChecksumAlgorithmsAreSelectable) {
-  for (auto algorithm : {ChecksumAlgorithm::kMD5, ChecksumAlgorithm::kSHA256, ChecksumAlgorithm::kXXH3_128}) {
+  for (auto algorithm :
+       {ChecksumAlgorithm::kMD5, ChecksumAlgorithm::kSHA256, ChecksumAlgorithm::kXXH3_128}) {
     TempDir dir;
     auto o = Opts(dir);
     o.checksum_algorithm = algorithm;
@@ -320,9 +323,8 @@ TEST(LayerCache, GetOrLoadReturnsTheLoadersErrorAndCachesNothing) {
                              []() -> Result<LayerPtr> { return Status::IOError("network down"); });
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("network down"), std::string::npos);
-  auto thrown = cache.get_or_load(LayerKey{"m", 0, "", ""}, []() -> Result<LayerPtr> {
-    throw std::runtime_error("boom");
-  });
+  auto thrown = cache.get_or_load(LayerKey{"m", 0, "", ""},
+                                  []() -> Result<LayerPtr> { throw std::runtime_error("boom"); });
   ASSERT_FALSE(thrown.ok());
   EXPECT_NE(thrown.status().message().find("boom"), std::string::npos);
   EXPECT_EQ(cache.get_stats().disk_cache_entries, 0u);
@@ -351,8 +353,9 @@ TEST(LayerCache, HostileModelIdsNeverCreateAnythingOutsideTheCacheDir) {
   o.cache_dir = cache_dir;
   o.max_cache_size_gb = 1;
   LayerCache cache(o);
-  const std::vector<std::string> ids = {"../../x", "/etc/passwd", "../escape/..", "a/../../b",
-                                        std::string(10000, 'A'), "..", ".", "~/home", "con", "a\\b"};
+  const std::vector<std::string> ids = {
+      "../../x", "/etc/passwd", "../escape/..", "a/../../b", std::string(10000, 'A'),
+      "..",      ".",           "~/home",       "con",       "a\\b"};
   for (const std::string& id : ids) {
     ASSERT_TRUE(cache.cache_layer(id, 0, MakeLayer(1), "../../q")) << id.substr(0, 20);
     ASSERT_NE(cache.get_layer(id, 0, "../../q"), nullptr);

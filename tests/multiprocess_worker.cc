@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "fill" && argc == 6) return Fill(argv[2], argv[3], std::atoi(argv[4]), argv[5]);
     if (mode == "stress" && argc == 6) {
-      return Stress(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), std::strtoull(argv[5], nullptr, 10));
+      return Stress(argv[2], std::atoi(argv[3]), std::atoi(argv[4]),
+                    std::strtoull(argv[5], nullptr, 10));
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "worker: %s\n", e.what());

@@ -34,21 +34,32 @@ double ValueAt(const Layer& layer, const TensorInfo& t, size_t i) {
     return static_cast<double>(v);
   };
   switch (t.dtype) {
-    case DType::U8: return load(uint8_t{});
-    case DType::I8: return load(int8_t{});
-    case DType::U16: return load(uint16_t{});
-    case DType::I16: return load(int16_t{});
-    case DType::U32: return load(uint32_t{});
-    case DType::I32: return load(int32_t{});
-    case DType::I64: return load(int64_t{});
-    case DType::F32: return load(float{});
-    case DType::F64: return load(double{});
+    case DType::U8:
+      return load(uint8_t{});
+    case DType::I8:
+      return load(int8_t{});
+    case DType::U16:
+      return load(uint16_t{});
+    case DType::I16:
+      return load(int16_t{});
+    case DType::U32:
+      return load(uint32_t{});
+    case DType::I32:
+      return load(int32_t{});
+    case DType::I64:
+      return load(int64_t{});
+    case DType::F32:
+      return load(float{});
+    case DType::F64:
+      return load(double{});
     case DType::F16: {
       uint16_t h;
       std::memcpy(&h, p + 2 * i, 2);
       return HalfToDouble(h);
     }
-    default: ADD_FAILURE() << "unexpected dtype"; return 0;
+    default:
+      ADD_FAILURE() << "unexpected dtype";
+      return 0;
   }
 }
 
@@ -63,14 +74,16 @@ std::vector<double> Expected(DType dtype) {
 TEST(SafetensorsFixtures, EverySingleDtypeSampleLoadsWithTheReferenceValues) {
   for (const char* name : {"B", "H", "I", "b", "d", "e", "f", "h", "i"}) {
     SCOPED_TRACE(name);
-    auto layer = ReadSafetensorsFile(FixturePath(std::string("safetensors/samples_") + name + ".safetensors"));
+    auto layer = ReadSafetensorsFile(
+        FixturePath(std::string("safetensors/samples_") + name + ".safetensors"));
     ASSERT_TRUE(layer.ok()) << layer.status().ToString();
     ASSERT_EQ((*layer)->num_tensors(), 1u);
     const TensorInfo* t = (*layer)->find(name);
     ASSERT_NE(t, nullptr);
     EXPECT_EQ(t->shape, std::vector<uint64_t>{6});
     const auto expected = Expected(t->dtype);
-    for (size_t i = 0; i < 6; ++i) EXPECT_EQ(ValueAt(**layer, *t, i), expected[i]) << "element " << i;
+    for (size_t i = 0; i < 6; ++i)
+      EXPECT_EQ(ValueAt(**layer, *t, i), expected[i]) << "element " << i;
     EXPECT_EQ((*layer)->metadata().at("test"), "a");
   }
 }
@@ -80,15 +93,16 @@ TEST(SafetensorsFixtures, OverallSampleWithMisalignedDataLoadsEveryDtype) {
   ASSERT_TRUE(layer.ok()) << layer.status().ToString();
   EXPECT_EQ((*layer)->num_tensors(), 9u);
   EXPECT_EQ((*layer)->metadata(), (Metadata{{"test", "a"}}));
-  const std::map<std::string, DType> dtypes = {{"B", DType::U8},  {"H", DType::U16}, {"I", DType::U32},
-                                               {"b", DType::I8},  {"d", DType::F64}, {"e", DType::F16},
-                                               {"f", DType::F32}, {"h", DType::I16}, {"i", DType::I32}};
+  const std::map<std::string, DType> dtypes = {
+      {"B", DType::U8},  {"H", DType::U16}, {"I", DType::U32}, {"b", DType::I8}, {"d", DType::F64},
+      {"e", DType::F16}, {"f", DType::F32}, {"h", DType::I16}, {"i", DType::I32}};
   for (const auto& [name, dtype] : dtypes) {
     const TensorInfo* t = (*layer)->find(name);
     ASSERT_NE(t, nullptr) << name;
     EXPECT_EQ(t->dtype, dtype);
     const auto expected = Expected(dtype);
-    for (size_t i = 0; i < 6; ++i) EXPECT_EQ(ValueAt(**layer, *t, i), expected[i]) << name << "[" << i << "]";
+    for (size_t i = 0; i < 6; ++i)
+      EXPECT_EQ(ValueAt(**layer, *t, i), expected[i]) << name << "[" << i << "]";
   }
 }
 
@@ -102,7 +116,8 @@ TEST(SafetensorsFixtures, PyTorchStateDictWithScalarLoads) {
   EXPECT_EQ(scalar->nbytes, 8u);
   const TensorInfo* bias = (*layer)->find("conv1.bias");
   ASSERT_NE(bias, nullptr);
-  const double want[] = {0.13191646337509155, 0.03988170251250267, 0.061896324157714844, 0.14375224709510803};
+  const double want[] = {0.13191646337509155, 0.03988170251250267, 0.061896324157714844,
+                         0.14375224709510803};
   for (size_t i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(ValueAt(**layer, *bias, i), want[i]);
 }
 
@@ -117,7 +132,8 @@ TEST(SafetensorsFixtures, CandleCodesLoad) {
 }
 
 TEST(SafetensorsWriter, ReproducesFilesWrittenByTheReferenceWriterByteForByte) {
-  for (const char* f : {"safetensors/burn_multi_layer.safetensors", "safetensors/candle_jfk_codes.safetensors"}) {
+  for (const char* f :
+       {"safetensors/burn_multi_layer.safetensors", "safetensors/candle_jfk_codes.safetensors"}) {
     SCOPED_TRACE(f);
     auto original = ReadBytes(FixturePath(f));
     auto layer = ParseSafetensors(original, f);
@@ -135,12 +151,14 @@ TEST(SafetensorsWriter, MatchesTheReferenceUnitTestBytes) {
   ASSERT_EQ(bytes.size(), 8u + 64u + 24u);
   EXPECT_EQ(static_cast<uint8_t>(bytes[0]), 64);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(bytes.data()) + 8, header.size()), header);
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>(bytes.data()) + 8 + header.size(), 64 - header.size()),
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(bytes.data()) + 8 + header.size(),
+                        64 - header.size()),
             std::string(64 - header.size(), ' '));
   // test_empty with metadata {"framework": "pt"}.
   auto empty = LayerBuilder().set_metadata("framework", "pt").build();
   auto e = SerializeSafetensors(*empty);
-  const std::string want = std::string("\x28\0\0\0\0\0\0\0", 8) + R"({"__metadata__":{"framework":"pt"}})" + "     ";
+  const std::string want =
+      std::string("\x28\0\0\0\0\0\0\0", 8) + R"({"__metadata__":{"framework":"pt"}})" + "     ";
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(e.data()), e.size()), want);
 }
 
@@ -158,7 +176,8 @@ TEST(SafetensorsWriter, OrdersTensorsByDescendingDtypeThenName) {
   for (const auto& t : layer->tensors()) names.push_back(t.name);
   EXPECT_EQ(names, (std::vector<std::string>{"y_f64", "a_f32", "b_f32", "z_u8"}));
   for (const auto& t : layer->tensors()) {
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(layer->tensor_data(t).data()) % (DTypeBits(t.dtype) / 8), 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(layer->tensor_data(t).data()) % (DTypeBits(t.dtype) / 8),
+              0u);
   }
 }
 
@@ -187,10 +206,12 @@ TEST(SafetensorsRoundTrip, EveryDtypeSurvivesWriteAndRead) {
 
 // ---- hostile files -----------------------------------------------------------
 
-std::vector<std::byte> FileWithHeader(const std::string& json, size_t data_bytes, uint64_t declared = UINT64_MAX) {
+std::vector<std::byte> FileWithHeader(const std::string& json, size_t data_bytes,
+                                      uint64_t declared = UINT64_MAX) {
   const uint64_t n = declared == UINT64_MAX ? json.size() : declared;
   std::vector<std::byte> out(8 + json.size() + data_bytes);
-  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<std::byte>((n >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i)
+    out[static_cast<size_t>(i)] = static_cast<std::byte>((n >> (8 * i)) & 0xff);
   std::memcpy(out.data() + 8, json.data(), json.size());
   return out;
 }
@@ -208,29 +229,43 @@ TEST(SafetensorsReader, RejectsHostileFilesNamingTheFileAndTheRule) {
       {"past eof", FileWithHeader("{}", 0, 100), "runs past the end of the file"},
       {"not json", FileWithHeader("{nope", 0), "not valid UTF-8 JSON"},
       {"not object", FileWithHeader("[1,2]", 0), "does not start with '{'"},
-      {"bad utf8", FileWithHeader("{\"\xff\xfe\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1),
+      {"bad utf8",
+       FileWithHeader("{\"\xff\xfe\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1),
        "not valid UTF-8 JSON"},
-      {"unknown dtype", FileWithHeader(R"({"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,1]}})", 1),
+      {"unknown dtype",
+       FileWithHeader(R"({"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,1]}})", 1),
        "unknown dtype \"Q7\""},
-      {"negative shape", FileWithHeader(R"({"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}})", 1),
+      {"negative shape",
+       FileWithHeader(R"({"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}})", 1),
        "shape is not a list of non-negative integers"},
-      {"overflow", FileWithHeader(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}})", 4),
+      {"overflow",
+       FileWithHeader(
+           R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}})", 4),
        "overflows"},
-      {"size mismatch", FileWithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4),
-       "need 8"},
-      {"hole", FileWithHeader(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})", 2), "leave a hole or overlap"},
-      {"overlap",
-       FileWithHeader(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}})", 3),
+      {"size mismatch",
+       FileWithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4), "need 8"},
+      {"hole", FileWithHeader(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})", 2),
        "leave a hole or overlap"},
-      {"trailing bytes", FileWithHeader(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", 2),
+      {"overlap",
+       FileWithHeader(
+           R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}})",
+           3),
+       "leave a hole or overlap"},
+      {"trailing bytes",
+       FileWithHeader(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", 2),
        "must end exactly at the end of the file"},
-      {"duplicate", FileWithHeader(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})", 2),
+      {"duplicate",
+       FileWithHeader(
+           R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
+           2),
        "appears twice"},
       {"metadata not strings", FileWithHeader(R"({"__metadata__":{"k":1}})", 0), "is not a string"},
-      {"tensor called __metadata__", FileWithHeader(R"({"__metadata__":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", 1),
+      {"tensor called __metadata__",
+       FileWithHeader(R"({"__metadata__":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", 1),
        "__metadata__"},
       {"missing field", FileWithHeader(R"({"a":{"dtype":"U8","shape":[1]}})", 0), "lacks one of"},
-      {"partial bytes", FileWithHeader(R"({"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}})", 2),
+      {"partial bytes",
+       FileWithHeader(R"({"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}})", 2),
        "do not fill whole bytes"},
   };
   TempDir dir;
@@ -240,8 +275,10 @@ TEST(SafetensorsReader, RejectsHostileFilesNamingTheFileAndTheRule) {
     WriteBytes(path, c.bytes);
     auto from_file = ReadSafetensorsFile(path);
     ASSERT_FALSE(from_file.ok());
-    EXPECT_NE(from_file.status().message().find(path), std::string::npos) << from_file.status().message();
-    EXPECT_NE(from_file.status().message().find(c.expected), std::string::npos) << from_file.status().message();
+    EXPECT_NE(from_file.status().message().find(path), std::string::npos)
+        << from_file.status().message();
+    EXPECT_NE(from_file.status().message().find(c.expected), std::string::npos)
+        << from_file.status().message();
     auto from_memory = ParseSafetensors(c.bytes, "memory");
     EXPECT_FALSE(from_memory.ok());
   }
@@ -252,7 +289,8 @@ TEST(SafetensorsReader, RecognisesAGitLfsPointer) {
   auto layer = ReadSafetensorsFile(path);
   ASSERT_FALSE(layer.ok());
   EXPECT_TRUE(layer.status().IsCorruption());
-  EXPECT_NE(layer.status().message().find("Git LFS pointer"), std::string::npos) << layer.status().message();
+  EXPECT_NE(layer.status().message().find("Git LFS pointer"), std::string::npos)
+      << layer.status().message();
   EXPECT_NE(layer.status().message().find(path), std::string::npos);
 }
 

@@ -33,7 +33,8 @@ inline LayerPtr MakeLayer(uint64_t seed, uint64_t bytes = 4096) {
   uint64_t s = seed;
   for (auto& v : w) v = static_cast<uint16_t>((s = Mix(s + 1)) & 0xffff);
   std::vector<float> norm(cols);
-  for (uint64_t i = 0; i < cols; ++i) norm[i] = static_cast<float>(seed % 1000) + static_cast<float>(i);
+  for (uint64_t i = 0; i < cols; ++i)
+    norm[i] = static_cast<float>(seed % 1000) + static_cast<float>(i);
   std::vector<int64_t> step{static_cast<int64_t>(seed & 0x7fffffff)};
   return LayerBuilder()
       .add_tensor("mlp.weight", DType::BF16, {rows, cols}, w)

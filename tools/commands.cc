@@ -52,7 +52,9 @@ int List(const Global& g) {
       nlohmann::ordered_json j;
       j["model_id"] = e.key.model_id;
       j["layer_index"] = e.key.layer_index;
-      j["quantization_mode"] = e.key.quantization_mode.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(e.key.quantization_mode);
+      j["quantization_mode"] = e.key.quantization_mode.empty()
+                                   ? nlohmann::ordered_json()
+                                   : nlohmann::ordered_json(e.key.quantization_mode);
       j["revision"] = e.key.revision;
       j["tier"] = e.in_memory ? "memory+disk" : "disk";
       j["size_bytes"] = e.size_bytes;
@@ -67,9 +69,10 @@ int List(const Global& g) {
     std::cout << arr.dump(2) << "\n";
     return 0;
   }
-  std::cout << std::left << std::setw(28) << "MODEL" << std::right << std::setw(6) << "LAYER" << "  "
-            << std::left << std::setw(8) << "QUANT" << std::setw(6) << "TIER" << std::right
-            << std::setw(12) << "SIZE" << "  " << std::left << std::setw(20) << "LAST ACCESS"
+  std::cout << std::left << std::setw(28) << "MODEL" << std::right << std::setw(6) << "LAYER"
+            << "  " << std::left << std::setw(8) << "QUANT" << std::setw(6) << "TIER" << std::right
+            << std::setw(12) << "SIZE"
+            << "  " << std::left << std::setw(20) << "LAST ACCESS"
             << "CHECKSUM\n";
   for (const EntryInfo& e : entries) {
     std::cout << std::left << std::setw(28) << e.key.model_id << std::right << std::setw(6)
@@ -135,7 +138,9 @@ int Inspect(const std::string& file, bool json) {
     j["metadata"] = header->metadata;
     j["tensors"] = nlohmann::ordered_json::array();
     for (const TensorInfo& t : header->tensors) {
-      j["tensors"].push_back({{"name", t.name}, {"dtype", DTypeName(t.dtype)}, {"shape", t.shape},
+      j["tensors"].push_back({{"name", t.name},
+                              {"dtype", DTypeName(t.dtype)},
+                              {"shape", t.shape},
                               {"data_offsets", {t.offset, t.offset + t.nbytes}}});
     }
     std::cout << j.dump(2) << "\n";
@@ -151,7 +156,8 @@ int Inspect(const std::string& file, bool json) {
   for (const auto& [k, v] : header->metadata) std::cout << "  metadata " << k << " = " << v << "\n";
   for (const TensorInfo& t : header->tensors) {
     std::cout << "  " << std::left << std::setw(48) << t.name << std::setw(12) << DTypeName(t.dtype)
-              << std::setw(20) << Shape(t.shape) << "[" << t.offset << ", " << t.offset + t.nbytes << ")\n";
+              << std::setw(20) << Shape(t.shape) << "[" << t.offset << ", " << t.offset + t.nbytes
+              << ")\n";
   }
   return 0;
 }
@@ -198,7 +204,8 @@ int Get(const Global& g, const std::string& model, int64_t layer_index, const st
     std::cerr << "layercache: " << s.message() << "\n";
     return 1;
   }
-  std::cout << "wrote " << key.ToString() << " to " << out << " (" << layer->nbytes() << " bytes)\n";
+  std::cout << "wrote " << key.ToString() << " to " << out << " (" << layer->nbytes()
+            << " bytes)\n";
   return 0;
 }
 

@@ -55,8 +55,9 @@ int Demo(const DemoOptions& d) {
   spec.vocab_size = 4096;
   std::cout << "== layercache demo ==\n"
             << "work directory: " << work << "\n"
-            << "writing a synthetic Llama-shaped checkpoint: " << spec.num_layers << " layers, hidden "
-            << spec.hidden_size << ", MLP " << spec.intermediate_size << ", bf16\n";
+            << "writing a synthetic Llama-shaped checkpoint: " << spec.num_layers
+            << " layers, hidden " << spec.hidden_size << ", MLP " << spec.intermediate_size
+            << ", bf16\n";
   auto info = WriteSyntheticModel(model_dir, spec);
   if (!info.ok()) {
     std::cerr << "layercache demo: " << info.status().message() << "\n";
@@ -76,7 +77,8 @@ int Demo(const DemoOptions& d) {
   options.cache_dir = cache_dir;
   const double gib = 1024.0 * 1024.0 * 1024.0;
   options.max_cache_size_gb = std::max(1.0, 2.0 * static_cast<double>(info->total_bytes) / gib);
-  options.max_memory_cache_size_gb = std::max(0.25, 1.25 * static_cast<double>(info->total_bytes) / gib);
+  options.max_memory_cache_size_gb =
+      std::max(0.25, 1.25 * static_cast<double>(info->total_bytes) / gib);
   std::cout << "cache: " << cache_dir << " (disk budget " << options.max_cache_size_gb
             << " GiB, memory budget " << options.max_memory_cache_size_gb << " GiB)\n\n";
 
@@ -84,7 +86,9 @@ int Demo(const DemoOptions& d) {
   std::vector<PassResult> passes;
   auto cache = std::make_unique<LayerCache>(options);
   for (int pass = 0; pass < std::max(1, d.passes); ++pass) {
-    std::string name = pass == 0 ? "pass 1 cold" : pass == 1 ? "pass 2 disk" : "pass " + std::to_string(pass + 1) + " memory";
+    std::string name = pass == 0   ? "pass 1 cold"
+                       : pass == 1 ? "pass 2 disk"
+                                   : "pass " + std::to_string(pass + 1) + " memory";
     if (pass == 1) {
       // A restart: the memory tier is gone, the disk tier persists.
       cache.reset();
@@ -105,13 +109,16 @@ int Demo(const DemoOptions& d) {
           return 1;
         }
         layer = *loaded;
-        fetch_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        fetch_seconds +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         fingerprints[static_cast<size_t>(i)] = Fingerprint(*layer);
       } else {
         layer = cache->get_layer(key);
-        fetch_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        fetch_seconds +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (!layer) {
-          std::cerr << "\nlayercache demo: layer " << i << " missing from the cache in " << name << "\n";
+          std::cerr << "\nlayercache demo: layer " << i << " missing from the cache in " << name
+                    << "\n";
           return 1;
         }
         if (Fingerprint(*layer) != fingerprints[static_cast<size_t>(i)]) {
@@ -129,7 +136,8 @@ int Demo(const DemoOptions& d) {
             << " layers; every later pass checked byte for byte against pass 1):\n";
   for (const PassResult& p : passes) {
     std::printf("  %-16s %10.3f ms  %10.1f us/layer  %10.1fx faster than cold\n", p.name.c_str(),
-                p.seconds * 1e3, p.seconds * 1e6 / static_cast<double>(n), passes[0].seconds / p.seconds);
+                p.seconds * 1e3, p.seconds * 1e6 / static_cast<double>(n),
+                passes[0].seconds / p.seconds);
   }
   std::fflush(stdout);
   std::cout << "\n";

@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
   auto* ls = app.add_subcommand("ls", "list the cached layers");
   ls->add_flag("--json", g.json, "print JSON");
   app.add_subcommand("verify", "check every entry; lists corrupted ones and exits 1 if any");
-  app.add_subcommand("optimize", "remove corrupted entries, temp files and orphans; enforce the budget");
+  app.add_subcommand("optimize",
+                     "remove corrupted entries, temp files and orphans; enforce the budget");
   app.add_subcommand("clear", "remove every cached layer");
 
   auto* inv = app.add_subcommand("invalidate", "remove a model's layers (or one layer)");
@@ -47,19 +48,22 @@ int main(int argc, char** argv) {
   put->add_option("--max-cache-size-gb", g.options.max_cache_size_gb, "disk budget in GiB");
 
   std::string out;
-  auto* get = app.add_subcommand("get", "write a cached layer as a safetensors file (exit 1 on a miss)");
+  auto* get =
+      app.add_subcommand("get", "write a cached layer as a safetensors file (exit 1 on a miss)");
   get->add_option("MODEL", model, "model id")->required();
   get->add_option("LAYER", layer, "layer index")->required();
   get->add_option("--quant", quant, "quantization mode (part of the key)");
   get->add_option("-o,--output", out, "output file")->required();
 
   cli::DemoOptions d;
-  auto* demo = app.add_subcommand("demo", "stream a synthetic Llama-shaped model through the cache");
+  auto* demo =
+      app.add_subcommand("demo", "stream a synthetic Llama-shaped model through the cache");
   demo->add_option("--layers", d.layers, "number of decoder layers (default 12)");
   demo->add_option("--hidden", d.hidden, "hidden size (default 768)");
   demo->add_option("--intermediate", d.intermediate, "MLP size (default 2048)");
   demo->add_option("--passes", d.passes, "forward passes (default 3: cold, disk-warm, memory-hot)");
-  demo->add_option("--workdir", d.workdir, "where to put the model and cache (default: a temp dir)");
+  demo->add_option("--workdir", d.workdir,
+                   "where to put the model and cache (default: a temp dir)");
   demo->add_flag("--keep", d.keep, "keep the work directory afterwards");
 
   CLI11_PARSE(app, argc, argv);
@@ -71,7 +75,8 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("optimize")) return cli::Optimize(g);
     if (app.got_subcommand("clear")) return cli::Clear(g);
     if (*inv) {
-      return cli::Invalidate(g, model, layer_opt->count() ? std::optional<int64_t>(layer_value) : std::nullopt);
+      return cli::Invalidate(
+          g, model, layer_opt->count() ? std::optional<int64_t>(layer_value) : std::nullopt);
     }
     if (*inspect) return cli::Inspect(file, inspect_json);
     if (*put) return cli::Put(g, model, layer, file, quant);

@@ -102,8 +102,7 @@ class Layer {
   bool ContentEquals(const Layer& other) const;
 
  private:
-  Layer(std::vector<TensorInfo> tensors, AlignedBuffer buffer, uint64_t nbytes,
-        Metadata metadata);
+  Layer(std::vector<TensorInfo> tensors, AlignedBuffer buffer, uint64_t nbytes, Metadata metadata);
 
   std::vector<TensorInfo> tensors_;
   std::vector<uint32_t> by_name_;  // indices into tensors_, sorted by name

@@ -53,12 +53,12 @@ struct CorruptEntry {
 
 // What optimize_cache() did.
 struct OptimizeReport {
-  uint64_t corrupted_removed = 0;  // entries that failed verification
-  uint64_t temp_files_removed = 0; // temp files left by dead writers
-  uint64_t orphans_adopted = 0;    // valid entry files the index lacked
-  uint64_t orphans_removed = 0;    // unreadable files in the entries folder
-  uint64_t rows_dropped = 0;       // index rows whose file was gone
-  uint64_t evicted = 0;            // entries evicted to meet the byte budget
+  uint64_t corrupted_removed = 0;   // entries that failed verification
+  uint64_t temp_files_removed = 0;  // temp files left by dead writers
+  uint64_t orphans_adopted = 0;     // valid entry files the index lacked
+  uint64_t orphans_removed = 0;     // unreadable files in the entries folder
+  uint64_t rows_dropped = 0;        // index rows whose file was gone
+  uint64_t evicted = 0;             // entries evicted to meet the byte budget
 };
 
 // One disk entry, for listings (`layercache ls`).
@@ -149,7 +149,8 @@ class LayerCache {
 // The process-wide cache. The first call creates it (with `options`, or the
 // defaults); later calls return the same instance. A later call whose options
 // differ from the instance's gets the existing instance and a logged warning.
-std::shared_ptr<LayerCache> get_layer_cache(std::optional<LayerCacheOptions> options = std::nullopt);
+std::shared_ptr<LayerCache> get_layer_cache(
+    std::optional<LayerCacheOptions> options = std::nullopt);
 
 // Drops the process-wide instance (the next get_layer_cache() makes a new one).
 void reset_layer_cache();

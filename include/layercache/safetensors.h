@@ -43,8 +43,8 @@ struct SafetensorsHeader {
 
 // Checks the 8-byte length prefix against the file size. `what` names the file
 // in errors. Recognises Git LFS pointer files and says so.
-Result<uint64_t> ParseSafetensorsHeaderLength(std::span<const std::byte> prefix,
-                                              uint64_t file_size, std::string_view what);
+Result<uint64_t> ParseSafetensorsHeaderLength(std::span<const std::byte> prefix, uint64_t file_size,
+                                              std::string_view what);
 
 // Parses and validates the header JSON (the bytes after the length prefix)
 // of a file of `file_size` bytes.

@@ -82,7 +82,8 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options)
         const std::string dir = JoinPath(eph, n);
         auto lock = FileLock::TryLock(JoinPath(dir, kOwnerLock), 0, 0, /*create=*/false);
         if (lock.ok() && lock->has_value()) {
-          if (Status s = RemoveTree(env, dir); !s.ok()) LogWarn("cannot remove stale " + dir + ": " + s.message());
+          if (Status s = RemoveTree(env, dir); !s.ok())
+            LogWarn("cannot remove stale " + dir + ": " + s.message());
         } else if (!lock.ok() && lock.status().IsNotFound()) {
           (void)RemoveTree(env, dir);  // no owner lock at all: a crash before it was made
         }
@@ -103,12 +104,16 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options)
   if (!maintenance.ok()) return maintenance.status();
   if (Status s = tier->OpenIndex(); !s.ok()) return s;
   OptimizeReport report;
-  if (Status s = tier->Reconcile(&report); !s.ok()) return s.WithContext("cannot reconcile " + root);
-  if (report.temp_files_removed + report.orphans_adopted + report.orphans_removed + report.rows_dropped > 0) {
+  if (Status s = tier->Reconcile(&report); !s.ok())
+    return s.WithContext("cannot reconcile " + root);
+  if (report.temp_files_removed + report.orphans_adopted + report.orphans_removed +
+          report.rows_dropped >
+      0) {
     LogInfo("reconciled " + root + ": removed " + std::to_string(report.temp_files_removed) +
-            " temp files, adopted " + std::to_string(report.orphans_adopted) + " entries, removed " +
-            std::to_string(report.orphans_removed) + " unreadable files, dropped " +
-            std::to_string(report.rows_dropped) + " stale index rows");
+            " temp files, adopted " + std::to_string(report.orphans_adopted) +
+            " entries, removed " + std::to_string(report.orphans_removed) +
+            " unreadable files, dropped " + std::to_string(report.rows_dropped) +
+            " stale index rows");
   }
   return tier;
 }
@@ -116,7 +121,8 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options)
 DiskTier::~DiskTier() {
   if (!persist_index_) {
     index_.reset();
-    if (Status s = RemoveTree(env_, root_); !s.ok()) LogWarn("cannot remove " + root_ + ": " + s.message());
+    if (Status s = RemoveTree(env_, root_); !s.ok())
+      LogWarn("cannot remove " + root_ + ": " + s.message());
   }
 }
 
@@ -149,7 +155,8 @@ Status DiskTier::OpenIndex() {
 // ---- paths and locks -------------------------------------------------------
 
 std::string DiskTier::EntryPath(const std::string& digest) const {
-  return JoinPath(JoinPath(JoinPath(root_, kEntriesDir), digest.substr(0, 2)), digest + kEntrySuffix);
+  return JoinPath(JoinPath(JoinPath(root_, kEntriesDir), digest.substr(0, 2)),
+                  digest + kEntrySuffix);
 }
 
 Result<FileLock> DiskTier::LockKey(const LayerKey& key) { return LockDigest(key.Digest()); }
@@ -176,7 +183,8 @@ Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const 
   if (f.size() >= 8) {
     if (Status s = f.Read(0, 8, prefix); !s.ok()) return s;
   }
-  auto n = ParseSafetensorsHeaderLength(std::span<const std::byte>(prefix, f.size() >= 8 ? 8 : 0), f.size(), path);
+  auto n = ParseSafetensorsHeaderLength(std::span<const std::byte>(prefix, f.size() >= 8 ? 8 : 0),
+                                        f.size(), path);
   if (!n.ok()) return n.status();
   std::string text(*n, '\0');
   if (Status s = f.Read(8, *n, reinterpret_cast<std::byte*>(text.data())); !s.ok()) return s;
@@ -232,7 +240,8 @@ Result<LayerPtr> DiskTier::Get(const LayerKey& key) {
     return read.status();
   }
   if (read->header.key != key) {
-    return Status::NotFound(key.ToString() + ": digest collision with " + read->header.key.ToString());
+    return Status::NotFound(key.ToString() + ": digest collision with " +
+                            read->header.key.ToString());
   }
   bytes_read_.fetch_add(read->size, std::memory_order_relaxed);
   {
@@ -273,7 +282,8 @@ Status DiskTier::Put(const LayerKey& key, const Layer& layer, const FileLock* he
       s = file.status();
     } else {
       std::byte prefix[8];
-      for (int i = 0; i < 8; ++i) prefix[i] = static_cast<std::byte>((header.size() >> (8 * i)) & 0xff);
+      for (int i = 0; i < 8; ++i)
+        prefix[i] = static_cast<std::byte>((header.size() >> (8 * i)) & 0xff);
       s = (*file)->Append({prefix, 8});
       if (s.ok()) s = (*file)->Append(std::as_bytes(std::span<const char>(header)));
       if (s.ok()) s = (*file)->Append({layer.data(), static_cast<size_t>(layer.nbytes())});
@@ -506,7 +516,8 @@ Status DiskTier::Reconcile(OptimizeReport* report) {
     const std::string name = rel.substr(rel.find('/') + 1);
     const std::string digest = name.substr(0, std::min<size_t>(32, name.size()));
     const std::string path = JoinPath(JoinPath(root_, kEntriesDir), rel);
-    if (!IsDigest(digest) || name != digest + kEntrySuffix || rel.substr(0, 2) != digest.substr(0, 2)) {
+    if (!IsDigest(digest) || name != digest + kEntrySuffix ||
+        rel.substr(0, 2) != digest.substr(0, 2)) {
       if (env_->Remove(path).ok()) ++report->orphans_removed;
       continue;
     }

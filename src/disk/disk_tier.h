@@ -89,8 +89,8 @@ class DiskTier {
   // Evicts LRU rows until the total fits (skipping `keep` and keys that are
   // locked by writers). Call with index_mu_ held, inside a transaction;
   // the files to unlink are appended to `doomed` with their locks.
-  Status CollectEvictions(const std::string& keep, std::vector<std::pair<std::string, FileLock>>* doomed,
-                          uint64_t* evicted);
+  Status CollectEvictions(const std::string& keep,
+                          std::vector<std::pair<std::string, FileLock>>* doomed, uint64_t* evicted);
   Status EnforceBudget(uint64_t* evicted);
   // Removes the row and file of `digest`; the key lock must be held.
   Status RemoveLocked(const std::string& digest);

@@ -94,7 +94,8 @@ Result<EntryHeader> DecodeEntryHeader(const SafetensorsHeader& header, std::stri
   };
   const std::string* format = get(kKeyFormat);
   if (format == nullptr) return bad("__metadata__ lacks " + std::string(kKeyFormat));
-  if (*format != kEntryFormatVersion) return bad("unknown entry format version \"" + *format + "\"");
+  if (*format != kEntryFormatVersion)
+    return bad("unknown entry format version \"" + *format + "\"");
   EntryHeader e;
   const std::string* model = get(kKeyModel);
   const std::string* layer = get(kKeyLayer);

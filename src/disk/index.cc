@@ -34,7 +34,8 @@ struct Stmt {
 
 std::string Text(sqlite3_stmt* s, int col) {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, col));
-  return p == nullptr ? std::string() : std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, col)));
+  return p == nullptr ? std::string()
+                      : std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, col)));
 }
 
 void BindText(sqlite3_stmt* s, int idx, const std::string& v) {
@@ -61,8 +62,9 @@ IndexRow ReadRow(sqlite3_stmt* s) {
 
 Result<std::unique_ptr<Index>> Index::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);
@@ -121,7 +123,8 @@ Status Index::Upsert(const IndexRow& r) {
   Stmt st;
   std::string sql = std::string("INSERT OR REPLACE INTO entries (") + kColumns +
                     ") VALUES (?,?,?,?,?,?,?,?,?,?,?)";
-  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st.s, nullptr) != SQLITE_OK) return Error("index upsert");
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st.s, nullptr) != SQLITE_OK)
+    return Error("index upsert");
   BindText(st.s, 1, r.digest);
   BindText(st.s, 2, r.key.model_id);
   sqlite3_bind_int64(st.s, 3, r.key.layer_index);
@@ -151,7 +154,8 @@ Status Index::Touch(const std::string& digest, int64_t now_ns) {
 
 Status Index::Delete(const std::string& digest) {
   Stmt st;
-  if (sqlite3_prepare_v2(db_, "DELETE FROM entries WHERE digest=?", -1, &st.s, nullptr) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(db_, "DELETE FROM entries WHERE digest=?", -1, &st.s, nullptr) !=
+      SQLITE_OK) {
     return Error("index delete");
   }
   BindText(st.s, 1, digest);
@@ -162,7 +166,8 @@ Status Index::Delete(const std::string& digest) {
 Result<std::vector<IndexRow>> Index::Query(const std::string& sql,
                                            const std::function<void(sqlite3_stmt*)>& bind) {
   Stmt st;
-  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st.s, nullptr) != SQLITE_OK) return Error("index query");
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st.s, nullptr) != SQLITE_OK)
+    return Error("index query");
   bind(st.s);
   std::vector<IndexRow> rows;
   int rc;

@@ -51,7 +51,7 @@ class Index {
   Result<std::vector<IndexRow>> All();
   // Rows of `model_id` (and `layer_index`, if given); all rows when no model.
   Result<std::vector<IndexRow>> Match(const std::optional<std::string>& model_id,
-                                     const std::optional<int64_t>& layer_index);
+                                      const std::optional<int64_t>& layer_index);
   // Up to `limit` least recently used rows, skipping `exclude_digest`.
   Result<std::vector<IndexRow>> Oldest(size_t limit, const std::string& exclude_digest);
   // (entry count, total file bytes)

@@ -17,8 +17,7 @@ Status Bad(std::string_view what, const std::string& rule) {
 
 bool LooksLikeLfsPointer(std::span<const std::byte> prefix) {
   static constexpr std::string_view kLfs = "version ";
-  return prefix.size() >= kLfs.size() &&
-         std::memcmp(prefix.data(), kLfs.data(), kLfs.size()) == 0;
+  return prefix.size() >= kLfs.size() && std::memcmp(prefix.data(), kLfs.data(), kLfs.size()) == 0;
 }
 
 // Reads a JSON array of unsigned integers (shape or data_offsets).
@@ -41,8 +40,8 @@ const TensorInfo* SafetensorsHeader::find(std::string_view name) const {
   return nullptr;
 }
 
-Result<uint64_t> ParseSafetensorsHeaderLength(std::span<const std::byte> prefix,
-                                              uint64_t file_size, std::string_view what) {
+Result<uint64_t> ParseSafetensorsHeaderLength(std::span<const std::byte> prefix, uint64_t file_size,
+                                              std::string_view what) {
   if (prefix.size() < 8 || file_size < 8) {
     return Bad(what, "the file is " + std::to_string(file_size) +
                          " bytes, shorter than the 8-byte header length");
@@ -51,9 +50,10 @@ Result<uint64_t> ParseSafetensorsHeaderLength(std::span<const std::byte> prefix,
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(prefix[static_cast<size_t>(i)]);
   if (n > kMaxSafetensorsHeaderBytes || n > file_size - 8) {
     if (LooksLikeLfsPointer(prefix)) {
-      return Bad(what,
-                 "it looks like a Git LFS pointer file (it starts with \"version \"), not the "
-                 "weights themselves; fetch the real file (git lfs pull, or download it from the Hub)");
+      return Bad(
+          what,
+          "it looks like a Git LFS pointer file (it starts with \"version \"), not the "
+          "weights themselves; fetch the real file (git lfs pull, or download it from the Hub)");
     }
     if (n > kMaxSafetensorsHeaderBytes) {
       return Bad(what, "header length " + std::to_string(n) + " exceeds the limit of " +
@@ -132,7 +132,8 @@ Result<SafetensorsHeader> ParseSafetensorsHeader(std::string_view text, uint64_t
     }
     std::vector<uint64_t> offsets;
     if (!ReadUnsignedArray(*offsets_it, &offsets) || offsets.size() != 2) {
-      return Bad(what, "tensor \"" + name + "\" data_offsets is not a pair of non-negative integers");
+      return Bad(what,
+                 "tensor \"" + name + "\" data_offsets is not a pair of non-negative integers");
     }
     r.begin = offsets[0];
     r.end = offsets[1];
@@ -146,7 +147,8 @@ Result<SafetensorsHeader> ParseSafetensorsHeader(std::string_view text, uint64_t
     const std::string& name = r.info.name;
     if (r.begin != expected || r.end < r.begin) {
       return Bad(what, "tensor \"" + name + "\" data_offsets [" + std::to_string(r.begin) + ", " +
-                           std::to_string(r.end) + "] leave a hole or overlap (expected it to start at " +
+                           std::to_string(r.end) +
+                           "] leave a hole or overlap (expected it to start at " +
                            std::to_string(expected) + ")");
     }
     auto size = TensorByteSize(r.info.dtype, r.info.shape);
@@ -204,7 +206,8 @@ Result<LayerPtr> BuildLayer(const SafetensorsHeader& header, ReadRange&& read_ra
 }  // namespace
 
 Result<LayerPtr> ParseSafetensors(std::span<const std::byte> bytes, std::string_view what) {
-  auto n = ParseSafetensorsHeaderLength(bytes.first(std::min<size_t>(8, bytes.size())), bytes.size(), what);
+  auto n = ParseSafetensorsHeaderLength(bytes.first(std::min<size_t>(8, bytes.size())),
+                                        bytes.size(), what);
   if (!n.ok()) return n.status();
   std::string_view text(reinterpret_cast<const char*>(bytes.data()) + 8, *n);
   auto header = ParseSafetensorsHeader(text, bytes.size(), what);
@@ -225,7 +228,8 @@ Result<SafetensorsHeader> ReadHeaderFrom(RandomAccessFile& file, const std::stri
     Status s = file.Read(0, 8, prefix);
     if (!s.ok()) return s;
   }
-  auto n = ParseSafetensorsHeaderLength(std::span<const std::byte>(prefix, size >= 8 ? 8 : 0), size, path);
+  auto n = ParseSafetensorsHeaderLength(std::span<const std::byte>(prefix, size >= 8 ? 8 : 0), size,
+                                        path);
   if (!n.ok()) return n.status();
   std::string text(*n, '\0');
   Status s = file.Read(8, *n, reinterpret_cast<std::byte*>(text.data()));

@@ -13,13 +13,27 @@ void AppendJsonString(std::string* out, std::string_view s) {
   out->push_back('"');
   for (char c : s) {
     switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\b': out->append("\\b"); break;
-      case '\f': out->append("\\f"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\b':
+        out->append("\\b");
+        break;
+      case '\f':
+        out->append("\\f");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out->append("\\u00");
@@ -79,9 +93,11 @@ std::vector<std::byte> SerializeSafetensors(const Layer& layer) {
   const std::string header = SerializeSafetensorsHeader(layer, layer.metadata());
   std::vector<std::byte> out(8 + header.size() + layer.nbytes());
   uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<std::byte>((n >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i)
+    out[static_cast<size_t>(i)] = static_cast<std::byte>((n >> (8 * i)) & 0xff);
   std::memcpy(out.data() + 8, header.data(), header.size());
-  if (layer.nbytes() != 0) std::memcpy(out.data() + 8 + header.size(), layer.data(), layer.nbytes());
+  if (layer.nbytes() != 0)
+    std::memcpy(out.data() + 8 + header.size(), layer.data(), layer.nbytes());
   return out;
 }
 
@@ -91,10 +107,10 @@ Status WriteSafetensorsFile(const Layer& layer, const std::string& path) {
   for (int i = 0; i < 8; ++i) {
     prefix[i] = static_cast<std::byte>((uint64_t{header.size()} >> (8 * i)) & 0xff);
   }
-  return WriteFileAtomically(Env::Default(), path,
-                             {std::span<const std::byte>(prefix, 8),
-                              std::as_bytes(std::span<const char>(header)),
-                              std::span<const std::byte>(layer.data(), layer.nbytes())});
+  return WriteFileAtomically(
+      Env::Default(), path,
+      {std::span<const std::byte>(prefix, 8), std::as_bytes(std::span<const char>(header)),
+       std::span<const std::byte>(layer.data(), layer.nbytes())});
 }
 
 }  // namespace layercache

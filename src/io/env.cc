@@ -11,10 +11,13 @@ namespace layercache {
 Status ErrnoStatus(const std::string& context, int err) {
   std::string msg = context + ": " + std::strerror(err);
   switch (err) {
-    case ENOENT: return Status::NotFound(msg);
+    case ENOENT:
+      return Status::NotFound(msg);
     case ENOSPC:
-    case EDQUOT: return Status::NoSpace(msg);
-    default: return Status::IOError(msg);
+    case EDQUOT:
+      return Status::NoSpace(msg);
+    default:
+      return Status::IOError(msg);
   }
 }
 

@@ -38,7 +38,8 @@ bool MemoryTier::Insert(const LayerKey& key, LayerPtr layer, Evicted* evicted) {
       s.map.erase(it);
       count_.fetch_sub(1, std::memory_order_relaxed);
     }
-    s.lru.push_front(Entry{key, std::move(layer), charge, tick_.fetch_add(1, std::memory_order_relaxed)});
+    s.lru.push_front(
+        Entry{key, std::move(layer), charge, tick_.fetch_add(1, std::memory_order_relaxed)});
     s.map.emplace(key, s.lru.begin());
     usage_.fetch_add(charge, std::memory_order_relaxed);
     count_.fetch_add(1, std::memory_order_relaxed);

@@ -11,7 +11,8 @@ namespace layercache {
 namespace {
 
 // Parses "<prefix><digits>." at the start of `name`.
-bool LayerIndexOf(const std::string& name, const std::string& prefix, int64_t* index, size_t* rest) {
+bool LayerIndexOf(const std::string& name, const std::string& prefix, int64_t* index,
+                  size_t* rest) {
   if (!name.starts_with(prefix)) return false;
   const char* begin = name.data() + prefix.size();
   const char* end = name.data() + name.size();
@@ -25,10 +26,18 @@ bool LayerIndexOf(const std::string& name, const std::string& prefix, int64_t* i
 
 const std::vector<std::string>& LayerPrefixes() {
   static const std::vector<std::string> kPrefixes = {
-      "model.layers.",          "transformer.h.",       "gpt_neox.layers.",
-      "model.decoder.layers.",  "transformer.blocks.",  "model.language_model.layers.",
-      "language_model.model.layers.", "encoder.block.",  "decoder.block.",
-      "transformer.layers.",    "layers.",              "h.",
+      "model.layers.",
+      "transformer.h.",
+      "gpt_neox.layers.",
+      "model.decoder.layers.",
+      "transformer.blocks.",
+      "model.language_model.layers.",
+      "language_model.model.layers.",
+      "encoder.block.",
+      "decoder.block.",
+      "transformer.layers.",
+      "layers.",
+      "h.",
   };
   return kPrefixes;
 }
@@ -64,7 +73,8 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
     }
     for (auto it = doc["weight_map"].begin(); it != doc["weight_map"].end(); ++it) {
       if (!it.value().is_string()) {
-        return Status::Corruption(index_path + ": weight_map entry \"" + it.key() + "\" is not a string");
+        return Status::Corruption(index_path + ": weight_map entry \"" + it.key() +
+                                  "\" is not a string");
       }
       const std::string shard = it.value().get<std::string>();
       if (Status s = CheckShardName(shard); !s.ok()) return s.WithContext(index_path);
@@ -74,7 +84,8 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
   } else if (env->Stat(JoinPath(dir, "model.safetensors")).ok()) {
     shards.insert("model.safetensors");
   } else {
-    return Status::NotFound(dir + " holds neither model.safetensors nor model.safetensors.index.json");
+    return Status::NotFound(dir +
+                            " holds neither model.safetensors nor model.safetensors.index.json");
   }
   for (const std::string& shard : shards) {
     auto header = ReadSafetensorsHeader(JoinPath(dir, shard));
@@ -86,7 +97,8 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
     for (const TensorInfo& t : header.tensors) {
       if (!weight_map.empty()) {
         auto it = weight_map.find(t.name);
-        if (it == weight_map.end() || it->second != shard) continue;  // not this shard's per the index
+        if (it == weight_map.end() || it->second != shard)
+          continue;  // not this shard's per the index
       }
       cp->tensors_[t.name] = Location{shard, &t};
     }
@@ -135,7 +147,9 @@ Result<LayerPtr> Checkpoint::ReadTensors(
       file = std::move(*f);
     }
     const uint64_t base = headers_.at(loc.shard).data_offset;
-    if (Status s = file->Read(base + loc.info->offset, loc.info->nbytes, buffer.data() + dst.offset); !s.ok()) {
+    if (Status s =
+            file->Read(base + loc.info->offset, loc.info->nbytes, buffer.data() + dst.offset);
+        !s.ok()) {
       return s;
     }
   }
@@ -151,9 +165,11 @@ Result<LayerPtr> Checkpoint::ReadLayer(int64_t index) const {
   for (const auto& [name, loc] : tensors_) {
     int64_t i;
     size_t rest;
-    if (LayerIndexOf(name, prefix_, &i, &rest) && i == index) names.emplace_back(name, name.substr(rest));
+    if (LayerIndexOf(name, prefix_, &i, &rest) && i == index)
+      names.emplace_back(name, name.substr(rest));
   }
-  if (names.empty()) return Status::NotFound(dir_ + ": layer " + std::to_string(index) + " has no tensors");
+  if (names.empty())
+    return Status::NotFound(dir_ + ": layer " + std::to_string(index) + " has no tensors");
   return ReadTensors(names);
 }
 

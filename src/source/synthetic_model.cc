@@ -36,7 +36,9 @@ std::vector<std::byte> RandomBf16(uint64_t count, Rng* rng) {
   for (uint64_t i = 0; i < count; ++i) {
     const uint64_t r = rng->Next();
     // Sum of 4 uniforms in [0,1): mean 2, variance 1/3.
-    float u = static_cast<float>((r & 0xffff) + ((r >> 16) & 0xffff) + ((r >> 32) & 0xffff) + (r >> 48)) / 65536.0f;
+    float u =
+        static_cast<float>((r & 0xffff) + ((r >> 16) & 0xffff) + ((r >> 32) & 0xffff) + (r >> 48)) /
+        65536.0f;
     v[i] = ToBf16((u - 2.0f) * 1.7320508f * 0.02f);
   }
   std::vector<std::byte> out(count * 2);
@@ -53,11 +55,13 @@ std::vector<std::byte> OnesBf16(uint64_t count) {
 
 }  // namespace
 
-Result<SyntheticModelInfo> WriteSyntheticModel(const std::string& dir, const SyntheticModelSpec& spec) {
+Result<SyntheticModelInfo> WriteSyntheticModel(const std::string& dir,
+                                               const SyntheticModelSpec& spec) {
   if (spec.num_layers <= 0 || spec.hidden_size == 0 || spec.layers_per_shard <= 0 ||
       spec.num_attention_heads == 0 || spec.hidden_size % spec.num_attention_heads != 0) {
-    return Status::InvalidArgument("synthetic model: layers, hidden size and heads must be positive, "
-                                   "and hidden size divisible by the number of heads");
+    return Status::InvalidArgument(
+        "synthetic model: layers, hidden size and heads must be positive, "
+        "and hidden size divisible by the number of heads");
   }
   Env* env = Env::Default();
   if (Status s = env->CreateDirs(dir); !s.ok()) return s;
@@ -73,12 +77,14 @@ Result<SyntheticModelInfo> WriteSyntheticModel(const std::string& dir, const Syn
     std::snprintf(name, sizeof name, "model-%05lld-of-%05lld.safetensors",
                   static_cast<long long>(shard + 1), static_cast<long long>(info.num_shards));
     LayerBuilder b;
-    auto add = [&](const std::string& n, std::vector<uint64_t> shape, std::vector<std::byte> bytes) {
+    auto add = [&](const std::string& n, std::vector<uint64_t> shape,
+                   std::vector<std::byte> bytes) {
       b.add_tensor(n, DType::BF16, std::move(shape), bytes);
       weight_map[n] = name;
       info.total_bytes += bytes.size();
     };
-    if (shard == 0) add("model.embed_tokens.weight", {spec.vocab_size, h}, RandomBf16(spec.vocab_size * h, &rng));
+    if (shard == 0)
+      add("model.embed_tokens.weight", {spec.vocab_size, h}, RandomBf16(spec.vocab_size * h, &rng));
     const int64_t first = shard * spec.layers_per_shard;
     const int64_t last = std::min(spec.num_layers, first + spec.layers_per_shard);
     for (int64_t i = first; i < last; ++i) {
@@ -115,10 +121,11 @@ Result<SyntheticModelInfo> WriteSyntheticModel(const std::string& dir, const Syn
   config["num_key_value_heads"] = spec.num_key_value_heads;
   config["vocab_size"] = spec.vocab_size;
   config["torch_dtype"] = "bfloat16";
-  for (const auto& [file, doc] : {std::pair{"model.safetensors.index.json", &index},
-                                  std::pair{"config.json", &config}}) {
+  for (const auto& [file, doc] :
+       {std::pair{"model.safetensors.index.json", &index}, std::pair{"config.json", &config}}) {
     const std::string text = doc->dump(2) + "\n";
-    if (Status s = WriteFileAtomically(env, JoinPath(dir, file), {std::as_bytes(std::span<const char>(text))});
+    if (Status s = WriteFileAtomically(env, JoinPath(dir, file),
+                                       {std::as_bytes(std::span<const char>(text))});
         !s.ok()) {
       return s;
     }

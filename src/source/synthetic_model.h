@@ -28,6 +28,7 @@ struct SyntheticModelInfo {
   uint64_t bytes_per_layer = 0;  // tensor bytes of one decoder layer
 };
 
-Result<SyntheticModelInfo> WriteSyntheticModel(const std::string& dir, const SyntheticModelSpec& spec);
+Result<SyntheticModelInfo> WriteSyntheticModel(const std::string& dir,
+                                               const SyntheticModelSpec& spec);
 
 }  // namespace layercache

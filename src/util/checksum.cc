@@ -65,9 +65,12 @@ class EvpHasher final : public Hasher {
 
 std::unique_ptr<Hasher> NewHasher(ChecksumAlgorithm algorithm) {
   switch (algorithm) {
-    case ChecksumAlgorithm::kXXH3_128: return std::make_unique<Xxh3Hasher>();
-    case ChecksumAlgorithm::kMD5: return std::make_unique<EvpHasher>(EVP_md5());
-    case ChecksumAlgorithm::kSHA256: return std::make_unique<EvpHasher>(EVP_sha256());
+    case ChecksumAlgorithm::kXXH3_128:
+      return std::make_unique<Xxh3Hasher>();
+    case ChecksumAlgorithm::kMD5:
+      return std::make_unique<EvpHasher>(EVP_md5());
+    case ChecksumAlgorithm::kSHA256:
+      return std::make_unique<EvpHasher>(EVP_sha256());
   }
   throw std::invalid_argument("unknown checksum algorithm");
 }

@@ -38,7 +38,9 @@ void Progress::Update(uint64_t done, uint64_t bytes) {
   const int filled = total_ == 0 ? width : static_cast<int>(width * done / total_);
   std::string bar(static_cast<size_t>(filled), '#');
   bar.append(static_cast<size_t>(width - filled), '.');
-  const double eta = (done == 0 || total_ == 0) ? 0 : secs * static_cast<double>(total_ - done) / static_cast<double>(done);
+  const double eta = (done == 0 || total_ == 0)
+                         ? 0
+                         : secs * static_cast<double>(total_ - done) / static_cast<double>(done);
   std::fprintf(out_, "\r%-14s [%s] %llu/%llu  %s  %s/s  ETA %.1fs   ", label_.c_str(), bar.c_str(),
                static_cast<unsigned long long>(done), static_cast<unsigned long long>(total_),
                HumanBytes(static_cast<double>(bytes)).c_str(), HumanBytes(rate).c_str(), eta);
@@ -46,11 +48,13 @@ void Progress::Update(uint64_t done, uint64_t bytes) {
 }
 
 double Progress::Finish() {
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   if (!quiet_) {
     const double rate = secs > 0 ? static_cast<double>(bytes_) / secs : 0;
-    std::fprintf(out_, "%s%-14s %llu/%llu  %s in %.3f s  (%s/s)%s\n", tty_ ? "\r" : "", label_.c_str(),
-                 static_cast<unsigned long long>(done_), static_cast<unsigned long long>(total_),
+    std::fprintf(out_, "%s%-14s %llu/%llu  %s in %.3f s  (%s/s)%s\n", tty_ ? "\r" : "",
+                 label_.c_str(), static_cast<unsigned long long>(done_),
+                 static_cast<unsigned long long>(total_),
                  HumanBytes(static_cast<double>(bytes_)).c_str(), secs, HumanBytes(rate).c_str(),
                  tty_ ? "                    " : "");
     std::fflush(out_);
