@@ -372,3 +372,29 @@ TEST(LayerCache, HostileModelIdsNeverCreateAnythingOutsideTheCacheDir) {
 
 }  // namespace
 }  // namespace layercache
+
+namespace layercache {
+namespace {
+
+TEST(LayerCache, EmptyLayersAndZeroSizedTensorsRoundTrip) {
+  testing::TempDir dir;
+  LayerCacheOptions o;
+  o.cache_dir = dir.path();
+  o.max_memory_cache_size_gb = 0;
+  LayerCache cache(o);
+  ASSERT_TRUE(cache.cache_layer("m", 0, LayerBuilder().set_metadata("only", "metadata").build()));
+  std::vector<float> none;
+  ASSERT_TRUE(cache.cache_layer(
+      "m", 1, LayerBuilder().add_tensor("empty", DType::F32, {0, 4}, none).build()));
+  LayerPtr a = cache.get_layer("m", 0);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->num_tensors(), 0u);
+  EXPECT_EQ(a->metadata().at("only"), "metadata");
+  LayerPtr b = cache.get_layer("m", 1);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->find("empty")->shape, (std::vector<uint64_t>{0, 4}));
+  EXPECT_TRUE(cache.verify_cache_integrity().empty());
+}
+
+}  // namespace
+}  // namespace layercache

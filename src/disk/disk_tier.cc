@@ -5,6 +5,7 @@
 #include <chrono>
 #include <unordered_set>
 
+#include "format/safetensors_io.h"
 #include "util/logging.h"
 #include "util/path.h"
 
@@ -179,16 +180,7 @@ Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const 
   ReadResult out;
   out.inode = f.inode();
   out.size = f.size();
-  std::byte prefix[8] = {};
-  if (f.size() >= 8) {
-    if (Status s = f.Read(0, 8, prefix); !s.ok()) return s;
-  }
-  auto n = ParseSafetensorsHeaderLength(std::span<const std::byte>(prefix, f.size() >= 8 ? 8 : 0),
-                                        f.size(), path);
-  if (!n.ok()) return n.status();
-  std::string text(*n, '\0');
-  if (Status s = f.Read(8, *n, reinterpret_cast<std::byte*>(text.data())); !s.ok()) return s;
-  auto header = ParseSafetensorsHeader(text, f.size(), path);
+  auto header = ReadSafetensorsHeaderFrom(f, path);
   if (!header.ok()) return header.status();
   auto entry = DecodeEntryHeader(*header, path);
   if (!entry.ok()) return entry.status();
@@ -281,10 +273,8 @@ Status DiskTier::Put(const LayerKey& key, const Layer& layer, const FileLock* he
     if (!file.ok()) {
       s = file.status();
     } else {
-      std::byte prefix[8];
-      for (int i = 0; i < 8; ++i)
-        prefix[i] = static_cast<std::byte>((header.size() >> (8 * i)) & 0xff);
-      s = (*file)->Append({prefix, 8});
+      const auto prefix = EncodeHeaderLength(header.size());
+      s = (*file)->Append(prefix);
       if (s.ok()) s = (*file)->Append(std::as_bytes(std::span<const char>(header)));
       if (s.ok()) s = (*file)->Append({layer.data(), static_cast<size_t>(layer.nbytes())});
       if (s.ok()) s = (*file)->Sync();

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
+#include "format/safetensors_io.h"
 #include "io/env.h"
 #include "layercache/safetensors.h"
 
@@ -219,9 +220,8 @@ Result<LayerPtr> ParseSafetensors(std::span<const std::byte> bytes, std::string_
   });
 }
 
-namespace {
-
-Result<SafetensorsHeader> ReadHeaderFrom(RandomAccessFile& file, const std::string& path) {
+Result<SafetensorsHeader> ReadSafetensorsHeaderFrom(RandomAccessFile& file,
+                                                    const std::string& path) {
   std::byte prefix[8] = {};
   const uint64_t size = file.size();
   if (size >= 8) {
@@ -237,18 +237,16 @@ Result<SafetensorsHeader> ReadHeaderFrom(RandomAccessFile& file, const std::stri
   return ParseSafetensorsHeader(text, size, path);
 }
 
-}  // namespace
-
 Result<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path) {
   auto file = Env::Default()->OpenForRead(path);
   if (!file.ok()) return file.status();
-  return ReadHeaderFrom(**file, path);
+  return ReadSafetensorsHeaderFrom(**file, path);
 }
 
 Result<LayerPtr> ReadSafetensorsFile(const std::string& path) {
   auto file = Env::Default()->OpenForRead(path);
   if (!file.ok()) return file.status();
-  auto header = ReadHeaderFrom(**file, path);
+  auto header = ReadSafetensorsHeaderFrom(**file, path);
   if (!header.ok()) return header.status();
   const uint64_t base = header->data_offset;
   return BuildLayer(*header, [&](uint64_t off, uint64_t len, std::byte* dst) {

@@ -1,5 +1,6 @@
 #include <cstring>
 
+#include "format/safetensors_io.h"
 #include "io/env.h"
 #include "layercache/safetensors.h"
 
@@ -89,27 +90,29 @@ std::string SerializeSafetensorsHeader(const Layer& layer, const Metadata& metad
   return out;
 }
 
+std::array<std::byte, 8> EncodeHeaderLength(uint64_t n) {
+  std::array<std::byte, 8> out;
+  for (size_t i = 0; i < 8; ++i) out[i] = static_cast<std::byte>((n >> (8 * i)) & 0xff);
+  return out;
+}
+
 std::vector<std::byte> SerializeSafetensors(const Layer& layer) {
   const std::string header = SerializeSafetensorsHeader(layer, layer.metadata());
-  std::vector<std::byte> out(8 + header.size() + layer.nbytes());
-  uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i)
-    out[static_cast<size_t>(i)] = static_cast<std::byte>((n >> (8 * i)) & 0xff);
-  std::memcpy(out.data() + 8, header.data(), header.size());
-  if (layer.nbytes() != 0)
-    std::memcpy(out.data() + 8 + header.size(), layer.data(), layer.nbytes());
+  const auto prefix = EncodeHeaderLength(header.size());
+  std::vector<std::byte> out(prefix.begin(), prefix.end());
+  out.reserve(8 + header.size() + layer.nbytes());
+  const auto header_bytes = std::as_bytes(std::span<const char>(header));
+  out.insert(out.end(), header_bytes.begin(), header_bytes.end());
+  out.insert(out.end(), layer.data(), layer.data() + layer.nbytes());
   return out;
 }
 
 Status WriteSafetensorsFile(const Layer& layer, const std::string& path) {
   const std::string header = SerializeSafetensorsHeader(layer, layer.metadata());
-  std::byte prefix[8];
-  for (int i = 0; i < 8; ++i) {
-    prefix[i] = static_cast<std::byte>((uint64_t{header.size()} >> (8 * i)) & 0xff);
-  }
+  const auto prefix = EncodeHeaderLength(header.size());
   return WriteFileAtomically(
       Env::Default(), path,
-      {std::span<const std::byte>(prefix, 8), std::as_bytes(std::span<const char>(header)),
+      {std::span<const std::byte>(prefix), std::as_bytes(std::span<const char>(header)),
        std::span<const std::byte>(layer.data(), layer.nbytes())});
 }
 
