@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libsqlite3-dev libssl-dev libxxhash-dev nlohmann-json3-dev libcli11-dev
+  libcurl4-openssl-dev libcpp-httplib-dev nginx-light curl
   libgtest-dev libbenchmark-dev
 )
 

@@ -1,5 +1,7 @@
 #include "layercache/layer_cache.h"
 
+#include <unistd.h>
+
 #include <future>
 #include <iostream>
 #include <mutex>
@@ -7,8 +9,12 @@
 
 #include "disk/disk_tier.h"
 #include "disk/entry_codec.h"
+#include "hub/hub_source.h"
 #include "memory/memory_tier.h"
+#include "source/checkpoint.h"
 #include "util/logging.h"
+#include "util/path.h"
+#include "util/progress.h"
 
 namespace layercache {
 namespace {
@@ -29,6 +35,10 @@ void CheckDevice(std::string_view device) {
         "\" is not supported: this version of layercache returns layers in "
         "CPU memory only; pass device=\"cpu\" and move the tensors yourself");
   }
+}
+
+bool IsCommit(const std::string& s) {
+  return s.size() == 40 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
 void CheckLayer(const LayerPtr& layer) {
@@ -55,6 +65,91 @@ class LayerCache::Impl {
     auto disk = DiskTier::Open(d);
     if (!disk.ok()) throw Error(disk.status());
     disk_ = std::move(*disk);
+    hub_ = std::make_unique<HubSource>(JoinPath(cache_dir_, "refs"));
+  }
+
+  Result<LayerPtr> Download(std::string_view model_id, int64_t layer_index,
+                            const std::string& repo_id, const std::string& filename,
+                            const DownloadOptions& options, bool non_layer) {
+    LayerKey key;
+    key.model_id = std::string(model_id);
+    key.layer_index = non_layer ? 0 : layer_index;
+    key.quantization_mode = non_layer ? kNonLayerQuantizationMode : "";
+    key.Validate();
+    if (Status s = CheckRepoId(repo_id); !s.ok()) throw std::invalid_argument(s.message());
+    if (options.connections < 1 || options.connections > 64) {
+      throw std::invalid_argument("connections must be between 1 and 64, got " +
+                                  std::to_string(options.connections));
+    }
+    const std::string revision = options.revision.empty() ? "main" : options.revision;
+    auto from_record = [&](const Status& why) -> Result<LayerPtr> {
+      auto recorded = IsCommit(revision) ? Result<std::string>(revision)
+                                         : hub_->RecordedRevision(repo_id, revision, filename);
+      if (!recorded.ok()) return why.ok() ? recorded.status() : why;
+      key.revision = *recorded;
+      if (LayerPtr layer = Get(key)) return layer;
+      return why.ok() ? Status::NotFound("offline (HF_HUB_OFFLINE) and " + key.ToString() +
+                                         " is not cached")
+                      : why;
+    };
+    if (HubSource::Offline(options)) return from_record(Status::OK());
+    auto model = hub_->Model(repo_id, filename, options);
+    if (!model.ok()) {
+      // The Hub is unreachable: a layer cached earlier is still good.
+      if (model.status().code() == StatusCode::kIOError) {
+        auto cached = from_record(model.status());
+        if (cached.ok()) {
+          LogWarn(model.status().message() + "; serving the cached copy of " + repo_id + "@" +
+                  revision);
+        }
+        return cached;
+      }
+      return model.status();
+    }
+    key.revision = (*model)->key_revision();
+    return GetOrLoad(key, [&]() -> Result<LayerPtr> {
+      auto d = non_layer ? (*model)->DownloadNonLayerTensors(options.connections, options.quiet)
+                         : (*model)->DownloadLayer(layer_index, options.connections, options.quiet);
+      if (!d.ok()) return d.status();
+      RecordDownload(d->payload_bytes);
+      return d->layer;
+    });
+  }
+
+  int64_t HubNumLayers(const std::string& repo_id, const std::string& filename,
+                       const DownloadOptions& options) {
+    if (Status s = CheckRepoId(repo_id); !s.ok()) throw std::invalid_argument(s.message());
+    auto model = hub_->Model(repo_id, filename, options);
+    if (!model.ok()) throw Error(model.status());
+    return (*model)->num_layers();
+  }
+
+  size_t Import(const std::string& dir, std::string_view model_id,
+                const std::vector<int64_t>& layers, const std::string& pattern,
+                bool include_non_layer) {
+    auto checkpoint = Checkpoint::Open(dir, pattern);
+    if (!checkpoint.ok()) throw Error(checkpoint.status());
+    std::vector<int64_t> todo = layers;
+    if (todo.empty()) {
+      for (int64_t i = 0; i < (*checkpoint)->num_layers(); ++i) todo.push_back(i);
+    }
+    Progress progress("import", todo.size() + (include_non_layer ? 1 : 0), ::isatty(2) == 0);
+    size_t done = 0;
+    uint64_t bytes = 0;
+    auto put = [&](const LayerKey& key, const Result<LayerPtr>& layer) {
+      if (!layer.ok()) throw Error(layer.status());
+      if (Status s = Put(key, *layer); !s.ok()) throw Error(s);
+      bytes += (*layer)->nbytes();
+      progress.Update(++done, bytes);
+    };
+    for (int64_t i : todo)
+      put(LayerKey{std::string(model_id), i, "", ""}, (*checkpoint)->ReadLayer(i));
+    if (include_non_layer) {
+      put(LayerKey{std::string(model_id), 0, kNonLayerQuantizationMode, ""},
+          (*checkpoint)->ReadNonLayerTensors());
+    }
+    if (::isatty(2) != 0) progress.Finish();
+    return done;
   }
 
   LayerPtr Get(const LayerKey& key) {
@@ -268,6 +363,7 @@ class LayerCache::Impl {
   std::string cache_dir_;
   std::unique_ptr<MemoryTier> memory_;
   std::unique_ptr<DiskTier> disk_;
+  std::unique_ptr<HubSource> hub_;
 
   std::mutex flights_mu_;
   std::unordered_map<LayerKey, std::shared_future<Result<LayerPtr>>, LayerKeyHash> flights_;
@@ -313,6 +409,42 @@ Status LayerCache::cache_layer_status(const LayerKey& key, LayerPtr layer) {
 
 Result<LayerPtr> LayerCache::get_or_load(const LayerKey& key, const Loader& loader) {
   return impl_->GetOrLoad(key, loader);
+}
+
+LayerPtr LayerCache::download_and_cache(std::string_view model_id, int64_t layer_index,
+                                        const std::string& repo_id, const std::string& filename,
+                                        const DownloadOptions& options) {
+  auto r = impl_->Download(model_id, layer_index, repo_id, filename, options, /*non_layer=*/false);
+  if (!r.ok()) throw Error(r.status());
+  return *r;
+}
+
+Result<LayerPtr> LayerCache::download_and_cache_status(std::string_view model_id,
+                                                       int64_t layer_index,
+                                                       const std::string& repo_id,
+                                                       const std::string& filename,
+                                                       const DownloadOptions& options) {
+  return impl_->Download(model_id, layer_index, repo_id, filename, options, /*non_layer=*/false);
+}
+
+LayerPtr LayerCache::download_non_layer_tensors(std::string_view model_id,
+                                                const std::string& repo_id,
+                                                const std::string& filename,
+                                                const DownloadOptions& options) {
+  auto r = impl_->Download(model_id, 0, repo_id, filename, options, /*non_layer=*/true);
+  if (!r.ok()) throw Error(r.status());
+  return *r;
+}
+
+int64_t LayerCache::hub_num_layers(const std::string& repo_id, const std::string& filename,
+                                   const DownloadOptions& options) {
+  return impl_->HubNumLayers(repo_id, filename, options);
+}
+
+size_t LayerCache::import_checkpoint(const std::string& dir, std::string_view model_id,
+                                     const std::vector<int64_t>& layers,
+                                     const std::string& layer_pattern, bool include_non_layer) {
+  return impl_->Import(dir, model_id, layers, layer_pattern, include_non_layer);
 }
 
 size_t LayerCache::invalidate_cache(std::optional<std::string> model_id,

@@ -25,7 +25,7 @@ TEST(Checkpoint, ReadsEachLayerOfAShardedSyntheticModel) {
   auto cp = Checkpoint::Open(dir.path());
   ASSERT_TRUE(cp.ok()) << cp.status().ToString();
   EXPECT_EQ((*cp)->num_layers(), 5);
-  EXPECT_EQ((*cp)->layer_prefix(), "model.layers.");
+  EXPECT_EQ((*cp)->layer_pattern(), "model.layers.{i}.");
   auto all = ReadSafetensorsFile(dir / "model-00002-of-00003.safetensors");
   ASSERT_TRUE(all.ok());
   auto layer = (*cp)->ReadLayer(3);

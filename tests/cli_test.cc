@@ -124,7 +124,7 @@ TEST(Cli, DemoStreamsASyntheticModelAndChecksEveryByte) {
   auto r = RunCommand({CliPath(), "demo", "--layers", "8", "--hidden", "128", "--intermediate",
                        "256", "--workdir", dir / "work"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("pass 1 cold"), std::string::npos);
+  EXPECT_NE(r.out.find("pass 1 download"), std::string::npos);
   EXPECT_NE(r.out.find("pass 2 disk"), std::string::npos);
   EXPECT_NE(r.out.find("pass 3 memory"), std::string::npos);
   EXPECT_NE(r.out.find("Cache Hits: 16"), std::string::npos) << r.out;

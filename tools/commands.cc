@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "disk/entry_codec.h"
+#include "hub_server.h"
 #include "layercache/layer_cache.h"
 #include "layercache/safetensors.h"
 #include "util/progress.h"
@@ -206,6 +207,90 @@ int Get(const Global& g, const std::string& model, int64_t layer_index, const st
   }
   std::cout << "wrote " << key.ToString() << " to " << out << " (" << layer->nbytes()
             << " bytes)\n";
+  return 0;
+}
+
+std::vector<int64_t> ParseLayers(const std::string& spec) {
+  std::vector<int64_t> out;
+  if (spec.empty() || spec == "all") return out;
+  size_t pos = 0;
+  while (pos <= spec.size()) {
+    const size_t comma = spec.find(',', pos);
+    const std::string part =
+        spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    const size_t dash = part.find('-');
+    try {
+      size_t used = 0;
+      if (dash == std::string::npos) {
+        out.push_back(std::stoll(part, &used));
+        if (used != part.size()) throw std::invalid_argument(part);
+      } else {
+        const int64_t a = std::stoll(part.substr(0, dash));
+        const int64_t b = std::stoll(part.substr(dash + 1), &used);
+        if (used != part.size() - dash - 1 || b < a) throw std::invalid_argument(part);
+        for (int64_t i = a; i <= b; ++i) out.push_back(i);
+      }
+    } catch (const std::exception&) {
+      throw std::invalid_argument("--layers \"" + spec +
+                                  "\" is not a layer list; use all, 5, 0-27 or 0,3,5-7");
+    }
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  for (int64_t i : out) {
+    if (i < 0) throw std::invalid_argument("--layers: layer indices start at 0");
+  }
+  return out;
+}
+
+int Fetch(const Global& g, const FetchOptions& f, const DownloadOptions& d) {
+  LayerCache cache(g.options);
+  const std::string model_id = f.model_id.empty() ? f.repo_id : f.model_id;
+  std::vector<int64_t> layers = ParseLayers(f.layers);
+  if (layers.empty()) {
+    const int64_t n = cache.hub_num_layers(f.repo_id, f.filename, d);
+    for (int64_t i = 0; i < n; ++i) layers.push_back(i);
+  }
+  for (int64_t i : layers) {
+    LayerPtr layer = cache.download_and_cache(model_id, i, f.repo_id, f.filename, d);
+    if (d.quiet) continue;
+    std::cout << "layer " << i << ": " << layer->num_tensors() << " tensors, "
+              << Progress::HumanBytes(static_cast<double>(layer->nbytes())) << "\n";
+  }
+  if (f.non_layer) {
+    LayerPtr extra = cache.download_non_layer_tensors(model_id, f.repo_id, f.filename, d);
+    if (!d.quiet) {
+      std::cout << "non-layer tensors: " << extra->num_tensors() << " tensors, "
+                << Progress::HumanBytes(static_cast<double>(extra->nbytes())) << "\n";
+    }
+  }
+  const CacheStats s = cache.get_stats();
+  std::cout << "fetched " << layers.size() << " layers of " << f.repo_id << " ("
+            << Progress::HumanBytes(static_cast<double>(s.bytes_downloaded)) << " downloaded, "
+            << s.total_hits << " already cached)\n";
+  return 0;
+}
+
+int Import(const Global& g, const std::string& dir, const std::string& model_id,
+           const std::string& layers, const std::string& pattern) {
+  LayerCache cache(g.options);
+  const size_t n = cache.import_checkpoint(dir, model_id, ParseLayers(layers), pattern);
+  std::cout << "imported " << n << " entries of " << dir << " as " << model_id << "\n";
+  return 0;
+}
+
+int Serve(const std::string& dir, const std::string& repo_id, const std::string& host, int port) {
+  HubServer server;
+  server.AddRepo(repo_id, dir);
+  const int bound = server.Start(host, port);
+  if (bound < 0) {
+    std::cerr << "layercache serve: cannot listen on " << host << ":" << port << "\n";
+    return 1;
+  }
+  std::cout << "serving " << dir << " as " << repo_id << " (commit " << server.commit() << ")\n"
+            << "  HF_ENDPOINT=http://" << host << ":" << bound << "\n"
+            << std::flush;
+  server.Wait();
   return 0;
 }
 

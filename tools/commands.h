@@ -4,7 +4,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "layercache/layer_cache.h"
 #include "layercache/options.h"
 
 namespace layercache::cli {
@@ -25,6 +27,21 @@ int Put(const Global& g, const std::string& model, int64_t layer, const std::str
         const std::string& quant);
 int Get(const Global& g, const std::string& model, int64_t layer, const std::string& quant,
         const std::string& out);
+
+// "all" (empty result), "5", "0-27", "0,3,5-7". Throws std::invalid_argument.
+std::vector<int64_t> ParseLayers(const std::string& spec);
+
+struct FetchOptions {
+  std::string repo_id;
+  std::string layers = "all";
+  std::string model_id;  // "" : the repo id
+  std::string filename;
+  bool non_layer = false;
+};
+int Fetch(const Global& g, const FetchOptions& f, const DownloadOptions& d);
+int Import(const Global& g, const std::string& dir, const std::string& model_id,
+           const std::string& layers, const std::string& pattern);
+int Serve(const std::string& dir, const std::string& repo_id, const std::string& host, int port);
 
 struct DemoOptions {
   int64_t layers = 12;

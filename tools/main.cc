@@ -55,6 +55,40 @@ int main(int argc, char** argv) {
   get->add_option("--quant", quant, "quantization mode (part of the key)");
   get->add_option("-o,--output", out, "output file")->required();
 
+  cli::FetchOptions fo;
+  DownloadOptions dl;
+  auto* fetch =
+      app.add_subcommand("fetch", "download layers from the Hugging Face Hub into the cache");
+  fetch->add_option("REPO_ID", fo.repo_id, "Hub repository, e.g. Qwen/Qwen2.5-7B")->required();
+  fetch->add_option("--layers", fo.layers, "all (default), 5, 0-27 or 0,3,5-7");
+  fetch->add_option("--revision", dl.revision, "branch, tag or commit (default main)");
+  fetch->add_option("--model-id", fo.model_id, "cache under this model id (default: the repo id)");
+  fetch->add_option("--filename", fo.filename, "read this shard only");
+  fetch->add_option("--connections", dl.connections, "parallel connections (default 8)");
+  fetch->add_option("--layer-pattern", dl.layer_pattern,
+                    "e.g. decoder.block.{i}. (default: detected)");
+  fetch->add_flag("--non-layer", fo.non_layer, "also fetch embeddings, final norm and lm_head");
+  fetch->add_flag("--quiet", dl.quiet, "no progress bar");
+
+  std::string import_dir, import_model, import_layers = "all", import_pattern;
+  auto* import = app.add_subcommand("import", "cache the layers of a local checkpoint directory");
+  import
+      ->add_option("DIR", import_dir,
+                   "directory with model.safetensors or model.safetensors.index.json")
+      ->required();
+  import->add_option("--model-id", import_model, "model id to cache under")->required();
+  import->add_option("--layers", import_layers, "all (default), 5, 0-27 or 0,3,5-7");
+  import->add_option("--layer-pattern", import_pattern,
+                     "e.g. model.layers.{i}. (default: detected)");
+
+  std::string serve_dir, serve_repo, serve_host = "127.0.0.1";
+  int serve_port = 0;
+  auto* serve = app.add_subcommand("serve", "serve a local model directory over the Hub protocol");
+  serve->add_option("DIR", serve_dir, "model directory")->required();
+  serve->add_option("--repo-id", serve_repo, "repository id to serve it as")->required();
+  serve->add_option("--host", serve_host, "address to listen on (default 127.0.0.1)");
+  serve->add_option("--port", serve_port, "port (default: any free port)");
+
   cli::DemoOptions d;
   auto* demo =
       app.add_subcommand("demo", "stream a synthetic Llama-shaped model through the cache");
@@ -82,6 +116,9 @@ int main(int argc, char** argv) {
     if (*put) return cli::Put(g, model, layer, file, quant);
     if (*get) return cli::Get(g, model, layer, quant, out);
     if (*demo) return cli::Demo(d);
+    if (*fetch) return cli::Fetch(g, fo, dl);
+    if (*import) return cli::Import(g, import_dir, import_model, import_layers, import_pattern);
+    if (*serve) return cli::Serve(serve_dir, serve_repo, serve_host, serve_port);
   } catch (const std::invalid_argument& e) {
     std::cerr << "layercache: " << e.what() << "\n";
     return 2;

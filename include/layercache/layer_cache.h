@@ -74,6 +74,23 @@ struct EntryInfo {
   std::string path;
 };
 
+// How download_and_cache() reaches the Hugging Face Hub.
+struct DownloadOptions {
+  std::string revision = "main";  // branch, tag or commit; resolved to a commit
+  int connections = 8;            // parallel range requests
+  bool quiet = false;             // no progress bar (there is none off a terminal)
+  std::string layer_pattern;      // e.g. "decoder.block.{i}."; "" detects it
+  std::string endpoint;           // "" : $HF_ENDPOINT or https://huggingface.co
+  std::string token;              // "" : $HF_TOKEN or the token file
+  bool offline = false;           // serve from the cache only (also HF_HUB_OFFLINE=1)
+  bool verify_tls = true;
+  int max_retries = 5;  // per request, with exponential backoff
+};
+
+// The quantization_mode under which download_non_layer_tensors() caches a
+// model's embeddings, final norm and lm_head (as layer_index 0).
+inline constexpr const char* kNonLayerQuantizationMode = "non-layer";
+
 class LayerCache {
  public:
   // Opens (creating if needed) the cache in options.cache_dir and reconciles
@@ -110,6 +127,40 @@ class LayerCache {
   // load it again. Errors from the loader are returned as they are.
   using Loader = std::function<Result<LayerPtr>()>;
   Result<LayerPtr> get_or_load(const LayerKey& key, const Loader& loader);
+
+  // Downloads layer `layer_index` of Hub repository `repo_id` and caches it
+  // under (model_id, layer_index, revision = the commit the revision resolved
+  // to), fetching only that layer's bytes with HTTP range requests: the
+  // header of the shard (`filename`, or those named by
+  // model.safetensors.index.json, or model.safetensors), then the layer's
+  // tensors, in parallel. A cached layer is returned without downloading.
+  // Concurrent calls, from threads or processes, download a layer once.
+  // Throws layercache::Error (std::invalid_argument for bad arguments) on
+  // failure, with the reason (repository not found, gated, unauthorized, ...).
+  LayerPtr download_and_cache(std::string_view model_id, int64_t layer_index,
+                              const std::string& repo_id, const std::string& filename = "",
+                              const DownloadOptions& options = {});
+  Result<LayerPtr> download_and_cache_status(std::string_view model_id, int64_t layer_index,
+                                             const std::string& repo_id,
+                                             const std::string& filename = "",
+                                             const DownloadOptions& options = {});
+  // The model's tensors outside every layer (embeddings, final norm,
+  // lm_head), under their full names; cached as (model_id, 0,
+  // kNonLayerQuantizationMode, commit).
+  LayerPtr download_non_layer_tensors(std::string_view model_id, const std::string& repo_id,
+                                      const std::string& filename = "",
+                                      const DownloadOptions& options = {});
+  // Number of layers of a Hub model (resolving it if needed).
+  int64_t hub_num_layers(const std::string& repo_id, const std::string& filename = "",
+                         const DownloadOptions& options = {});
+
+  // Caches layers of a local checkpoint directory (model.safetensors or a
+  // sharded one with model.safetensors.index.json), reading only each
+  // layer's tensors. `layers` empty: all of them. Returns how many were
+  // cached; throws layercache::Error on failure.
+  size_t import_checkpoint(const std::string& dir, std::string_view model_id,
+                           const std::vector<int64_t>& layers = {},
+                           const std::string& layer_pattern = "", bool include_non_layer = true);
 
   // Removes one layer (all quantization modes and revisions of it), all
   // layers of a model, or, with no model_id, everything. Returns the number

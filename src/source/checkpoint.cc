@@ -1,6 +1,5 @@
 #include "source/checkpoint.h"
 
-#include <charconv>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -8,40 +7,6 @@
 #include "util/path.h"
 
 namespace layercache {
-namespace {
-
-// Parses "<prefix><digits>." at the start of `name`.
-bool LayerIndexOf(const std::string& name, const std::string& prefix, int64_t* index,
-                  size_t* rest) {
-  if (!name.starts_with(prefix)) return false;
-  const char* begin = name.data() + prefix.size();
-  const char* end = name.data() + name.size();
-  auto [ptr, ec] = std::from_chars(begin, end, *index);
-  if (ec != std::errc() || ptr == begin || ptr == end || *ptr != '.' || *index < 0) return false;
-  *rest = static_cast<size_t>(ptr - name.data()) + 1;
-  return true;
-}
-
-}  // namespace
-
-const std::vector<std::string>& LayerPrefixes() {
-  static const std::vector<std::string> kPrefixes = {
-      "model.layers.",
-      "transformer.h.",
-      "gpt_neox.layers.",
-      "model.decoder.layers.",
-      "transformer.blocks.",
-      "model.language_model.layers.",
-      "language_model.model.layers.",
-      "encoder.block.",
-      "decoder.block.",
-      "transformer.layers.",
-      "layers.",
-      "h.",
-  };
-  return kPrefixes;
-}
-
 Status CheckShardName(const std::string& name) {
   if (name.empty() || name.find("..") != std::string::npos || name.front() == '/' ||
       name.find("://") != std::string::npos || name.find('\0') != std::string::npos ||
@@ -52,7 +17,8 @@ Status CheckShardName(const std::string& name) {
   return Status::OK();
 }
 
-Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
+Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
+                                                     const std::string& layer_pattern) {
   auto cp = std::make_unique<Checkpoint>();
   cp->dir_ = dir;
   Env* env = Env::Default();
@@ -108,19 +74,10 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
       return Status::Corruption(index_path + ": tensor \"" + name + "\" is not in shard " + shard);
     }
   }
-  for (const std::string& prefix : LayerPrefixes()) {
-    int64_t max_index = -1;
-    for (const auto& [name, loc] : cp->tensors_) {
-      int64_t i;
-      size_t rest;
-      if (LayerIndexOf(name, prefix, &i, &rest)) max_index = std::max(max_index, i);
-    }
-    if (max_index >= 0) {
-      cp->prefix_ = prefix;
-      cp->num_layers_ = max_index + 1;
-      break;
-    }
-  }
+  for (const auto& [name, loc] : cp->tensors_) cp->names_.push_back(name);
+  auto locator = LayerLocator::Create(cp->names_, layer_pattern);
+  if (!locator.ok()) return locator.status().WithContext(dir);
+  cp->locator_ = std::move(*locator);
   return cp;
 }
 
@@ -157,30 +114,19 @@ Result<LayerPtr> Checkpoint::ReadTensors(
 }
 
 Result<LayerPtr> Checkpoint::ReadLayer(int64_t index) const {
-  if (index < 0 || index >= num_layers_) {
+  if (index < 0 || index >= num_layers()) {
     return Status::NotFound(dir_ + " has no layer " + std::to_string(index) + " (it has " +
-                            std::to_string(num_layers_) + ")");
+                            std::to_string(num_layers()) + ")");
   }
-  std::vector<std::pair<std::string, std::string>> names;
-  for (const auto& [name, loc] : tensors_) {
-    int64_t i;
-    size_t rest;
-    if (LayerIndexOf(name, prefix_, &i, &rest) && i == index)
-      names.emplace_back(name, name.substr(rest));
-  }
-  if (names.empty())
+  auto names = locator_.LayerTensors(names_, index);
+  if (names.empty()) {
     return Status::NotFound(dir_ + ": layer " + std::to_string(index) + " has no tensors");
+  }
   return ReadTensors(names);
 }
 
 Result<LayerPtr> Checkpoint::ReadNonLayerTensors() const {
-  std::vector<std::pair<std::string, std::string>> names;
-  for (const auto& [name, loc] : tensors_) {
-    int64_t i;
-    size_t rest;
-    if (prefix_.empty() || !LayerIndexOf(name, prefix_, &i, &rest)) names.emplace_back(name, name);
-  }
-  return ReadTensors(names);
+  return ReadTensors(locator_.NonLayerTensors(names_));
 }
 
 }  // namespace layercache

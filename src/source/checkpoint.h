@@ -4,8 +4,8 @@
 // A directory holds either `model.safetensors` or `model.safetensors.index.json`
 // (whose `weight_map` names the shard of each tensor). Layer i is the set of
 // tensors whose names start with the model's layer prefix and index, e.g.
-// "model.layers.5."; the prefix is detected from the tensor names (see
-// LayerPrefixes()). A layer's tensors are returned under their names with that
+// "model.layers.5."; the pattern is detected from the tensor names (see
+// LayerLocator) or given. A layer's tensors are returned under their names with that
 // prefix removed ("self_attn.q_proj.weight"), so they load straight into one
 // decoder layer's module; a layer split across shards is assembled from all of
 // them. The tensors outside every layer (embeddings, final norm, lm_head) are
@@ -21,21 +21,19 @@
 #include "layercache/layer.h"
 #include "layercache/safetensors.h"
 #include "layercache/status.h"
+#include "source/layer_locator.h"
 
 namespace layercache {
 
-// The layer-name prefixes recognised, in detection order: "model.layers."
-// (Llama, Qwen, Mistral, Gemma, Granite, Phi-3), "transformer.h." (GPT-2,
-// Falcon), "gpt_neox.layers.", "model.decoder.layers." (OPT), "layers."...
-const std::vector<std::string>& LayerPrefixes();
-
 class Checkpoint {
  public:
-  static Result<std::unique_ptr<Checkpoint>> Open(const std::string& dir);
+  // `layer_pattern` as for LayerLocator ("" detects it).
+  static Result<std::unique_ptr<Checkpoint>> Open(const std::string& dir,
+                                                  const std::string& layer_pattern = "");
 
-  // Number of layers (highest index + 1); 0 when no prefix matched.
-  int64_t num_layers() const { return num_layers_; }
-  const std::string& layer_prefix() const { return prefix_; }
+  // Number of layers (highest index + 1).
+  int64_t num_layers() const { return locator_.num_layers(); }
+  const std::string& layer_pattern() const { return locator_.pattern(); }
   uint64_t total_bytes() const { return total_bytes_; }
 
   // Layer `index` (tensor names relative to "<prefix><index>.").
@@ -53,8 +51,8 @@ class Checkpoint {
   std::string dir_;
   std::map<std::string, SafetensorsHeader> headers_;  // by shard file name
   std::map<std::string, Location> tensors_;           // by full tensor name
-  std::string prefix_;
-  int64_t num_layers_ = 0;
+  std::vector<std::string> names_;
+  LayerLocator locator_;
   uint64_t total_bytes_ = 0;
 };
 

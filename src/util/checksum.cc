@@ -26,6 +26,7 @@ class Xxh3Hasher final : public Hasher {
     XXH3_128bits_reset(state_);
   }
   ~Xxh3Hasher() override { XXH3_freeState(state_); }
+  using Hasher::Update;
   void Update(std::span<const std::byte> data) override {
     XXH3_128bits_update(state_, data.data(), data.size());
   }
@@ -47,6 +48,7 @@ class EvpHasher final : public Hasher {
     }
   }
   ~EvpHasher() override { EVP_MD_CTX_free(ctx_); }
+  using Hasher::Update;
   void Update(std::span<const std::byte> data) override {
     EVP_DigestUpdate(ctx_, data.data(), data.size());
   }
@@ -73,6 +75,14 @@ std::unique_ptr<Hasher> NewHasher(ChecksumAlgorithm algorithm) {
       return std::make_unique<EvpHasher>(EVP_sha256());
   }
   throw std::invalid_argument("unknown checksum algorithm");
+}
+
+std::string GitBlobSha1Hex(std::string_view content) {
+  EvpHasher h(EVP_sha1());
+  const std::string prefix = "blob " + std::to_string(content.size()) + std::string(1, '\0');
+  h.Update(std::string_view(prefix));
+  h.Update(content);
+  return h.FinalHex();
 }
 
 std::string ChecksumHex(ChecksumAlgorithm algorithm, std::span<const std::byte> data) {

@@ -21,6 +21,9 @@ class Hasher {
 
 std::unique_ptr<Hasher> NewHasher(ChecksumAlgorithm algorithm);
 
+// The git object id of a blob with this content: sha1("blob <len>\0" + content).
+std::string GitBlobSha1Hex(std::string_view content);
+
 // One-shot convenience.
 std::string ChecksumHex(ChecksumAlgorithm algorithm, std::span<const std::byte> data);
 

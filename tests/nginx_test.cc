@@ -1,0 +1,136 @@
+// download_and_cache against a real nginx (Debian's nginx-light) serving a
+// sharded model with real Range semantics, started by the test on loopback.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "layercache/layer_cache.h"
+#include "source/checkpoint.h"
+#include "source/synthetic_model.h"
+#include "test_support.h"
+
+namespace layercache {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::TempDir;
+
+constexpr const char* kNginx = "/usr/sbin/nginx";
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool CanConnect(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+class Nginx {
+ public:
+  Nginx(const std::string& dir, const std::string& www) : dir_(dir) {
+    port_ = FreePort();
+    std::ofstream conf(dir + "/nginx.conf");
+    conf << (::geteuid() == 0 ? "user root;\n" : "") << "daemon off;\nworker_processes 1;\n"
+         << "error_log " << dir << "/error.log;\npid " << dir << "/nginx.pid;\n"
+         << "events { worker_connections 64; }\n"
+         << "http {\n  log_format bytes '$body_bytes_sent';\n  access_log " << dir
+         << "/access.log bytes;\n"
+         << "  client_body_temp_path " << dir << "/t1;\n  proxy_temp_path " << dir << "/t2;\n"
+         << "  fastcgi_temp_path " << dir << "/t3;\n  uwsgi_temp_path " << dir << "/t4;\n"
+         << "  scgi_temp_path " << dir << "/t5;\n"
+         << "  server { listen 127.0.0.1:" << port_ << "; root " << www << "; }\n}\n";
+    conf.close();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::execl(kNginx, kNginx, "-p", dir.c_str(), "-c", (dir + "/nginx.conf").c_str(), nullptr);
+      ::_exit(127);
+    }
+    // Wait (bounded) until it accepts connections.
+    for (int i = 0; i < 500 && !CanConnect(port_); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  ~Nginx() {
+    ::kill(pid_, SIGQUIT);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  int port() const { return port_; }
+  uint64_t BodyBytesSent() const {
+    std::ifstream log(dir_ + "/access.log");
+    uint64_t total = 0, n = 0;
+    while (log >> n) total += n;
+    return total;
+  }
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+TEST(Nginx, StreamsLayersFromARealServerWithRangeRequests) {
+  if (!fs::exists(kNginx))
+    GTEST_SKIP() << "nginx is not installed (scripts/install-deps.sh installs nginx-light)";
+  TempDir dir;
+  const std::string model = dir / "www/acme/llama/resolve/main";
+  fs::create_directories(model);
+  SyntheticModelSpec spec;
+  spec.num_layers = 6;
+  spec.layers_per_shard = 2;
+  spec.hidden_size = 512;
+  spec.intermediate_size = 1376;
+  ASSERT_TRUE(WriteSyntheticModel(model, spec).ok());
+  Nginx nginx(dir.path(), dir / "www");
+  ASSERT_TRUE(CanConnect(nginx.port())) << "nginx did not start; see " << dir / "error.log";
+  auto local = Checkpoint::Open(model);
+  ASSERT_TRUE(local.ok());
+
+  LayerCacheOptions o;
+  o.cache_dir = dir / "cache";
+  LayerCache cache(o);
+  DownloadOptions d;
+  d.endpoint = "http://127.0.0.1:" + std::to_string(nginx.port());
+  d.quiet = true;
+  d.connections = 4;
+  uint64_t layer_bytes = 0;
+  for (int i = 0; i < 6; ++i) {
+    LayerPtr layer = cache.download_and_cache("llama", i, "acme/llama", "", d);
+    ASSERT_NE(layer, nullptr);
+    EXPECT_TRUE(layer->ContentEquals(**(*local)->ReadLayer(i))) << "layer " << i;
+    layer_bytes += layer->nbytes();
+  }
+  const uint64_t index = fs::file_size(model + "/model.safetensors.index.json");
+  const uint64_t sent = nginx.BodyBytesSent();
+  EXPECT_LE(sent, layer_bytes + layer_bytes / 100 + 3 * 100'000 + index) << "bytes on the wire";
+  EXPECT_GE(sent, layer_bytes);
+  // nginx sends no X-Repo-Commit: the key records the content's ETag instead.
+  for (const auto& e : cache.list_entries())
+    EXPECT_EQ(e.key.revision.rfind("etag:", 0), 0u) << e.key.revision;
+}
+
+}  // namespace
+}  // namespace layercache
