@@ -1,0 +1,165 @@
+// Layer download throughput against raw curl, in one run, from the same local
+// Hub-protocol server:
+//   build/bench/download_bench [--layers N] [--hidden H] [--intermediate I] [--reps R]
+// 1. writes a synthetic Llama-shaped model and serves it on loopback;
+// 2. limit: the curl CLI fetching each layer's byte range (one process,
+//    one connection, --next per range), output to /dev/null;
+// 3. ours: HubModel::DownloadLayer for every layer into memory, with 1 and
+//    with 8 connections; and download_and_cache (transfer + checksummed,
+//    fsynced disk entry) for reference.
+// Prints medians and ratios to the curl limit.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "hub/hub_model.h"
+#include "hub_server.h"
+#include "layercache/layer_cache.h"
+#include "layercache/safetensors.h"
+#include "source/synthetic_model.h"
+
+using namespace layercache;
+namespace fs = std::filesystem;
+
+namespace {
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+template <class F>
+double Seconds(F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int Run(const std::vector<std::string>& args) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t layers = 6;
+  uint64_t hidden = 1536, intermediate = 4096;
+  int reps = 5;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    if (a == "--layers") layers = std::atoll(argv[i + 1]);
+    if (a == "--hidden") hidden = std::strtoull(argv[i + 1], nullptr, 10);
+    if (a == "--intermediate") intermediate = std::strtoull(argv[i + 1], nullptr, 10);
+    if (a == "--reps") reps = std::atoi(argv[i + 1]);
+  }
+  char tmpl[] = "/tmp/layercache-bench-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  SyntheticModelSpec spec;
+  spec.num_layers = layers;
+  spec.hidden_size = hidden;
+  spec.intermediate_size = intermediate;
+  spec.num_attention_heads = 16;
+  spec.num_key_value_heads = 4;
+  spec.layers_per_shard = 3;
+  auto info = WriteSyntheticModel(dir + "/model", spec);
+  if (!info.ok()) {
+    std::fprintf(stderr, "%s\n", info.status().ToString().c_str());
+    return 1;
+  }
+  HubServer server;
+  server.AddRepo("bench/model", dir + "/model");
+  const int port = server.Start();
+  const std::string endpoint = "http://127.0.0.1:" + std::to_string(port);
+
+  // Each layer's byte range in its shard (contiguous: the reference writer's order).
+  std::vector<std::string> curl = {"curl", "-s", "--fail"};
+  uint64_t total = 0;
+  for (const auto& e : fs::directory_iterator(dir + "/model")) {
+    if (e.path().extension() != ".safetensors") continue;
+    auto header = ReadSafetensorsHeader(e.path().string());
+    for (int64_t i = 0; i < layers; ++i) {
+      const std::string prefix = "model.layers." + std::to_string(i) + ".";
+      uint64_t lo = UINT64_MAX, hi = 0;
+      for (const auto& t : header->tensors) {
+        if (t.name.rfind(prefix, 0) != 0) continue;
+        lo = std::min(lo, header->data_offset + t.offset);
+        hi = std::max(hi, header->data_offset + t.offset + t.nbytes);
+      }
+      if (hi == 0) continue;
+      if (curl.size() > 3) curl.push_back("--next");
+      curl.insert(curl.end(), {"-s", "--fail", "-o", "/dev/null", "-r",
+                               std::to_string(lo) + "-" + std::to_string(hi - 1),
+                               endpoint + "/bench/model/resolve/main/" + e.path().filename().string()});
+      total += hi - lo;
+    }
+  }
+  std::printf("model: %lld layers, %.1f MiB per layer, %.1f MiB of layers; server %s\n",
+              static_cast<long long>(layers), static_cast<double>(info->bytes_per_layer) / (1 << 20),
+              static_cast<double>(total) / (1 << 20), endpoint.c_str());
+  Run({"sh", "-c", "cat " + dir + "/model/*.safetensors > /dev/null"});  // page cache warm for all runs
+
+  std::vector<double> curl_s, ours1_s, ours8_s, cached_s;
+  for (int r = 0; r < reps; ++r) {
+    curl_s.push_back(Seconds([&] {
+      if (Run(curl) != 0) std::fprintf(stderr, "curl failed\n");
+    }));
+    for (int connections : {1, 8}) {
+      auto client = std::make_shared<HubClient>(HubSettings{endpoint, "", false, {}});
+      auto model = HubModel::Open(client, "bench/model", "main", "", "");
+      if (!model.ok()) {
+        std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
+        return 1;
+      }
+      (void)(*model)->DownloadLayer(0, connections, true);  // shard headers in
+      const double s = Seconds([&] {
+        for (int64_t i = 0; i < layers; ++i) {
+          auto d = (*model)->DownloadLayer(i, connections, true);
+          if (!d.ok()) std::fprintf(stderr, "%s\n", d.status().ToString().c_str());
+        }
+      });
+      (connections == 1 ? ours1_s : ours8_s).push_back(s);
+    }
+    LayerCacheOptions o;
+    o.cache_dir = dir + "/cache" + std::to_string(r);
+    o.max_memory_cache_size_gb = 0;
+    LayerCache cache(o);
+    DownloadOptions d;
+    d.endpoint = endpoint;
+    d.quiet = true;
+    cache.hub_num_layers("bench/model", "", d);
+    cached_s.push_back(Seconds([&] {
+      for (int64_t i = 0; i < layers; ++i) cache.download_and_cache("bench", i, "bench/model", "", d);
+    }));
+    fs::remove_all(o.cache_dir);
+  }
+  const double mib = static_cast<double>(total) / (1 << 20);
+  const double limit = Median(curl_s);
+  auto line = [&](const char* name, double s) {
+    std::printf("%-44s %8.1f ms  %8.1f MiB/s  ratio to curl %.2f\n", name, s * 1e3, mib / s, limit / s);
+  };
+  std::printf("medians of %d runs:\n", reps);
+  line("limit: curl CLI, same ranges, 1 connection", limit);
+  line("ours: DownloadLayer, 1 connection", Median(ours1_s));
+  line("ours: DownloadLayer, 8 connections", Median(ours8_s));
+  line("ours: download_and_cache (+ fsynced entry)", Median(cached_s));
+  server.Stop();
+  fs::remove_all(dir);
+  return 0;
+}
