@@ -1,0 +1,1 @@
+"""Compatibility package: the seed document's import paths."""
