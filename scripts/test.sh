@@ -24,7 +24,7 @@ if [ "${LAYERCACHE_SANITIZERS:-1}" != "0" ]; then
     run_suite "AddressSanitizer + UndefinedBehaviorSanitizer" build-asan \
       -DCMAKE_BUILD_TYPE=Debug -DLAYERCACHE_SANITIZE=address,undefined -DLAYERCACHE_BUILD_BENCH=OFF \
       -DLAYERCACHE_BUILD_PYTHON=OFF
-  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
     run_suite "ThreadSanitizer" build-tsan \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLAYERCACHE_SANITIZE=thread -DLAYERCACHE_BUILD_BENCH=OFF \
       -DLAYERCACHE_BUILD_PYTHON=OFF
