@@ -104,16 +104,19 @@ int main(int argc, char** argv) {
       }
       if (hi == 0) continue;
       if (curl.size() > 3) curl.push_back("--next");
-      curl.insert(curl.end(), {"-s", "--fail", "-o", "/dev/null", "-r",
-                               std::to_string(lo) + "-" + std::to_string(hi - 1),
-                               endpoint + "/bench/model/resolve/main/" + e.path().filename().string()});
+      curl.insert(curl.end(),
+                  {"-s", "--fail", "-o", "/dev/null", "-r",
+                   std::to_string(lo) + "-" + std::to_string(hi - 1),
+                   endpoint + "/bench/model/resolve/main/" + e.path().filename().string()});
       total += hi - lo;
     }
   }
   std::printf("model: %lld layers, %.1f MiB per layer, %.1f MiB of layers; server %s\n",
-              static_cast<long long>(layers), static_cast<double>(info->bytes_per_layer) / (1 << 20),
+              static_cast<long long>(layers),
+              static_cast<double>(info->bytes_per_layer) / (1 << 20),
               static_cast<double>(total) / (1 << 20), endpoint.c_str());
-  Run({"sh", "-c", "cat " + dir + "/model/*.safetensors > /dev/null"});  // page cache warm for all runs
+  Run({"sh", "-c",
+       "cat " + dir + "/model/*.safetensors > /dev/null"});  // page cache warm for all runs
 
   std::vector<double> curl_s, ours1_s, ours8_s, cached_s;
   for (int r = 0; r < reps; ++r) {
@@ -145,14 +148,16 @@ int main(int argc, char** argv) {
     d.quiet = true;
     cache.hub_num_layers("bench/model", "", d);
     cached_s.push_back(Seconds([&] {
-      for (int64_t i = 0; i < layers; ++i) cache.download_and_cache("bench", i, "bench/model", "", d);
+      for (int64_t i = 0; i < layers; ++i)
+        cache.download_and_cache("bench", i, "bench/model", "", d);
     }));
     fs::remove_all(o.cache_dir);
   }
   const double mib = static_cast<double>(total) / (1 << 20);
   const double limit = Median(curl_s);
   auto line = [&](const char* name, double s) {
-    std::printf("%-44s %8.1f ms  %8.1f MiB/s  ratio to curl %.2f\n", name, s * 1e3, mib / s, limit / s);
+    std::printf("%-44s %8.1f ms  %8.1f MiB/s  ratio to curl %.2f\n", name, s * 1e3, mib / s,
+                limit / s);
   };
   std::printf("medians of %d runs:\n", reps);
   line("limit: curl CLI, same ranges, 1 connection", limit);

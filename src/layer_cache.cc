@@ -62,6 +62,7 @@ class LayerCache::Impl {
     d.capacity_bytes = options_.max_disk_bytes();
     d.algorithm = options_.checksum_algorithm;
     d.persist_index = options_.persist_metadata;
+    d.compression_level = options_.enable_compression ? options_.compression_level : 0;
     auto disk = DiskTier::Open(d);
     if (!disk.ok()) throw Error(disk.status());
     disk_ = std::move(*disk);
@@ -174,7 +175,7 @@ class LayerCache::Impl {
   Status Put(const LayerKey& key, const LayerPtr& layer, const FileLock* held = nullptr) {
     key.Validate();
     CheckLayer(layer);
-    Status s = disk_->Put(key, *layer, held);
+    Status s = disk_->Put(key, layer, held);
     Promote(key, layer);
     if (s.ok()) {
       layers_cached_.fetch_add(1, std::memory_order_relaxed);
@@ -258,8 +259,9 @@ class LayerCache::Impl {
     CacheStats s;
     auto totals = disk_->Totals();
     if (totals.ok()) {
-      s.disk_cache_entries = totals->first;
-      s.disk_cache_bytes = totals->second;
+      s.disk_cache_entries = totals->entries;
+      s.disk_cache_bytes = totals->file_bytes;
+      s.disk_cache_logical_bytes = totals->data_bytes;
     } else {
       LogWarn("cannot read disk totals: " + totals.status().message());
     }
@@ -324,7 +326,7 @@ class LayerCache::Impl {
     memory_->Insert(key, layer, &evicted);
     for (const auto& [k, l] : evicted) {
       if (disk_->Contains(k)) continue;
-      if (Status s = disk_->Put(k, *l); !s.ok()) {
+      if (Status s = disk_->Put(k, l); !s.ok()) {
         LogWarn("layer " + k.ToString() +
                 " evicted from memory could not be written to disk: " + s.message());
       }

@@ -54,11 +54,6 @@ void LayerCacheOptions::Validate() const {
     throw std::invalid_argument("compression_level must be between 1 and 9, got " +
                                 std::to_string(compression_level));
   }
-  if (enable_compression) {
-    throw std::invalid_argument(
-        "enable_compression=true is not supported by this version of layercache; "
-        "leave it false (entries are stored as plain safetensors)");
-  }
   if (ResolvedCacheDir().empty()) throw std::invalid_argument("cache_dir is empty");
 }
 

@@ -25,6 +25,11 @@ double CacheStats::cache_hit_ratio() const {
   return lookups == 0 ? 0.0 : static_cast<double>(total_hits) / static_cast<double>(lookups);
 }
 
+double CacheStats::disk_compression_ratio() const {
+  return disk_cache_bytes == 0 ? 0.0
+                               : static_cast<double>(disk_cache_logical_bytes) / static_cast<double>(disk_cache_bytes);
+}
+
 std::string CacheStats::ToJson(int indent) const {
   nlohmann::ordered_json j;
   j["disk_cache_entries"] = disk_cache_entries;
@@ -53,6 +58,8 @@ std::string CacheStats::ToJson(int indent) const {
   p["data_downloaded_gb"] = Gb(bytes_downloaded);
   j["performance"] = std::move(p);
   j["disk_cache_bytes"] = disk_cache_bytes;
+  j["disk_cache_logical_bytes"] = disk_cache_logical_bytes;
+  j["disk_compression_ratio"] = Round3(disk_compression_ratio());
   j["memory_cache_bytes"] = memory_cache_bytes;
   j["max_disk_cache_bytes"] = max_disk_cache_bytes;
   j["max_memory_cache_bytes"] = max_memory_cache_bytes;

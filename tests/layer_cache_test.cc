@@ -219,9 +219,6 @@ TEST(LayerCache, InvalidArgumentsThrowWithAHint) {
   o = Opts(dir);
   o.compression_level = 10;
   expect_invalid(o, "between 1 and 9");
-  o = Opts(dir);
-  o.enable_compression = true;
-  expect_invalid(o, "enable_compression");
 
   LayerCache cache(Opts(dir));
   EXPECT_THROW(cache.get_layer("", 0), std::invalid_argument);

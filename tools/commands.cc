@@ -1,6 +1,7 @@
 #include "commands.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <iomanip>
@@ -40,6 +41,10 @@ int Stats(const Global& g) {
     std::cout << s.ToJson() << "\n";
   } else {
     std::cout << "Cache directory: " << cache.cache_dir() << "\n" << s.ToText();
+    std::printf("On disk: %s holding %s of tensors (compression ratio %.2f)\n",
+                Progress::HumanBytes(static_cast<double>(s.disk_cache_bytes)).c_str(),
+                Progress::HumanBytes(static_cast<double>(s.disk_cache_logical_bytes)).c_str(),
+                s.disk_compression_ratio());
   }
   return 0;
 }
@@ -60,6 +65,9 @@ int List(const Global& g) {
       j["tier"] = e.in_memory ? "memory+disk" : "disk";
       j["size_bytes"] = e.size_bytes;
       j["data_bytes"] = e.data_bytes;
+      j["compression_ratio"] =
+          e.size_bytes == 0 ? 0.0
+                            : static_cast<double>(e.data_bytes) / static_cast<double>(e.size_bytes);
       j["last_access"] = FormatTime(e.last_access_ns);
       j["last_access_ns"] = e.last_access_ns;
       j["checksum_algorithm"] = e.checksum_algorithm;
@@ -80,9 +88,14 @@ int List(const Global& g) {
               << e.key.layer_index << "  " << std::left << std::setw(8)
               << (e.key.quantization_mode.empty() ? "-" : e.key.quantization_mode) << std::setw(6)
               << (e.in_memory ? "mem" : "disk") << std::right << std::setw(12)
-              << Progress::HumanBytes(static_cast<double>(e.size_bytes)) << "  " << std::left
-              << std::setw(20) << FormatTime(e.last_access_ns) << e.checksum_algorithm << ":"
-              << e.checksum << "\n";
+              << Progress::HumanBytes(static_cast<double>(e.size_bytes)) << std::setw(12)
+              << Progress::HumanBytes(static_cast<double>(e.data_bytes)) << std::setw(7)
+              << std::fixed << std::setprecision(2)
+              << (e.size_bytes == 0
+                      ? 0.0
+                      : static_cast<double>(e.data_bytes) / static_cast<double>(e.size_bytes))
+              << "  " << std::left << std::setw(20) << FormatTime(e.last_access_ns)
+              << e.checksum_algorithm << ":" << e.checksum << "\n";
   }
   std::cout << entries.size() << " entries\n";
   return 0;

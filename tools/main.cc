@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
                  "disk budget in GiB, enforced by put and optimize (default 50)");
   std::string checksum = "xxh3-128";
   app.add_option("--checksum", checksum, "checksum for new entries: xxh3-128, md5 or sha256");
+  app.add_flag("--compress", g.options.enable_compression,
+               "store new entries compressed (zstd, byte-grouped)");
+  app.add_option("--compression-level", g.options.compression_level, "1-9 (default 6)");
 
   auto* stats = app.add_subcommand("stats", "print cache statistics");
   stats->add_flag("--json", g.json, "print JSON (the get_stats() shape)");

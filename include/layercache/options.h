@@ -24,9 +24,10 @@ struct LayerCacheOptions {
   double max_cache_size_gb = 50.0;
   // Memory tier budget, in GiB. 0 disables the memory tier.
   double max_memory_cache_size_gb = 2.0;
-  // Store entries compressed. Not available yet: true is refused.
+  // Store new entries compressed: float tensors byte-grouped, then zstd, in
+  // chunks (see docs/FORMAT.md). Entries of either kind are always readable.
   bool enable_compression = false;
-  // Compression level, 1-9.
+  // Compression level, 1-9 (zstd levels 1-9; 1 is fastest).
   int compression_level = 6;
   // Keep the index on disk so that the cache survives restarts. When false,
   // the cache starts empty on each open and its files go when it closes.

@@ -11,7 +11,8 @@ struct CacheStats {
   // it); memory figures are this process's memory tier.
   uint64_t disk_cache_entries = 0;
   uint64_t memory_cache_entries = 0;
-  uint64_t disk_cache_bytes = 0;
+  uint64_t disk_cache_bytes = 0;          // bytes on disk
+  uint64_t disk_cache_logical_bytes = 0;  // tensor bytes those entries hold
   uint64_t memory_cache_bytes = 0;
   uint64_t max_disk_cache_bytes = 0;
   uint64_t max_memory_cache_bytes = 0;
@@ -34,6 +35,8 @@ struct CacheStats {
   uint64_t total_evictions() const { return memory_evictions + disk_evictions; }
   // hits / (hits + misses), 0 when there was no lookup.
   double cache_hit_ratio() const;
+  // logical / on-disk bytes (1 without compression; 0 when empty).
+  double disk_compression_ratio() const;
 
   // The seed's JSON keys (disk_cache_entries ... performance.cache_hit_ratio)
   // plus the extra counters. Sizes in GiB, rounded to 3 decimals.

@@ -114,8 +114,6 @@ def test_bad_arguments_raise_value_error(cache_dir):
         LayerCache(cache_dir=cache_dir, max_cache_size_gb=-1)
     with pytest.raises(ValueError, match="compression_level"):
         LayerCache(cache_dir=cache_dir, compression_level=11)
-    with pytest.raises(ValueError, match="enable_compression"):
-        LayerCache(cache_dir=cache_dir, enable_compression=True)
     cache = LayerCache(cache_dir=cache_dir)
     with pytest.raises(ValueError, match="model_id"):
         cache.get_layer("", 0)
@@ -160,3 +158,14 @@ def test_download_and_cache_from_a_local_hub_server(cache_dir, tmp_path):
     finally:
         server.terminate()
         server.wait()
+
+
+def test_compressed_cache_round_trips_bf16_and_shrinks_it(cache_dir):
+    cache = LayerCache(cache_dir=cache_dir, enable_compression=True, compression_level=3,
+                       max_memory_cache_size_gb=0)
+    w = (torch.randn(512, 512) * 0.02).to(torch.bfloat16)
+    assert cache.cache_layer("z", 0, {"w": w, "i": torch.arange(10)})
+    back = cache.get_layer("z", 0)
+    assert torch.equal(back["w"], w) and torch.equal(back["i"], torch.arange(10))
+    stats = cache.get_stats()
+    assert stats["disk_compression_ratio"] > 1.2

@@ -63,7 +63,8 @@ DiskTier::DiskTier(const DiskTierOptions& options, std::string root)
       root_(std::move(root)),
       capacity_(options.capacity_bytes),
       algorithm_(options.algorithm),
-      persist_index_(options.persist_index) {}
+      persist_index_(options.persist_index),
+      compression_level_(options.compression_level) {}
 
 Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options) {
   Env* env = options.env != nullptr ? options.env : Env::Default();
@@ -191,17 +192,17 @@ Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const 
   AlignedBuffer buffer(header->data_bytes);
   if (Status s = f.Read(header->data_offset, header->data_bytes, buffer.data()); !s.ok()) return s;
   if (verify_checksum) {
-    const std::string actual =
-        EntryChecksum(entry->algorithm, entry->key, header->tensors, entry->user_metadata,
-                      {buffer.data(), static_cast<size_t>(header->data_bytes)});
+    const std::string actual = EntryChecksum(
+        entry->algorithm, entry->key, header->tensors, entry->user_metadata,
+        {buffer.data(), static_cast<size_t>(header->data_bytes)}, EntryCoveredFields(*entry));
     if (actual != entry->checksum) {
       return Status::Corruption(path + ": " + ChecksumAlgorithmName(entry->algorithm) +
                                 " checksum mismatch (recorded " + entry->checksum + ", computed " +
                                 actual + ")");
     }
   }
-  auto layer = Layer::Create(std::move(header->tensors), std::move(buffer), entry->user_metadata);
-  if (!layer.ok()) return Status::Corruption(path + ": " + layer.status().message());
+  auto layer = DecodeEntryLayer(*entry, std::move(header->tensors), std::move(buffer), path);
+  if (!layer.ok()) return layer.status();
   out.layer = std::move(*layer);
   out.header = std::move(*entry);
   return out;
@@ -248,12 +249,14 @@ bool DiskTier::Contains(const LayerKey& key) { return env_->Stat(EntryPath(key.D
 
 // ---- writing ---------------------------------------------------------------
 
-Status DiskTier::Put(const LayerKey& key, const Layer& layer, const FileLock* held) {
+Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock* held) {
   const std::string digest = key.Digest();
   const std::string context = "cannot cache " + key.ToString() + " on disk";
   const int64_t now = NowNs();
-  const std::string header = EncodeEntryHeader(key, layer, algorithm_, now);
-  const uint64_t file_size = 8 + header.size() + layer.nbytes();
+  const EncodedEntry encoded = EncodeEntry(key, layer, algorithm_, now, compression_level_);
+  const std::string& header = encoded.header;
+  const Layer& stored = *encoded.stored;
+  const uint64_t file_size = 8 + header.size() + stored.nbytes();
   if (file_size > capacity_) {
     return Status::NoSpace(context + ": the entry needs " + std::to_string(file_size) +
                            " bytes but max_cache_size_gb allows " + std::to_string(capacity_));
@@ -276,7 +279,7 @@ Status DiskTier::Put(const LayerKey& key, const Layer& layer, const FileLock* he
       const auto prefix = EncodeHeaderLength(header.size());
       s = (*file)->Append(prefix);
       if (s.ok()) s = (*file)->Append(std::as_bytes(std::span<const char>(header)));
-      if (s.ok()) s = (*file)->Append({layer.data(), static_cast<size_t>(layer.nbytes())});
+      if (s.ok()) s = (*file)->Append({stored.data(), static_cast<size_t>(stored.nbytes())});
       if (s.ok()) s = (*file)->Sync();
       Status c = (*file)->Close();
       if (s.ok()) s = c;
@@ -291,12 +294,11 @@ Status DiskTier::Put(const LayerKey& key, const Layer& layer, const FileLock* he
   row.digest = digest;
   row.key = key;
   row.size = file_size;
-  row.data_bytes = layer.nbytes();
+  row.data_bytes = layer->nbytes();
   row.created_ns = now;
   row.last_access_ns = now;
   row.checksum_algorithm = ChecksumAlgorithmName(algorithm_);
-  row.checksum = EntryChecksum(algorithm_, key, layer.tensors(), layer.metadata(),
-                               {layer.data(), static_cast<size_t>(layer.nbytes())});
+  row.checksum = encoded.checksum;
   std::vector<std::pair<std::string, FileLock>> doomed;
   uint64_t evicted = 0;
   {
@@ -330,7 +332,7 @@ Status DiskTier::CollectEvictions(const std::string& keep,
                                   uint64_t* evicted) {
   auto totals = index_->Totals();
   if (!totals.ok()) return totals.status();
-  uint64_t total = totals->second;
+  uint64_t total = totals->file_bytes;
   std::unordered_set<std::string> skipped;
   while (total > capacity_) {
     auto oldest = index_->Oldest(64 + skipped.size(), keep);
@@ -586,7 +588,7 @@ Result<std::vector<IndexRow>> DiskTier::List() {
   return index_->All();
 }
 
-Result<std::pair<uint64_t, uint64_t>> DiskTier::Totals() {
+Result<IndexTotals> DiskTier::Totals() {
   std::lock_guard lock(index_mu_);
   return index_->Totals();
 }

@@ -35,7 +35,8 @@ struct DiskTierOptions {
   // false: a private directory under cache_dir/ephemeral with an in-memory
   // index, removed when the tier closes.
   bool persist_index = true;
-  Env* env = nullptr;  // nullptr: Env::Default()
+  int compression_level = 0;  // 0: entries stored as plain safetensors; 1-9: compressed
+  Env* env = nullptr;         // nullptr: Env::Default()
 };
 
 class DiskTier {
@@ -49,7 +50,7 @@ class DiskTier {
   bool Contains(const LayerKey& key);
   // Writes (or replaces) the entry for `key` and evicts LRU entries beyond the
   // budget. `held` is the key's lock when the caller already holds it.
-  Status Put(const LayerKey& key, const Layer& layer, const FileLock* held = nullptr);
+  Status Put(const LayerKey& key, const LayerPtr& layer, const FileLock* held = nullptr);
   // The cross-process lock of one key (blocks until held).
   Result<FileLock> LockKey(const LayerKey& key);
 
@@ -59,8 +60,9 @@ class DiskTier {
   Result<std::vector<CorruptEntry>> Verify();
   Result<OptimizeReport> Optimize();
   Result<std::vector<IndexRow>> List();
-  // (entries, bytes) across every process using the directory.
-  Result<std::pair<uint64_t, uint64_t>> Totals();
+  // Entries, file bytes and logical (tensor) bytes across every process
+  // using the directory.
+  Result<IndexTotals> Totals();
 
   std::string EntryPath(const std::string& digest) const;
   const std::string& root() const { return root_; }
@@ -104,6 +106,7 @@ class DiskTier {
   uint64_t capacity_;
   ChecksumAlgorithm algorithm_;
   bool persist_index_;
+  int compression_level_;
   std::optional<FileLock> owner_lock_;  // ephemeral roots only
 
   std::mutex index_mu_;

@@ -1,7 +1,9 @@
 #include "disk/entry_codec.h"
 
 #include <charconv>
+#include <nlohmann/json.hpp>
 
+#include "compress/container.h"
 #include "util/checksum.h"
 
 namespace layercache {
@@ -15,11 +17,21 @@ constexpr const char* kKeyRevision = "layercache.revision";
 constexpr const char* kKeyAlgorithm = "layercache.checksum_algorithm";
 constexpr const char* kKeyChecksum = "layercache.checksum";
 constexpr const char* kKeyCreated = "layercache.created_ns";
+constexpr const char* kKeyCompression = "layercache.compression";
+constexpr const char* kKeyTensors = "layercache.tensors";
+constexpr const char* kKeyLogical = "layercache.logical_bytes";
+constexpr const char* kCompressedTensor = "__layercache_compressed__";
 
 void AppendField(std::string* out, std::string_view field) {
   out->append(std::to_string(field.size()));
   out->push_back(':');
   out->append(field);
+}
+
+std::string Covered(const std::string& compression, const std::string& tensors_json,
+                    uint64_t logical) {
+  if (compression.empty()) return "";
+  return compression + ";" + tensors_json + ";" + std::to_string(logical);
 }
 
 bool ParseInt(const std::string& s, int64_t* out) {
@@ -42,9 +54,13 @@ Metadata StripReservedMetadata(const Metadata& metadata) {
   return out;
 }
 
+std::string EntryCoveredFields(const EntryHeader& e) {
+  return Covered(e.compression, e.tensors_json, e.logical_bytes);
+}
+
 std::string EntryChecksum(ChecksumAlgorithm algorithm, const LayerKey& key,
                           const std::vector<TensorInfo>& tensors, const Metadata& user_metadata,
-                          std::span<const std::byte> data) {
+                          std::span<const std::byte> data, const std::string& covered) {
   std::string d = "layercache-entry-v1;";
   AppendField(&d, key.model_id);
   AppendField(&d, std::to_string(key.layer_index));
@@ -62,15 +78,40 @@ std::string EntryChecksum(ChecksumAlgorithm algorithm, const LayerKey& key,
     AppendField(&d, k);
     AppendField(&d, v);
   }
+  if (!covered.empty()) AppendField(&d, covered);
   auto hasher = NewHasher(algorithm);
   hasher->Update(d);
   hasher->Update(data);
   return hasher->FinalHex();
 }
 
-std::string EncodeEntryHeader(const LayerKey& key, const Layer& layer, ChecksumAlgorithm algorithm,
-                              int64_t created_ns) {
-  Metadata m = layer.metadata();
+namespace {
+
+std::string TensorsJson(const Layer& layer) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const TensorInfo& t : layer.tensors()) list.push_back({t.name, DTypeName(t.dtype), t.shape});
+  return list.dump();
+}
+
+}  // namespace
+
+EncodedEntry EncodeEntry(const LayerKey& key, const LayerPtr& layer, ChecksumAlgorithm algorithm,
+                         int64_t created_ns, int compression_level) {
+  EncodedEntry out;
+  Metadata m = layer->metadata();
+  std::string covered;
+  out.stored = layer;
+  if (compression_level > 0) {
+    AlignedBuffer container = CompressLayerData(*layer, compression_level);
+    const uint64_t size = container.size();
+    std::vector<TensorInfo> t = {{kCompressedTensor, DType::U8, {size}, 0, size}};
+    out.stored = Layer::Create(std::move(t), std::move(container), {}).value();
+    const std::string tensors_json = TensorsJson(*layer);
+    m[kKeyCompression] = kCompressionName;
+    m[kKeyTensors] = tensors_json;
+    m[kKeyLogical] = std::to_string(layer->nbytes());
+    covered = Covered(kCompressionName, tensors_json, layer->nbytes());
+  }
   m[kKeyFormat] = kEntryFormatVersion;
   m[kKeyModel] = key.model_id;
   m[kKeyLayer] = std::to_string(key.layer_index);
@@ -78,9 +119,52 @@ std::string EncodeEntryHeader(const LayerKey& key, const Layer& layer, ChecksumA
   m[kKeyRevision] = key.revision;
   m[kKeyAlgorithm] = ChecksumAlgorithmName(algorithm);
   m[kKeyCreated] = std::to_string(created_ns);
-  m[kKeyChecksum] = EntryChecksum(algorithm, key, layer.tensors(), layer.metadata(),
-                                  {layer.data(), static_cast<size_t>(layer.nbytes())});
-  return SerializeSafetensorsHeader(layer, m, kEntryDataAlignment);
+  out.checksum =
+      EntryChecksum(algorithm, key, out.stored->tensors(), layer->metadata(),
+                    {out.stored->data(), static_cast<size_t>(out.stored->nbytes())}, covered);
+  m[kKeyChecksum] = out.checksum;
+  out.header = SerializeSafetensorsHeader(*out.stored, m, kEntryDataAlignment);
+  return out;
+}
+
+Result<LayerPtr> DecodeEntryLayer(const EntryHeader& entry, std::vector<TensorInfo> stored_tensors,
+                                  AlignedBuffer data, std::string_view what) {
+  auto bad = [&](const std::string& why) {
+    return Status::Corruption(std::string(what) + ": " + why);
+  };
+  if (entry.compression.empty()) {
+    auto layer = Layer::Create(std::move(stored_tensors), std::move(data), entry.user_metadata);
+    if (!layer.ok()) return bad(layer.status().message());
+    return layer;
+  }
+  if (entry.compression != kCompressionName)
+    return bad("unknown compression \"" + entry.compression + "\"");
+  if (stored_tensors.size() != 1 || stored_tensors[0].name != kCompressedTensor) {
+    return bad("a compressed entry must hold one " + std::string(kCompressedTensor) + " tensor");
+  }
+  std::vector<TensorSpec> specs;
+  try {
+    for (const auto& item : nlohmann::json::parse(entry.tensors_json)) {
+      auto dtype = ParseDType(item.at(1).get<std::string>());
+      if (!dtype) return bad("unknown dtype in the tensor table");
+      specs.push_back(
+          {item.at(0).get<std::string>(), *dtype, item.at(2).get<std::vector<uint64_t>>()});
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return bad(std::string("the tensor table is not valid (") + e.what() + ")");
+  }
+  auto plan = PlanLayout(std::move(specs));
+  if (!plan.ok()) return bad(plan.status().message());
+  const uint64_t logical = plan->empty() ? 0 : plan->back().offset + plan->back().nbytes;
+  if (logical != entry.logical_bytes)
+    return bad("the tensor table disagrees with the logical size");
+  AlignedBuffer out(logical);
+  Status s = DecompressLayerData({data.data(), static_cast<size_t>(stored_tensors[0].nbytes)},
+                                 out.data(), logical);
+  if (!s.ok()) return bad(s.message());
+  auto layer = Layer::Create(std::move(*plan), std::move(out), entry.user_metadata);
+  if (!layer.ok()) return bad(layer.status().message());
+  return layer;
 }
 
 Result<EntryHeader> DecodeEntryHeader(const SafetensorsHeader& header, std::string_view what) {
@@ -121,6 +205,17 @@ Result<EntryHeader> DecodeEntryHeader(const SafetensorsHeader& header, std::stri
   }
   e.checksum = *checksum;
   e.user_metadata = StripReservedMetadata(m);
+  if (const std::string* c = get(kKeyCompression)) {
+    const std::string* tensors = get(kKeyTensors);
+    const std::string* logical = get(kKeyLogical);
+    int64_t n = 0;
+    if (tensors == nullptr || logical == nullptr || !ParseInt(*logical, &n) || n < 0) {
+      return bad("a compressed entry lacks its tensor table or logical size");
+    }
+    e.compression = *c;
+    e.tensors_json = *tensors;
+    e.logical_bytes = static_cast<uint64_t>(n);
+  }
   return e;
 }
 

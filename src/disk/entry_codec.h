@@ -28,16 +28,38 @@ struct EntryHeader {
   std::string checksum;
   int64_t created_ns = 0;
   Metadata user_metadata;
+  // Compressed entries: the container name, the layer's tensor table (JSON
+  // list of [name, dtype, shape]) and its logical size.
+  std::string compression;
+  std::string tensors_json;
+  uint64_t logical_bytes = 0;
 };
 
 // The checksum of an entry's content, given its tensors in file order.
+// `covered` (the compression fields, for compressed entries) is checksummed too.
 std::string EntryChecksum(ChecksumAlgorithm algorithm, const LayerKey& key,
                           const std::vector<TensorInfo>& tensors, const Metadata& user_metadata,
-                          std::span<const std::byte> data);
+                          std::span<const std::byte> data, const std::string& covered = "");
 
-// The padded header JSON of the entry for `key` holding `layer`.
-std::string EncodeEntryHeader(const LayerKey& key, const Layer& layer, ChecksumAlgorithm algorithm,
-                              int64_t created_ns);
+// The compression fields an entry's checksum covers ("" when uncompressed).
+std::string EntryCoveredFields(const EntryHeader& entry);
+
+// An entry ready to be written: the padded header JSON and what goes in the
+// data section (the layer itself, or its compressed container).
+struct EncodedEntry {
+  std::string header;
+  LayerPtr stored;
+  std::string checksum;
+};
+
+// `compression_level` 0 stores the layer as is; 1-9 compresses it.
+EncodedEntry EncodeEntry(const LayerKey& key, const LayerPtr& layer, ChecksumAlgorithm algorithm,
+                         int64_t created_ns, int compression_level = 0);
+
+// The layer an entry holds, given its decoded header, the tensors of its data
+// section and the data (decompressed when the entry is compressed).
+Result<LayerPtr> DecodeEntryLayer(const EntryHeader& entry, std::vector<TensorInfo> stored_tensors,
+                                  AlignedBuffer data, std::string_view what);
 
 // Extracts the entry fields from a parsed header; Corruption when any is
 // missing or malformed. `what` names the file in errors.

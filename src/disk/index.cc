@@ -210,15 +210,17 @@ Result<std::vector<IndexRow>> Index::Oldest(size_t limit, const std::string& exc
                });
 }
 
-Result<std::pair<uint64_t, uint64_t>> Index::Totals() {
+Result<IndexTotals> Index::Totals() {
   Stmt st;
-  if (sqlite3_prepare_v2(db_, "SELECT COUNT(*), COALESCE(SUM(size),0) FROM entries", -1, &st.s,
-                         nullptr) != SQLITE_OK ||
+  if (sqlite3_prepare_v2(
+          db_, "SELECT COUNT(*), COALESCE(SUM(size),0), COALESCE(SUM(data_bytes),0) FROM entries",
+          -1, &st.s, nullptr) != SQLITE_OK ||
       sqlite3_step(st.s) != SQLITE_ROW) {
     return Error("index totals");
   }
-  return std::make_pair(static_cast<uint64_t>(sqlite3_column_int64(st.s, 0)),
-                        static_cast<uint64_t>(sqlite3_column_int64(st.s, 1)));
+  return IndexTotals{static_cast<uint64_t>(sqlite3_column_int64(st.s, 0)),
+                     static_cast<uint64_t>(sqlite3_column_int64(st.s, 1)),
+                     static_cast<uint64_t>(sqlite3_column_int64(st.s, 2))};
 }
 
 Status Index::Compact() {

@@ -31,6 +31,12 @@ struct IndexRow {
   std::string checksum;
 };
 
+struct IndexTotals {
+  uint64_t entries = 0;
+  uint64_t file_bytes = 0;
+  uint64_t data_bytes = 0;
+};
+
 class Index {
  public:
   // Opens or creates the index at `path` (":memory:" for a private, in-memory
@@ -54,8 +60,7 @@ class Index {
                                       const std::optional<int64_t>& layer_index);
   // Up to `limit` least recently used rows, skipping `exclude_digest`.
   Result<std::vector<IndexRow>> Oldest(size_t limit, const std::string& exclude_digest);
-  // (entry count, total file bytes)
-  Result<std::pair<uint64_t, uint64_t>> Totals();
+  Result<IndexTotals> Totals();
   // VACUUM and a WAL checkpoint; failure (another process busy) is harmless.
   Status Compact();
 
