@@ -24,8 +24,8 @@ std::string Encode(const LayerKey& key) {
   return out;
 }
 
-void CheckText(const std::string& value, const char* name) {
-  if (value.find('\0') != std::string::npos) {
+void CheckText(std::string_view value, const char* name) {
+  if (value.find('\0') != std::string_view::npos) {
     throw std::invalid_argument(std::string(name) + " contains a NUL byte; pass a plain text name");
   }
   if (!IsValidUtf8(value)) {
@@ -35,7 +35,9 @@ void CheckText(const std::string& value, const char* name) {
 
 }  // namespace
 
-void LayerKey::Validate() const {
+void LayerKey::Validate() const { LayerKeyRef(*this).Validate(); }
+
+void LayerKeyRef::Validate() const {
   if (model_id.empty()) {
     throw std::invalid_argument("model_id is empty; pass a model name such as \"qwen-7b\"");
   }
@@ -70,7 +72,7 @@ std::string LayerKey::Digest() const {
   return out;
 }
 
-size_t LayerKeyHash::operator()(const LayerKey& key) const {
+size_t LayerKeyHash::operator()(const LayerKeyRef& key) const {
   uint64_t h = XXH3_64bits(key.model_id.data(), key.model_id.size());
   h ^= std::hash<int64_t>()(key.layer_index) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
   h ^= XXH3_64bits(key.quantization_mode.data(), key.quantization_mode.size()) + (h << 6);

@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <future>
 #include <iostream>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #include "disk/disk_tier.h"
@@ -15,6 +17,7 @@
 #include "util/logging.h"
 #include "util/path.h"
 #include "util/progress.h"
+#include "util/thread_pool.h"
 
 namespace layercache {
 namespace {
@@ -56,13 +59,15 @@ class LayerCache::Impl {
   explicit Impl(LayerCacheOptions options) : options_(std::move(options)) {
     options_.Validate();
     cache_dir_ = options_.ResolvedCacheDir();
-    memory_ = std::make_unique<MemoryTier>(options_.max_memory_bytes());
+    memory_ = std::make_unique<MemoryTier>(options_.max_memory_bytes(), options_.eviction_policy);
     DiskTierOptions d;
     d.cache_dir = cache_dir_;
     d.capacity_bytes = options_.max_disk_bytes();
     d.algorithm = options_.checksum_algorithm;
     d.persist_index = options_.persist_metadata;
     d.compression_level = options_.enable_compression ? options_.compression_level : 0;
+    d.eviction_policy = options_.eviction_policy;
+    d.read_mode = options_.disk_read_mode;
     auto disk = DiskTier::Open(d);
     if (!disk.ok()) throw Error(disk.status());
     disk_ = std::move(*disk);
@@ -88,7 +93,7 @@ class LayerCache::Impl {
                                          : hub_->RecordedRevision(repo_id, revision, filename);
       if (!recorded.ok()) return why.ok() ? recorded.status() : why;
       key.revision = *recorded;
-      if (LayerPtr layer = Get(key)) return layer;
+      if (LayerPtr layer = Get(LayerKeyRef(key))) return layer;
       return why.ok() ? Status::NotFound("offline (HF_HUB_OFFLINE) and " + key.ToString() +
                                          " is not cached")
                       : why;
@@ -153,23 +158,90 @@ class LayerCache::Impl {
     return done;
   }
 
-  LayerPtr Get(const LayerKey& key) {
-    key.Validate();
-    if (LayerPtr layer = memory_->Lookup(key)) {
-      CountHit(*layer, &memory_hits_);
+  // A memory hit allocates nothing and touches no shared counter.
+  LayerPtr Get(const LayerKeyRef& ref) {
+    ref.Validate();
+    if (LayerPtr layer = memory_->Lookup(ref)) {
+      CounterSlot& c = Slot();
+      c.memory_hits.fetch_add(1, std::memory_order_relaxed);
+      c.bytes_served.fetch_add(layer->nbytes(), std::memory_order_relaxed);
       return layer;
     }
+    return GetSlow(ref.ToKey());
+  }
+
+  // Disk (or an in-flight load of the same key), single-flight.
+  LayerPtr GetSlow(const LayerKey& key) {
+    std::shared_future<Result<LayerPtr>> wait_for;
+    std::promise<Result<LayerPtr>> promise;
+    {
+      std::lock_guard lock(flights_mu_);
+      auto it = flights_.find(key);
+      if (it != flights_.end()) {
+        wait_for = it->second;
+      } else {
+        flights_.emplace(key, promise.get_future().share());
+      }
+    }
+    CounterSlot& c = Slot();
+    if (wait_for.valid()) {
+      Result<LayerPtr> r = wait_for.get();
+      if (r.ok() && *r) {
+        c.memory_hits.fetch_add(1,
+                                std::memory_order_relaxed);  // loaded into memory by another caller
+        c.bytes_served.fetch_add((*r)->nbytes(), std::memory_order_relaxed);
+        return *r;
+      }
+      c.misses.fetch_add(1, std::memory_order_relaxed);
+      return nullptr;
+    }
     auto read = disk_->Get(key);
+    if (read.ok()) Promote(key, *read);
+    promise.set_value(read.ok() ? Result<LayerPtr>(*read) : Result<LayerPtr>(read.status()));
+    {
+      std::lock_guard lock(flights_mu_);
+      flights_.erase(key);
+    }
     if (read.ok()) {
-      CountHit(**read, &disk_hits_);
-      Promote(key, *read);
+      c.disk_hits.fetch_add(1, std::memory_order_relaxed);
+      c.bytes_served.fetch_add((*read)->nbytes(), std::memory_order_relaxed);
       return std::move(*read);
     }
-    misses_.fetch_add(1, std::memory_order_relaxed);
+    c.misses.fetch_add(1, std::memory_order_relaxed);
     if (!read.status().IsNotFound() && !read.status().IsCorruption()) {
       LogWarn("cannot read " + key.ToString() + " from disk: " + read.status().message());
     }
     return nullptr;
+  }
+
+  std::vector<std::shared_future<LayerPtr>> Prefetch(std::string_view model_id,
+                                                     const std::vector<int64_t>& indices,
+                                                     const std::string& quant,
+                                                     const IndexLoader& loader) {
+    std::vector<std::shared_future<LayerPtr>> out;
+    for (int64_t i : indices) {
+      LayerKey key{std::string(model_id), i, quant, ""};
+      key.Validate();
+      if (LayerPtr layer = memory_->Lookup(key)) {  // already hot: nothing to do
+        std::promise<LayerPtr> p;
+        p.set_value(std::move(layer));
+        out.push_back(p.get_future().share());
+        continue;
+      }
+      auto task =
+          std::make_shared<std::packaged_task<LayerPtr()>>([this, key, i, loader]() -> LayerPtr {
+            if (!loader) return GetSlow(key);
+            auto r = GetOrLoad(key, [&] { return loader(i); });
+            if (!r.ok()) {
+              LogWarn("prefetch of " + key.ToString() + " failed: " + r.status().message());
+              return nullptr;
+            }
+            return *r;
+          });
+      out.push_back(task->get_future().share());
+      Pool().Submit([task] { (*task)(); });
+    }
+    return out;
   }
 
   Status Put(const LayerKey& key, const LayerPtr& layer, const FileLock* held = nullptr) {
@@ -186,7 +258,7 @@ class LayerCache::Impl {
   }
 
   Result<LayerPtr> GetOrLoad(const LayerKey& key, const Loader& loader) {
-    if (LayerPtr layer = Get(key)) return layer;
+    if (LayerPtr layer = Get(LayerKeyRef(key))) return layer;
     std::shared_future<Result<LayerPtr>> wait_for;
     std::promise<Result<LayerPtr>> promise;
     {
@@ -269,14 +341,16 @@ class LayerCache::Impl {
     s.memory_cache_bytes = memory_->usage();
     s.max_disk_cache_bytes = disk_->capacity();
     s.max_memory_cache_bytes = memory_->capacity();
-    s.memory_hits = memory_hits_.load(std::memory_order_relaxed);
-    s.disk_hits = disk_hits_.load(std::memory_order_relaxed);
+    for (const CounterSlot& c : slots_) {
+      s.memory_hits += c.memory_hits.load(std::memory_order_relaxed);
+      s.disk_hits += c.disk_hits.load(std::memory_order_relaxed);
+      s.total_misses += c.misses.load(std::memory_order_relaxed);
+      s.bytes_served += c.bytes_served.load(std::memory_order_relaxed);
+    }
     s.total_hits = s.memory_hits + s.disk_hits;
-    s.total_misses = misses_.load(std::memory_order_relaxed);
     s.memory_evictions = memory_->evictions();
     s.disk_evictions = disk_->evictions();
     s.checksum_failures = disk_->checksum_failures();
-    s.bytes_served = bytes_served_.load(std::memory_order_relaxed);
     s.bytes_downloaded = bytes_downloaded_.load(std::memory_order_relaxed);
     s.bytes_read_from_disk = disk_->bytes_read();
     s.bytes_written_to_disk = disk_->bytes_written();
@@ -314,11 +388,6 @@ class LayerCache::Impl {
   const std::string& cache_dir() const { return cache_dir_; }
 
  private:
-  void CountHit(const Layer& layer, std::atomic<uint64_t>* tier_hits) {
-    tier_hits->fetch_add(1, std::memory_order_relaxed);
-    bytes_served_.fetch_add(layer.nbytes(), std::memory_order_relaxed);
-  }
-
   // Puts `layer` in the memory tier; layers pushed out that are no longer on
   // disk are written back there (the seed's "memory cache evicts to disk").
   void Promote(const LayerKey& key, const LayerPtr& layer) {
@@ -370,10 +439,27 @@ class LayerCache::Impl {
   std::mutex flights_mu_;
   std::unordered_map<LayerKey, std::shared_future<Result<LayerPtr>>, LayerKeyHash> flights_;
 
-  std::atomic<uint64_t> memory_hits_{0};
-  std::atomic<uint64_t> disk_hits_{0};
-  std::atomic<uint64_t> misses_{0};
-  std::atomic<uint64_t> bytes_served_{0};
+  // Hit and miss counters, striped over cache lines so that threads do not
+  // contend on them; summed by get_stats().
+  struct alignas(64) CounterSlot {
+    std::atomic<uint64_t> memory_hits{0};
+    std::atomic<uint64_t> disk_hits{0};
+    std::atomic<uint64_t> misses{0};
+    std::atomic<uint64_t> bytes_served{0};
+  };
+  std::array<CounterSlot, 16> slots_;
+  CounterSlot& Slot() {
+    thread_local const size_t index = std::hash<std::thread::id>()(std::this_thread::get_id());
+    return slots_[index % slots_.size()];
+  }
+
+  ThreadPool& Pool() {
+    std::call_once(pool_once_,
+                   [this] { pool_ = std::make_unique<ThreadPool>(options_.prefetch_threads); });
+    return *pool_;
+  }
+  std::once_flag pool_once_;
+  std::unique_ptr<ThreadPool> pool_;  // destroyed first: its tasks use the members above
   std::atomic<uint64_t> bytes_downloaded_{0};
   std::atomic<uint64_t> layers_cached_{0};
   std::atomic<uint64_t> disk_write_errors_{0};
@@ -389,10 +475,39 @@ LayerPtr LayerCache::get_layer(std::string_view model_id, int64_t layer_index,
                                std::optional<std::string> quantization_mode,
                                std::string_view device) {
   CheckDevice(device);
-  return impl_->Get(MakeKey(model_id, layer_index, quantization_mode));
+  return impl_->Get(
+      LayerKeyRef(model_id, layer_index,
+                  quantization_mode ? std::string_view(*quantization_mode) : std::string_view()));
 }
 
-LayerPtr LayerCache::get_layer(const LayerKey& key) { return impl_->Get(key); }
+LayerPtr LayerCache::get_layer(const LayerKey& key) { return impl_->Get(LayerKeyRef(key)); }
+
+std::vector<std::shared_future<LayerPtr>> LayerCache::prefetch(
+    std::string_view model_id, const std::vector<int64_t>& layer_indices,
+    std::optional<std::string> quantization_mode, IndexLoader loader) {
+  return impl_->Prefetch(model_id, layer_indices, quantization_mode.value_or(""), loader);
+}
+
+LayerPtr LayerCache::get_layer_with_prefetch(std::string_view model_id, int64_t layer_index,
+                                             int64_t num_layers, int lookahead,
+                                             std::optional<std::string> quantization_mode,
+                                             IndexLoader loader) {
+  if (num_layers <= 0 || layer_index < 0 || layer_index >= num_layers) {
+    throw std::invalid_argument("layer_index must be in [0, num_layers); got " +
+                                std::to_string(layer_index) + " of " + std::to_string(num_layers));
+  }
+  if (lookahead < 0) throw std::invalid_argument("lookahead must be >= 0");
+  std::vector<int64_t> next;
+  for (int k = 1; k <= lookahead && k < num_layers; ++k)
+    next.push_back((layer_index + k) % num_layers);
+  (void)impl_->Prefetch(model_id, next, quantization_mode.value_or(""), loader);
+  if (LayerPtr layer = get_layer(model_id, layer_index, quantization_mode)) return layer;
+  if (!loader) return nullptr;
+  LayerKey key{std::string(model_id), layer_index, quantization_mode.value_or(""), ""};
+  auto r = get_or_load(key, [&] { return loader(layer_index); });
+  if (!r.ok()) throw Error(r.status());
+  return *r;
+}
 
 bool LayerCache::cache_layer(std::string_view model_id, int64_t layer_index, LayerPtr layer,
                              std::optional<std::string> quantization_mode) {

@@ -40,6 +40,17 @@ ChecksumAlgorithm ParseChecksumAlgorithm(const std::string& name) {
                               "\"; use \"xxh3-128\" (default), \"md5\" or \"sha256\"");
 }
 
+EvictionPolicy ParseEvictionPolicy(const std::string& name) {
+  if (name == "lru") return EvictionPolicy::kLru;
+  if (name == "scan-resistant" || name == "scan_resistant") return EvictionPolicy::kScanResistant;
+  throw std::invalid_argument("unknown eviction policy \"" + name +
+                              "\"; use \"lru\" or \"scan-resistant\"");
+}
+
+const char* EvictionPolicyName(EvictionPolicy policy) {
+  return policy == EvictionPolicy::kLru ? "lru" : "scan-resistant";
+}
+
 void LayerCacheOptions::Validate() const {
   if (!std::isfinite(max_cache_size_gb) || max_cache_size_gb <= 0) {
     throw std::invalid_argument("max_cache_size_gb must be a positive number of GiB, got " +
@@ -55,6 +66,10 @@ void LayerCacheOptions::Validate() const {
                                 std::to_string(compression_level));
   }
   if (ResolvedCacheDir().empty()) throw std::invalid_argument("cache_dir is empty");
+  if (prefetch_threads < 1 || prefetch_threads > 64) {
+    throw std::invalid_argument("prefetch_threads must be between 1 and 64, got " +
+                                std::to_string(prefetch_threads));
+  }
 }
 
 std::string LayerCacheOptions::ResolvedCacheDir() const {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 
 namespace layercache {
 
@@ -26,8 +27,39 @@ struct LayerKey {
   friend bool operator==(const LayerKey&, const LayerKey&) = default;
 };
 
+// A non-owning view of a key, for lookups that must not allocate.
+struct LayerKeyRef {
+  std::string_view model_id;
+  int64_t layer_index = 0;
+  std::string_view quantization_mode;
+  std::string_view revision;
+
+  LayerKeyRef() = default;
+  LayerKeyRef(std::string_view m, int64_t i, std::string_view q = {}, std::string_view r = {})
+      : model_id(m), layer_index(i), quantization_mode(q), revision(r) {}
+  LayerKeyRef(const LayerKey& k)  // NOLINT(google-explicit-constructor)
+      : model_id(k.model_id),
+        layer_index(k.layer_index),
+        quantization_mode(k.quantization_mode),
+        revision(k.revision) {}
+
+  // As LayerKey::Validate.
+  void Validate() const;
+  LayerKey ToKey() const {
+    return {std::string(model_id), layer_index, std::string(quantization_mode),
+            std::string(revision)};
+  }
+  friend bool operator==(const LayerKeyRef&, const LayerKeyRef&) = default;
+};
+
+// Hashes and compares LayerKey and LayerKeyRef alike (heterogeneous lookup).
 struct LayerKeyHash {
-  size_t operator()(const LayerKey& key) const;
+  using is_transparent = void;
+  size_t operator()(const LayerKeyRef& key) const;
+};
+struct LayerKeyEqual {
+  using is_transparent = void;
+  bool operator()(const LayerKeyRef& a, const LayerKeyRef& b) const { return a == b; }
 };
 
 }  // namespace layercache

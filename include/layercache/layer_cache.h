@@ -29,6 +29,7 @@
 #pragma once
 
 #include <functional>
+#include <future>
 #include <iosfwd>
 #include <memory>
 #include <optional>
@@ -161,6 +162,24 @@ class LayerCache {
   size_t import_checkpoint(const std::string& dir, std::string_view model_id,
                            const std::vector<int64_t>& layers = {},
                            const std::string& layer_pattern = "", bool include_non_layer = true);
+
+  // Starts loading layers on background threads (options.prefetch_threads):
+  // from disk into the memory tier, or, for layers not cached at all, with
+  // `loader` (index -> layer) when given. Returns one future per index,
+  // holding the layer or nullptr. A get_layer() for a layer being loaded
+  // waits for that load instead of reading it again.
+  using IndexLoader = std::function<Result<LayerPtr>(int64_t layer_index)>;
+  std::vector<std::shared_future<LayerPtr>> prefetch(
+      std::string_view model_id, const std::vector<int64_t>& layer_indices,
+      std::optional<std::string> quantization_mode = std::nullopt, IndexLoader loader = nullptr);
+  // The seed's IOOptimizer.get_layer_with_prefetch: starts prefetching the
+  // next `lookahead` layers (wrapping after num_layers - 1, as forward passes
+  // do), then returns layer `layer_index` (nullptr when it is not cached and
+  // there is no loader).
+  LayerPtr get_layer_with_prefetch(std::string_view model_id, int64_t layer_index,
+                                   int64_t num_layers, int lookahead = 2,
+                                   std::optional<std::string> quantization_mode = std::nullopt,
+                                   IndexLoader loader = nullptr);
 
   // Removes one layer (all quantization modes and revisions of it), all
   // layers of a model, or, with no model_id, everything. Returns the number

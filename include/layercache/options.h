@@ -16,6 +16,26 @@ const char* ChecksumAlgorithmName(ChecksumAlgorithm algorithm);
 // Accepts the names above and "xxh3"; throws std::invalid_argument otherwise.
 ChecksumAlgorithm ParseChecksumAlgorithm(const std::string& name);
 
+// Which entry an eviction removes, in both tiers.
+enum class EvictionPolicy {
+  kLru,  // the seed's: the least recently used entry
+  // Follows LRU, except when the workload sweeps layers 0..N-1 over and over
+  // (a forward pass through a model that does not fit), where it evicts the
+  // most recently used entry instead and keeps hitting capacity/N of the
+  // time, as Belady's optimal policy does. Decided by simulating both on
+  // key-only "ghost" caches.
+  kScanResistant,
+};
+// "lru" or "scan-resistant"; throws std::invalid_argument otherwise.
+EvictionPolicy ParseEvictionPolicy(const std::string& name);
+const char* EvictionPolicyName(EvictionPolicy policy);
+
+// How the disk tier reads entries.
+enum class DiskReadMode {
+  kBuffered,  // through the page cache (default: repeated loads come from RAM)
+  kDirect,    // O_DIRECT for entries of 1 MiB and more: device bandwidth, no page-cache copy
+};
+
 struct LayerCacheOptions {
   // Directory for cached layers. Empty means the default: $LAYERCACHE_DIR if
   // set, else ~/.cache/nexus/layers. A leading "~" is expanded.
@@ -33,6 +53,10 @@ struct LayerCacheOptions {
   // the cache starts empty on each open and its files go when it closes.
   bool persist_metadata = true;
   ChecksumAlgorithm checksum_algorithm = ChecksumAlgorithm::kXXH3_128;
+  EvictionPolicy eviction_policy = EvictionPolicy::kLru;
+  DiskReadMode disk_read_mode = DiskReadMode::kBuffered;
+  // Background threads loading layers for prefetch(); >= 1.
+  int prefetch_threads = 2;
 
   // Throws std::invalid_argument, saying how to fix it, for unusable values.
   void Validate() const;

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <thread>
 #include <unordered_set>
 
 #include "format/safetensors_io.h"
@@ -64,7 +66,9 @@ DiskTier::DiskTier(const DiskTierOptions& options, std::string root)
       capacity_(options.capacity_bytes),
       algorithm_(options.algorithm),
       persist_index_(options.persist_index),
-      compression_level_(options.compression_level) {}
+      compression_level_(options.compression_level),
+      read_mode_(options.read_mode),
+      advisor_(options.eviction_policy, options.capacity_bytes) {}
 
 Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options) {
   Env* env = options.env != nullptr ? options.env : Env::Default();
@@ -190,11 +194,17 @@ Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const 
                               ", which does not belong under this file name");
   }
   AlignedBuffer buffer(header->data_bytes);
-  if (Status s = f.Read(header->data_offset, header->data_bytes, buffer.data()); !s.ok()) return s;
+  std::unique_ptr<Hasher> hasher;
   if (verify_checksum) {
-    const std::string actual = EntryChecksum(
-        entry->algorithm, entry->key, header->tensors, entry->user_metadata,
-        {buffer.data(), static_cast<size_t>(header->data_bytes)}, EntryCoveredFields(*entry));
+    hasher = EntryHasher(entry->algorithm, entry->key, header->tensors, entry->user_metadata,
+                         EntryCoveredFields(*entry));
+  }
+  if (Status s = ReadData(f, header->data_offset, header->data_bytes, &buffer, hasher.get());
+      !s.ok()) {
+    return s.WithContext(path);
+  }
+  if (verify_checksum) {
+    const std::string actual = hasher->FinalHex();
     if (actual != entry->checksum) {
       return Status::Corruption(path + ": " + ChecksumAlgorithmName(entry->algorithm) +
                                 " checksum mismatch (recorded " + entry->checksum + ", computed " +
@@ -206,6 +216,70 @@ Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const 
   out.layer = std::move(*layer);
   out.header = std::move(*entry);
   return out;
+}
+
+Status DiskTier::ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, AlignedBuffer* buffer,
+                          Hasher* hasher) {
+  constexpr uint64_t kChunk = 8u << 20;
+  constexpr uint64_t kPage = 4096;
+  std::byte* dst = buffer->data();
+  bool direct = read_mode_ == DiskReadMode::kDirect && n >= (1u << 20) && base % kPage == 0 &&
+                buffer->alignment() >= kPage;
+  // Reads [off, off + len) of the data section into place.
+  auto read = [&](uint64_t off, uint64_t len) -> Status {
+    if (direct) {
+      const uint64_t padded = (len + kPage - 1) / kPage * kPage;  // the buffer is page-rounded
+      auto got = f.ReadDirect(base + off, padded, dst + off);
+      if (got.ok()) {
+        return *got >= len
+                   ? Status::OK()
+                   : Status::IOError("file ends at byte " + std::to_string(base + off + *got));
+      }
+      if (got.status().code() != StatusCode::kUnsupported) return got.status();
+      direct = false;  // this file system has no O_DIRECT: read through the page cache
+    }
+    return f.Read(base + off, len, dst + off);
+  };
+  if (hasher == nullptr || n < 2 * kChunk) {
+    if (Status s = read(0, n); !s.ok()) return s;
+    if (hasher != nullptr) hasher->Update({dst, static_cast<size_t>(n)});
+    return Status::OK();
+  }
+  // Large entries: a reader thread fetches chunk k + 1 while this thread
+  // checksums chunk k, straight in the final buffer.
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t ready = 0;
+  Status read_status;
+  std::thread reader([&] {
+    for (uint64_t off = 0; off < n; off += kChunk) {
+      Status s = read(off, std::min(kChunk, n - off));
+      std::lock_guard lock(mu);
+      if (!s.ok()) {
+        read_status = s;
+        break;
+      }
+      ready = std::min(n, off + kChunk);
+      cv.notify_one();
+    }
+    std::lock_guard lock(mu);
+    if (!read_status.ok()) ready = n;  // wake the hasher to see the error
+    cv.notify_one();
+  });
+  uint64_t hashed = 0;
+  while (hashed < n) {
+    uint64_t upto;
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return ready > hashed; });
+      if (!read_status.ok()) break;
+      upto = ready;
+    }
+    hasher->Update({dst + hashed, static_cast<size_t>(upto - hashed)});
+    hashed = upto;
+  }
+  reader.join();
+  return read_status;
 }
 
 Result<LayerPtr> DiskTier::Get(const LayerKey& key) {
@@ -237,6 +311,7 @@ Result<LayerPtr> DiskTier::Get(const LayerKey& key) {
                             read->header.key.ToString());
   }
   bytes_read_.fetch_add(read->size, std::memory_order_relaxed);
+  advisor_.Access(std::hash<std::string>()(digest), read->size);
   {
     std::lock_guard lock(index_mu_);
     Status s = index_->Touch(digest, NowNs());
@@ -261,6 +336,7 @@ Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock*
     return Status::NoSpace(context + ": the entry needs " + std::to_string(file_size) +
                            " bytes but max_cache_size_gb allows " + std::to_string(capacity_));
   }
+  advisor_.Access(std::hash<std::string>()(digest), file_size);
   std::optional<FileLock> own_lock;
   if (held == nullptr) {
     auto lock = LockDigest(digest);
@@ -335,7 +411,8 @@ Status DiskTier::CollectEvictions(const std::string& keep,
   uint64_t total = totals->file_bytes;
   std::unordered_set<std::string> skipped;
   while (total > capacity_) {
-    auto oldest = index_->Oldest(64 + skipped.size(), keep);
+    auto oldest = advisor_.PreferMru() ? index_->Newest(64 + skipped.size(), keep)
+                                       : index_->Oldest(64 + skipped.size(), keep);
     if (!oldest.ok()) return oldest.status();
     bool progress = false;
     for (const IndexRow& row : *oldest) {

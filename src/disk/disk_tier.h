@@ -24,6 +24,7 @@
 #include "layercache/layer.h"
 #include "layercache/layer_cache.h"
 #include "layercache/options.h"
+#include "memory/eviction_advisor.h"
 #include "util/file_lock.h"
 
 namespace layercache {
@@ -36,7 +37,9 @@ struct DiskTierOptions {
   // index, removed when the tier closes.
   bool persist_index = true;
   int compression_level = 0;  // 0: entries stored as plain safetensors; 1-9: compressed
-  Env* env = nullptr;         // nullptr: Env::Default()
+  EvictionPolicy eviction_policy = EvictionPolicy::kLru;
+  DiskReadMode read_mode = DiskReadMode::kBuffered;
+  Env* env = nullptr;  // nullptr: Env::Default()
 };
 
 class DiskTier {
@@ -88,6 +91,10 @@ class DiskTier {
   Result<ReadResult> ReadEntry(const std::string& path, const std::string& digest,
                                bool verify_checksum);
   Status Reconcile(OptimizeReport* report);
+  // Reads the data section [base, base + n) of `f` into `buffer`, feeding
+  // `hasher` (if any) as the bytes arrive.
+  Status ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, AlignedBuffer* buffer,
+                  Hasher* hasher);
   // Evicts LRU rows until the total fits (skipping `keep` and keys that are
   // locked by writers). Call with index_mu_ held, inside a transaction;
   // the files to unlink are appended to `doomed` with their locks.
@@ -107,6 +114,8 @@ class DiskTier {
   ChecksumAlgorithm algorithm_;
   bool persist_index_;
   int compression_level_;
+  DiskReadMode read_mode_;
+  EvictionAdvisor advisor_;
   std::optional<FileLock> owner_lock_;  // ephemeral roots only
 
   std::mutex index_mu_;

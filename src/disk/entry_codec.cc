@@ -58,9 +58,9 @@ std::string EntryCoveredFields(const EntryHeader& e) {
   return Covered(e.compression, e.tensors_json, e.logical_bytes);
 }
 
-std::string EntryChecksum(ChecksumAlgorithm algorithm, const LayerKey& key,
-                          const std::vector<TensorInfo>& tensors, const Metadata& user_metadata,
-                          std::span<const std::byte> data, const std::string& covered) {
+std::unique_ptr<Hasher> EntryHasher(ChecksumAlgorithm algorithm, const LayerKey& key,
+                                    const std::vector<TensorInfo>& tensors,
+                                    const Metadata& user_metadata, const std::string& covered) {
   std::string d = "layercache-entry-v1;";
   AppendField(&d, key.model_id);
   AppendField(&d, std::to_string(key.layer_index));
@@ -81,6 +81,13 @@ std::string EntryChecksum(ChecksumAlgorithm algorithm, const LayerKey& key,
   if (!covered.empty()) AppendField(&d, covered);
   auto hasher = NewHasher(algorithm);
   hasher->Update(d);
+  return hasher;
+}
+
+std::string EntryChecksum(ChecksumAlgorithm algorithm, const LayerKey& key,
+                          const std::vector<TensorInfo>& tensors, const Metadata& user_metadata,
+                          std::span<const std::byte> data, const std::string& covered) {
+  auto hasher = EntryHasher(algorithm, key, tensors, user_metadata, covered);
   hasher->Update(data);
   return hasher->FinalHex();
 }

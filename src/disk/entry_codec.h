@@ -13,6 +13,7 @@
 #include "layercache/layer.h"
 #include "layercache/options.h"
 #include "layercache/safetensors.h"
+#include "util/checksum.h"
 
 namespace layercache {
 
@@ -40,6 +41,12 @@ struct EntryHeader {
 std::string EntryChecksum(ChecksumAlgorithm algorithm, const LayerKey& key,
                           const std::vector<TensorInfo>& tensors, const Metadata& user_metadata,
                           std::span<const std::byte> data, const std::string& covered = "");
+
+// A hasher already fed with the entry's description: feed it the data section
+// (in order, in pieces if need be) and compare FinalHex() with the checksum.
+std::unique_ptr<Hasher> EntryHasher(ChecksumAlgorithm algorithm, const LayerKey& key,
+                                    const std::vector<TensorInfo>& tensors,
+                                    const Metadata& user_metadata, const std::string& covered = "");
 
 // The compression fields an entry's checksum covers ("" when uncompressed).
 std::string EntryCoveredFields(const EntryHeader& entry);

@@ -210,6 +210,15 @@ Result<std::vector<IndexRow>> Index::Oldest(size_t limit, const std::string& exc
                });
 }
 
+Result<std::vector<IndexRow>> Index::Newest(size_t limit, const std::string& exclude_digest) {
+  return Query(std::string("SELECT ") + kColumns +
+                   " FROM entries WHERE digest<>? ORDER BY last_access_ns DESC LIMIT ?",
+               [&](sqlite3_stmt* s) {
+                 BindText(s, 1, exclude_digest);
+                 sqlite3_bind_int64(s, 2, static_cast<int64_t>(limit));
+               });
+}
+
 Result<IndexTotals> Index::Totals() {
   Stmt st;
   if (sqlite3_prepare_v2(

@@ -60,6 +60,8 @@ class Index {
                                       const std::optional<int64_t>& layer_index);
   // Up to `limit` least recently used rows, skipping `exclude_digest`.
   Result<std::vector<IndexRow>> Oldest(size_t limit, const std::string& exclude_digest);
+  // Up to `limit` most recently used rows, skipping `exclude_digest`.
+  Result<std::vector<IndexRow>> Newest(size_t limit, const std::string& exclude_digest);
   Result<IndexTotals> Totals();
   // VACUUM and a WAL checkpoint; failure (another process busy) is harmless.
   Status Compact();

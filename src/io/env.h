@@ -24,6 +24,14 @@ class RandomAccessFile {
   virtual uint64_t size() const = 0;
   // Identity of the open file (device, inode) to compare with Stat().
   virtual uint64_t inode() const = 0;
+  // Reads bytes [offset, offset + n) bypassing the page cache (O_DIRECT):
+  // offset, n and dst must be multiples of 4096. Bytes past the end of the
+  // file are left untouched; returns how many bytes were read. Unsupported
+  // (kUnsupported) where the file system has no O_DIRECT.
+  virtual Result<uint64_t> ReadDirect(uint64_t offset, uint64_t n, std::byte* dst) {
+    (void)offset, (void)n, (void)dst;
+    return Status::Unsupported("direct reads are not available");
+  }
 };
 
 class WritableFile {

@@ -15,7 +15,6 @@ class PosixRandomAccessFile final : public RandomAccessFile {
  public:
   PosixRandomAccessFile(std::string path, int fd, uint64_t size, uint64_t inode)
       : path_(std::move(path)), fd_(fd), size_(size), inode_(inode) {}
-  ~PosixRandomAccessFile() override { ::close(fd_); }
 
   Status Read(uint64_t offset, size_t n, std::byte* dst) override {
     size_t done = 0;
@@ -37,11 +36,37 @@ class PosixRandomAccessFile final : public RandomAccessFile {
   uint64_t size() const override { return size_; }
   uint64_t inode() const override { return inode_; }
 
+  Result<uint64_t> ReadDirect(uint64_t offset, uint64_t n, std::byte* dst) override {
+    if (direct_fd_ < 0) {
+      // Reopen the same open file (not the path, which may have been replaced).
+      const std::string self = "/proc/self/fd/" + std::to_string(fd_);
+      direct_fd_ = ::open(self.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+      if (direct_fd_ < 0) return Status::Unsupported("O_DIRECT is not available for " + path_);
+    }
+    uint64_t done = 0;
+    while (done < n) {
+      ssize_t r = ::pread(direct_fd_, dst + done, n - done, static_cast<off_t>(offset + done));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EINVAL) return Status::Unsupported("O_DIRECT read refused for " + path_);
+        return ErrnoStatus("cannot read " + path_, errno);
+      }
+      if (r == 0) break;  // end of file
+      done += static_cast<uint64_t>(r);
+    }
+    return done;
+  }
+  ~PosixRandomAccessFile() override {
+    if (direct_fd_ >= 0) ::close(direct_fd_);
+    ::close(fd_);
+  }
+
  private:
   std::string path_;
   int fd_;
   uint64_t size_;
   uint64_t inode_;
+  int direct_fd_ = -1;
 };
 
 class PosixWritableFile final : public WritableFile {

@@ -1,88 +1,114 @@
 #include "memory/memory_tier.h"
 
+#include <chrono>
 #include <limits>
+#include <mutex>
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
 
 namespace layercache {
 
-MemoryTier::MemoryTier(uint64_t capacity_bytes) : capacity_(capacity_bytes) {}
-
-LayerPtr MemoryTier::Lookup(const LayerKey& key) {
-  Shard& s = ShardFor(key);
-  std::lock_guard lock(s.mu);
-  auto it = s.map.find(key);
-  if (it == s.map.end()) return nullptr;
-  it->second->tick = tick_.fetch_add(1, std::memory_order_relaxed);
-  s.lru.splice(s.lru.begin(), s.lru, it->second);
-  return it->second->layer;
+uint64_t RecencyStamp() {
+#if defined(__x86_64__)
+  return __rdtsc();
+#else
+  return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+#endif
 }
 
-bool MemoryTier::Contains(const LayerKey& key) const {
+MemoryTier::MemoryTier(uint64_t capacity_bytes, EvictionPolicy policy)
+    : capacity_(capacity_bytes), advisor_(policy, capacity_bytes) {}
+
+LayerPtr MemoryTier::Lookup(const LayerKeyRef& key) {
+  Shard& s = ShardFor(key);
+  std::shared_lock lock(s.mu);
+  auto it = s.map.find(key);
+  if (it == s.map.end()) return nullptr;
+  Entry& e = *it->second;
+  e.last_access.store(RecencyStamp(), std::memory_order_relaxed);
+  if (advisor_.policy() != EvictionPolicy::kLru) advisor_.Access(LayerKeyHash()(key), e.charge);
+  return e.layer;
+}
+
+bool MemoryTier::Contains(const LayerKeyRef& key) const {
   const Shard& s = ShardFor(key);
-  std::lock_guard lock(s.mu);
-  return s.map.count(key) != 0;
+  std::shared_lock lock(s.mu);
+  return s.map.find(key) != s.map.end();
 }
 
 bool MemoryTier::Insert(const LayerKey& key, LayerPtr layer, Evicted* evicted) {
   const uint64_t charge = layer->nbytes();
+  advisor_.Access(LayerKeyHash()(key), charge);
   if (charge > capacity_) {
     Erase(key);  // a stale smaller version must not stay behind
     return false;
   }
   {
     Shard& s = ShardFor(key);
-    std::lock_guard lock(s.mu);
+    std::unique_lock lock(s.mu);
     auto it = s.map.find(key);
     if (it != s.map.end()) {
       usage_.fetch_sub(it->second->charge, std::memory_order_relaxed);
-      s.lru.erase(it->second);
-      s.map.erase(it);
       count_.fetch_sub(1, std::memory_order_relaxed);
+      s.map.erase(it);
     }
-    s.lru.push_front(
-        Entry{key, std::move(layer), charge, tick_.fetch_add(1, std::memory_order_relaxed)});
-    s.map.emplace(key, s.lru.begin());
+    auto e = std::make_unique<Entry>();
+    e->key = key;
+    e->layer = std::move(layer);
+    e->charge = charge;
+    e->last_access.store(RecencyStamp(), std::memory_order_relaxed);
+    s.map.emplace(key, std::move(e));
     usage_.fetch_add(charge, std::memory_order_relaxed);
     count_.fetch_add(1, std::memory_order_relaxed);
   }
-  EvictUntilWithinCapacity(evicted);
+  EvictUntilWithinCapacity(key, evicted);
   return true;
 }
 
-void MemoryTier::EvictUntilWithinCapacity(Evicted* evicted) {
+void MemoryTier::EvictUntilWithinCapacity(const LayerKey& keep, Evicted* evicted) {
   std::lock_guard evict_lock(evict_mu_);
   while (usage_.load(std::memory_order_relaxed) > capacity_) {
-    // Find the shard whose tail is the oldest entry overall.
-    size_t victim = kShards;
-    uint64_t oldest = std::numeric_limits<uint64_t>::max();
+    const bool mru = advisor_.PreferMru();
+    // The victim: the oldest stamp (LRU) or the newest (MRU), never `keep`.
+    size_t victim_shard = kShards;
+    const Entry* victim = nullptr;
+    LayerKey victim_key;
+    uint64_t best = mru ? 0 : std::numeric_limits<uint64_t>::max();
     for (size_t i = 0; i < kShards; ++i) {
-      std::lock_guard lock(shards_[i].mu);
-      if (!shards_[i].lru.empty() && shards_[i].lru.back().tick < oldest) {
-        oldest = shards_[i].lru.back().tick;
-        victim = i;
+      std::shared_lock lock(shards_[i].mu);
+      for (const auto& [k, e] : shards_[i].map) {
+        if (k == keep) continue;
+        const uint64_t t = e->last_access.load(std::memory_order_relaxed);
+        if (mru ? t >= best : t <= best) {
+          best = t;
+          victim = e.get();
+          victim_shard = i;
+          victim_key = k;
+        }
       }
     }
-    if (victim == kShards) return;  // nothing left to evict
-    Shard& s = shards_[victim];
-    std::lock_guard lock(s.mu);
-    if (s.lru.empty() || s.lru.back().tick != oldest) continue;  // touched meanwhile
-    Entry& e = s.lru.back();
-    usage_.fetch_sub(e.charge, std::memory_order_relaxed);
+    if (victim == nullptr) return;  // only `keep` is left
+    Shard& s = shards_[victim_shard];
+    std::unique_lock lock(s.mu);
+    auto it = s.map.find(LayerKeyRef(victim_key));
+    if (it == s.map.end() || it->second.get() != victim) continue;  // removed meanwhile
+    std::unique_ptr<Entry> e = std::move(it->second);
+    s.map.erase(it);
+    usage_.fetch_sub(e->charge, std::memory_order_relaxed);
     count_.fetch_sub(1, std::memory_order_relaxed);
     evictions_.fetch_add(1, std::memory_order_relaxed);
-    if (evicted != nullptr) evicted->emplace_back(e.key, std::move(e.layer));
-    s.map.erase(e.key);
-    s.lru.pop_back();
+    if (evicted != nullptr) evicted->emplace_back(std::move(e->key), std::move(e->layer));
   }
 }
 
-bool MemoryTier::Erase(const LayerKey& key) {
+bool MemoryTier::Erase(const LayerKeyRef& key) {
   Shard& s = ShardFor(key);
-  std::lock_guard lock(s.mu);
+  std::unique_lock lock(s.mu);
   auto it = s.map.find(key);
   if (it == s.map.end()) return false;
   usage_.fetch_sub(it->second->charge, std::memory_order_relaxed);
   count_.fetch_sub(1, std::memory_order_relaxed);
-  s.lru.erase(it->second);
   s.map.erase(it);
   return true;
 }
@@ -90,13 +116,12 @@ bool MemoryTier::Erase(const LayerKey& key) {
 size_t MemoryTier::EraseIf(const std::function<bool(const LayerKey&)>& pred) {
   size_t erased = 0;
   for (Shard& s : shards_) {
-    std::lock_guard lock(s.mu);
-    for (auto it = s.lru.begin(); it != s.lru.end();) {
-      if (pred(it->key)) {
-        usage_.fetch_sub(it->charge, std::memory_order_relaxed);
+    std::unique_lock lock(s.mu);
+    for (auto it = s.map.begin(); it != s.map.end();) {
+      if (pred(it->first)) {
+        usage_.fetch_sub(it->second->charge, std::memory_order_relaxed);
         count_.fetch_sub(1, std::memory_order_relaxed);
-        s.map.erase(it->key);
-        it = s.lru.erase(it);
+        it = s.map.erase(it);
         ++erased;
       } else {
         ++it;

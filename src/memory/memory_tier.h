@@ -1,44 +1,49 @@
-// MemoryTier: the hot tier. A sharded LRU map from LayerKey to LayerPtr with a
+// MemoryTier: the hot tier. A sharded map from LayerKey to LayerPtr with a
 // byte budget charged by each layer's size.
 //
-// Lookups and inserts lock one of 16 shards. Recency is a global tick stamped
-// on every access; eviction removes the globally least recently used entry
-// (the oldest of the shards' tails), so the policy is exact LRU across shards.
-// Eviction only drops the tier's reference: a caller holding the LayerPtr
-// keeps its layer. Thread-safe.
+// Hits are cheap and scale across threads: a hit takes its shard's lock in
+// shared mode, stamps the entry with the time (a relaxed store to the entry
+// alone: no list to splice, no counter shared by all threads) and copies the
+// LayerPtr; the lookup itself needs no allocation (LayerKeyRef). Eviction,
+// which happens when a layer is inserted, scans the stamps for the victim: the
+// least recently used entry overall (exact LRU across shards), or, when the
+// EvictionAdvisor says the workload is sweeping, the most recently used one.
+// Eviction only drops the tier's reference: a holder keeps its layer.
+// Thread-safe.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <list>
-#include <mutex>
+#include <memory>
+#include <shared_mutex>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "layercache/key.h"
 #include "layercache/layer.h"
+#include "memory/eviction_advisor.h"
 
 namespace layercache {
 
 class MemoryTier {
  public:
-  explicit MemoryTier(uint64_t capacity_bytes);
+  explicit MemoryTier(uint64_t capacity_bytes, EvictionPolicy policy = EvictionPolicy::kLru);
 
   using Evicted = std::vector<std::pair<LayerKey, LayerPtr>>;
 
   // The layer for `key` (now the most recently used), or nullptr.
-  LayerPtr Lookup(const LayerKey& key);
-  bool Contains(const LayerKey& key) const;
+  LayerPtr Lookup(const LayerKeyRef& key);
+  bool Contains(const LayerKeyRef& key) const;
 
   // Inserts or replaces. Returns false (and keeps nothing) when the layer
   // alone exceeds the capacity. Entries evicted to make room are appended to
-  // `evicted`, oldest first.
+  // `evicted`, in eviction order.
   bool Insert(const LayerKey& key, LayerPtr layer, Evicted* evicted);
 
-  bool Erase(const LayerKey& key);
+  bool Erase(const LayerKeyRef& key);
   // Erases every entry for which `pred` is true; returns how many.
   size_t EraseIf(const std::function<bool(const LayerKey&)>& pred);
   void Clear();
@@ -47,34 +52,38 @@ class MemoryTier {
   uint64_t capacity() const { return capacity_; }
   size_t size() const { return count_.load(std::memory_order_relaxed); }
   uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
+  EvictionAdvisor& advisor() { return advisor_; }
 
  private:
   struct Entry {
     LayerKey key;
     LayerPtr layer;
-    uint64_t charge;
-    uint64_t tick;
+    uint64_t charge = 0;
+    std::atomic<uint64_t> last_access{0};
   };
-  struct Shard {
-    mutable std::mutex mu;
-    std::list<Entry> lru;  // front = most recent
-    std::unordered_map<LayerKey, std::list<Entry>::iterator, LayerKeyHash> map;
+  struct alignas(64) Shard {
+    mutable std::shared_mutex mu;
+    std::unordered_map<LayerKey, std::unique_ptr<Entry>, LayerKeyHash, LayerKeyEqual> map;
   };
   static constexpr size_t kShards = 16;
 
-  Shard& ShardFor(const LayerKey& key) { return shards_[LayerKeyHash()(key) % kShards]; }
-  const Shard& ShardFor(const LayerKey& key) const {
+  Shard& ShardFor(const LayerKeyRef& key) { return shards_[LayerKeyHash()(key) % kShards]; }
+  const Shard& ShardFor(const LayerKeyRef& key) const {
     return shards_[LayerKeyHash()(key) % kShards];
   }
-  void EvictUntilWithinCapacity(Evicted* evicted);
+  void EvictUntilWithinCapacity(const LayerKey& keep, Evicted* evicted);
 
   const uint64_t capacity_;
   std::array<Shard, kShards> shards_;
-  std::atomic<uint64_t> tick_{0};
   std::atomic<uint64_t> usage_{0};
   std::atomic<size_t> count_{0};
   std::atomic<uint64_t> evictions_{0};
   std::mutex evict_mu_;
+  EvictionAdvisor advisor_;
 };
+
+// A monotonic time stamp for recency (the TSC on x86-64: a few ns, no shared
+// write).
+uint64_t RecencyStamp();
 
 }  // namespace layercache
