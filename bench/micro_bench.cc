@@ -5,7 +5,10 @@
 #include <cstring>
 #include <vector>
 
+#include <stdlib.h>
+
 #include "layercache/layer.h"
+#include "layercache/layer_cache.h"
 #include "memory/memory_tier.h"
 #include "util/checksum.h"
 
@@ -29,7 +32,25 @@ void BM_MemoryHit(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(tier->Lookup(key));
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_MemoryHit)->Threads(1)->Threads(2);
+BENCHMARK(BM_MemoryHit)->Threads(1)->Threads(2)->UseRealTime();
+
+// The public get_layer() on a memory-tier hit: key check, lookup, counters,
+// LayerPtr copy and release.
+void BM_GetLayerHit(benchmark::State& state) {
+  static LayerCache* cache = [] {
+    char tmpl[] = "/tmp/layercache-micro-XXXXXX";
+    LayerCacheOptions o;
+    o.cache_dir = ::mkdtemp(tmpl);
+    o.persist_metadata = false;
+    auto* c = new LayerCache(o);
+    for (int i = 0; i < 64; ++i) c->cache_layer("bench-model", i, SmallLayer());
+    return c;
+  }();
+  const int64_t layer = state.thread_index() % 64;
+  for (auto _ : state) benchmark::DoNotOptimize(cache->get_layer("bench-model", layer));
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_GetLayerHit)->Threads(1)->Threads(2)->UseRealTime();
 
 void BM_Checksum(benchmark::State& state) {
   std::vector<std::byte> data(size_t{64} << 20);

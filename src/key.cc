@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <cstring>
 #include <stdexcept>
 
 #include "util/utf8.h"
@@ -72,11 +73,57 @@ std::string LayerKey::Digest() const {
   return out;
 }
 
+namespace {
+
+inline uint64_t Mix(uint64_t a, uint64_t b) {
+  const __uint128_t m = static_cast<__uint128_t>(a ^ 0xa0761d6478bd642fULL) * (b ^ 0xe7037ed1a0b428dbULL);
+  return static_cast<uint64_t>(m) ^ static_cast<uint64_t>(m >> 64);
+}
+
+inline uint64_t Read8(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+inline uint64_t Read4(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// A fast hash of a short string (wyhash-style: whole words, overlapping
+// reads for the tail, no variable-length copy).
+inline uint64_t HashBytes(std::string_view s, uint64_t seed) {
+  const char* p = s.data();
+  const size_t n = s.size();
+  uint64_t a, b;
+  if (n >= 8) {
+    uint64_t h = seed;
+    size_t i = 0;
+    for (; i + 8 < n; i += 8) h = Mix(h, Read8(p + i));
+    a = h;
+    b = Read8(p + n - 8);
+  } else if (n >= 4) {
+    a = seed ^ Read4(p);
+    b = Read4(p + n - 4);
+  } else if (n > 0) {
+    a = seed;
+    b = (static_cast<uint64_t>(static_cast<uint8_t>(p[0])) << 16) |
+        (static_cast<uint64_t>(static_cast<uint8_t>(p[n >> 1])) << 8) | static_cast<uint8_t>(p[n - 1]);
+  } else {
+    a = seed;
+    b = 0;
+  }
+  return Mix(a ^ n, b);
+}
+
+}  // namespace
+
 size_t LayerKeyHash::operator()(const LayerKeyRef& key) const {
-  uint64_t h = XXH3_64bits(key.model_id.data(), key.model_id.size());
-  h ^= std::hash<int64_t>()(key.layer_index) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
-  h ^= XXH3_64bits(key.quantization_mode.data(), key.quantization_mode.size()) + (h << 6);
-  h ^= XXH3_64bits(key.revision.data(), key.revision.size()) + (h >> 3);
+  uint64_t h = HashBytes(key.model_id, 0x9e3779b97f4a7c15ULL);
+  h = Mix(h, static_cast<uint64_t>(key.layer_index));
+  if (!key.quantization_mode.empty()) h = HashBytes(key.quantization_mode, h);
+  if (!key.revision.empty()) h = HashBytes(key.revision, h ^ 0x5bd1e995);
   return static_cast<size_t>(h);
 }
 

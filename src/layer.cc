@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include "util/buffer_pool.h"
+
 namespace layercache {
 namespace {
 
@@ -19,28 +21,43 @@ size_t AlignmentFor(size_t size) { return size >= kLargeBufferBytes ? 4096 : 64;
 // ---- AlignedBuffer ---------------------------------------------------------
 
 AlignedBuffer::AlignedBuffer(size_t size) : size_(size), alignment_(AlignmentFor(size)) {
-  const size_t rounded =
-      std::max<size_t>(alignment_, (size + alignment_ - 1) / alignment_ * alignment_);
-  data_ = static_cast<std::byte*>(std::aligned_alloc(alignment_, rounded));
+  if (size >= kLargeBufferBytes) {
+    data_ = static_cast<std::byte*>(BufferPool::Instance().Allocate(size, alignment_, &capacity_));
+  } else {
+    capacity_ = std::max<size_t>(alignment_, (size + alignment_ - 1) / alignment_ * alignment_);
+    data_ = static_cast<std::byte*>(std::aligned_alloc(alignment_, capacity_));
+  }
   if (data_ == nullptr) throw std::bad_alloc();
+}
+
+void AlignedBuffer::Release() {
+  if (data_ == nullptr) return;
+  if (capacity_ >= kLargeBufferBytes) {
+    BufferPool::Instance().Free(data_, capacity_);
+  } else {
+    std::free(data_);
+  }
+  data_ = nullptr;
 }
 
 AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
-      alignment_(std::exchange(other.alignment_, 0)) {}
+      alignment_(std::exchange(other.alignment_, 0)),
+      capacity_(std::exchange(other.capacity_, 0)) {}
 
 AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
   if (this != &other) {
-    std::free(data_);
+    Release();
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
     alignment_ = std::exchange(other.alignment_, 0);
+    capacity_ = std::exchange(other.capacity_, 0);
   }
   return *this;
 }
 
-AlignedBuffer::~AlignedBuffer() { std::free(data_); }
+AlignedBuffer::~AlignedBuffer() { Release(); }
 
 // ---- sizes and layout ------------------------------------------------------
 

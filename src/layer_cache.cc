@@ -160,13 +160,16 @@ class LayerCache::Impl {
 
   // A memory hit allocates nothing and touches no shared counter.
   LayerPtr Get(const LayerKeyRef& ref) {
-    ref.Validate();
+    // The cheap checks here; the text checks (NUL bytes, UTF-8) only on a
+    // miss: a key that fails them was never cached, so it cannot hit.
+    if (ref.model_id.empty() || ref.layer_index < 0) ref.Validate();  // throws
     if (LayerPtr layer = memory_->Lookup(ref)) {
       CounterSlot& c = Slot();
       c.memory_hits.fetch_add(1, std::memory_order_relaxed);
       c.bytes_served.fetch_add(layer->nbytes(), std::memory_order_relaxed);
       return layer;
     }
+    ref.Validate();
     return GetSlow(ref.ToKey());
   }
 

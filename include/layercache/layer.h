@@ -26,7 +26,10 @@ namespace layercache {
 using Metadata = std::map<std::string, std::string>;
 
 // A heap buffer with a guaranteed alignment (64 bytes, or 4096 bytes for
-// buffers of 1 MiB and more so that they can be used with O_DIRECT). Move-only.
+// buffers of 1 MiB and more so that they can be used with O_DIRECT; its
+// capacity is then rounded up to 2 MiB). Freed large buffers are kept for
+// reuse, up to $LAYERCACHE_BUFFER_POOL_MB (default 1024), because faulting in
+// fresh memory costs as much as reading it from a fast disk. Move-only.
 class AlignedBuffer {
  public:
   AlignedBuffer() = default;
@@ -42,11 +45,16 @@ class AlignedBuffer {
   const std::byte* data() const { return data_; }
   size_t size() const { return size_; }
   size_t alignment() const { return alignment_; }
+  // Usable bytes (>= size(), a multiple of the alignment).
+  size_t capacity() const { return capacity_; }
 
  private:
+  void Release();
+
   std::byte* data_ = nullptr;
   size_t size_ = 0;
   size_t alignment_ = 0;
+  size_t capacity_ = 0;
 };
 
 struct TensorInfo {

@@ -400,6 +400,19 @@ Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock*
   }
   evictions_.fetch_add(evicted, std::memory_order_relaxed);
   bytes_written_.fetch_add(file_size, std::memory_order_relaxed);
+  doomed.clear();
+  // Victims locked by other writers were skipped. Once our own key is
+  // unlocked, try again, so that the last writer to finish leaves the cache
+  // within its budget (writers skipping each other cannot both stay over it).
+  own_lock.reset();
+  Result<IndexTotals> totals = [&] {
+    std::lock_guard lock(index_mu_);
+    return index_->Totals();
+  }();
+  if (totals.ok() && totals->file_bytes > capacity_) {
+    uint64_t more = 0;
+    (void)EnforceBudget(&more);
+  }
   return Status::OK();
 }
 

@@ -22,7 +22,7 @@ MemoryTier::MemoryTier(uint64_t capacity_bytes, EvictionPolicy policy)
 
 LayerPtr MemoryTier::Lookup(const LayerKeyRef& key) {
   Shard& s = ShardFor(key);
-  std::shared_lock lock(s.mu);
+  std::lock_guard lock(s.mu);
   auto it = s.map.find(key);
   if (it == s.map.end()) return nullptr;
   Entry& e = *it->second;
@@ -33,7 +33,7 @@ LayerPtr MemoryTier::Lookup(const LayerKeyRef& key) {
 
 bool MemoryTier::Contains(const LayerKeyRef& key) const {
   const Shard& s = ShardFor(key);
-  std::shared_lock lock(s.mu);
+  std::lock_guard lock(s.mu);
   return s.map.find(key) != s.map.end();
 }
 
@@ -46,7 +46,7 @@ bool MemoryTier::Insert(const LayerKey& key, LayerPtr layer, Evicted* evicted) {
   }
   {
     Shard& s = ShardFor(key);
-    std::unique_lock lock(s.mu);
+    std::lock_guard lock(s.mu);
     auto it = s.map.find(key);
     if (it != s.map.end()) {
       usage_.fetch_sub(it->second->charge, std::memory_order_relaxed);
@@ -76,7 +76,7 @@ void MemoryTier::EvictUntilWithinCapacity(const LayerKey& keep, Evicted* evicted
     LayerKey victim_key;
     uint64_t best = mru ? 0 : std::numeric_limits<uint64_t>::max();
     for (size_t i = 0; i < kShards; ++i) {
-      std::shared_lock lock(shards_[i].mu);
+      std::lock_guard lock(shards_[i].mu);
       for (const auto& [k, e] : shards_[i].map) {
         if (k == keep) continue;
         const uint64_t t = e->last_access.load(std::memory_order_relaxed);
@@ -90,7 +90,7 @@ void MemoryTier::EvictUntilWithinCapacity(const LayerKey& keep, Evicted* evicted
     }
     if (victim == nullptr) return;  // only `keep` is left
     Shard& s = shards_[victim_shard];
-    std::unique_lock lock(s.mu);
+    std::lock_guard lock(s.mu);
     auto it = s.map.find(LayerKeyRef(victim_key));
     if (it == s.map.end() || it->second.get() != victim) continue;  // removed meanwhile
     std::unique_ptr<Entry> e = std::move(it->second);
@@ -104,7 +104,7 @@ void MemoryTier::EvictUntilWithinCapacity(const LayerKey& keep, Evicted* evicted
 
 bool MemoryTier::Erase(const LayerKeyRef& key) {
   Shard& s = ShardFor(key);
-  std::unique_lock lock(s.mu);
+  std::lock_guard lock(s.mu);
   auto it = s.map.find(key);
   if (it == s.map.end()) return false;
   usage_.fetch_sub(it->second->charge, std::memory_order_relaxed);
@@ -116,7 +116,7 @@ bool MemoryTier::Erase(const LayerKeyRef& key) {
 size_t MemoryTier::EraseIf(const std::function<bool(const LayerKey&)>& pred) {
   size_t erased = 0;
   for (Shard& s : shards_) {
-    std::unique_lock lock(s.mu);
+    std::lock_guard lock(s.mu);
     for (auto it = s.map.begin(); it != s.map.end();) {
       if (pred(it->first)) {
         usage_.fetch_sub(it->second->charge, std::memory_order_relaxed);

@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <shared_mutex>
+#include <mutex>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -62,7 +62,7 @@ class MemoryTier {
     std::atomic<uint64_t> last_access{0};
   };
   struct alignas(64) Shard {
-    mutable std::shared_mutex mu;
+    mutable std::mutex mu;
     std::unordered_map<LayerKey, std::unique_ptr<Entry>, LayerKeyHash, LayerKeyEqual> map;
   };
   static constexpr size_t kShards = 16;
