@@ -179,11 +179,13 @@ class LayerCache:
 
     def __init__(self, cache_dir=None, max_cache_size_gb=50.0, max_memory_cache_size_gb=2.0,
                  enable_compression=False, compression_level=6, persist_metadata=True,
-                 checksum_algorithm="xxh3-128"):
+                 checksum_algorithm="xxh3-128", eviction_policy="lru", disk_read_mode="buffered",
+                 prefetch_threads=2):
         self._core = _core.Cache(os.fspath(cache_dir) if cache_dir is not None else "",
                                  float(max_cache_size_gb), float(max_memory_cache_size_gb),
                                  bool(enable_compression), int(compression_level), bool(persist_metadata),
-                                 str(checksum_algorithm))
+                                 str(checksum_algorithm), str(eviction_policy), str(disk_read_mode),
+                                 int(prefetch_threads))
         self._skeletons = {}  # model_id -> meta skeleton of its layers
         self._factories = {}  # model_id -> callable(layer_index) -> module
         self._lock = threading.Lock()
@@ -236,6 +238,22 @@ class LayerCache:
         entries = [_tensor_entry(name, value) for name, value in _state_of(layer).items()]
         core_layer = _core.build_layer(entries, {})
         return bool(self._core.cache_layer(model_id, int(layer_index), core_layer, quantization_mode or ""))
+
+    def prefetch(self, model_id, layer_indices, quantization_mode=None):
+        """Starts loading cached layers from disk into memory in the background.
+        Returns one future per index; ``future.result()`` is the layer or None."""
+        futures = self._core.prefetch(model_id, [int(i) for i in layer_indices], quantization_mode or "")
+        return [_LayerFuture(self, f, model_id, i) for f, i in zip(futures, layer_indices)]
+
+    def get_layer_with_prefetch(self, model_id, layer_index, num_layers, lookahead=2, quantization_mode=None,
+                                module=None):
+        """The seed's IOOptimizer call: layer ``layer_index``, after starting to
+        prefetch the next ``lookahead`` layers (wrapping at ``num_layers``)."""
+        if not 0 <= layer_index < num_layers:
+            raise ValueError(f"layer_index must be in [0, {num_layers}), got {layer_index}")
+        nxt = [(layer_index + k) % num_layers for k in range(1, min(lookahead, num_layers - 1) + 1)]
+        self._core.prefetch(model_id, nxt, quantization_mode or "")
+        return self.get_layer(model_id, layer_index, quantization_mode, module=module)
 
     def download_and_cache(self, model_id, layer_index, repo_id, filename=None, revision="main",
                            connections=8, quiet=False, layer_pattern=None, endpoint=None, token=None,
@@ -298,6 +316,20 @@ class LayerCache:
     def print_stats(self):
         sys.stdout.write(self._core.stats_text())
         sys.stdout.flush()
+
+
+class _LayerFuture:
+    """A layer being prefetched."""
+
+    def __init__(self, cache, future, model_id, layer_index):
+        self._cache, self._future, self._model_id, self._layer_index = cache, future, model_id, layer_index
+
+    def done(self):
+        return self._future.done()
+
+    def result(self):
+        """Waits (without holding the GIL) and returns the layer, or None."""
+        return self._cache._wrap(self._future.result(), self._model_id, self._layer_index, None)
 
 
 _global = None

@@ -4,7 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <cstring>
+#include <future>
 
 #include "layercache/layer_cache.h"
 
@@ -63,16 +65,24 @@ LayerPtr BuildLayer(const py::list& tensors, const std::map<std::string, std::st
   return Layer::Create(std::move(*plan), std::move(buffer), std::move(m)).value();
 }
 
-// [(name, dtype, shape, memoryview)], the views pointing into the layer.
+// One tensor's bytes, exported through the buffer protocol. Every view
+// (memoryview, numpy array, torch tensor) made from it references this
+// object, which holds the layer: the bytes live as long as any view does.
+struct TensorBuffer {
+  LayerPtr layer;
+  const std::byte* data;
+  size_t size;
+};
+
+// [(name, dtype, shape, buffer, None)], the buffers pointing into the layer.
 py::list Tensors(const std::shared_ptr<PyLayer>& holder) {
   py::list out;
-  py::object owner = py::cast(holder);
   for (const TensorInfo& t : holder->layer->tensors()) {
     auto bytes = holder->layer->tensor_data(t);
-    py::memoryview view =
-        py::memoryview::from_memory(const_cast<std::byte*>(bytes.data()),
-                                    static_cast<ssize_t>(bytes.size()), /*readonly=*/true);
-    out.append(py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape, view, owner));
+    auto buffer =
+        std::make_shared<TensorBuffer>(TensorBuffer{holder->layer, bytes.data(), bytes.size()});
+    out.append(py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape, py::cast(buffer),
+                              py::none()));
   }
   return out;
 }
@@ -98,12 +108,33 @@ PYBIND11_MODULE(_core, m) {
     }
   });
 
+  py::class_<TensorBuffer, std::shared_ptr<TensorBuffer>>(m, "TensorBuffer", py::buffer_protocol())
+      .def_buffer([](TensorBuffer& b) {
+        return py::buffer_info(const_cast<std::byte*>(b.data), 1,
+                               py::format_descriptor<uint8_t>::format(), 1,
+                               {static_cast<ssize_t>(b.size)}, {1}, /*readonly=*/true);
+      });
+
   py::class_<PyLayer, std::shared_ptr<PyLayer>>(m, "Layer")
       .def("tensors", &Tensors)
       .def_property_readonly("nbytes", [](const PyLayer& l) { return l.layer->nbytes(); })
       .def_property_readonly("metadata", [](const PyLayer& l) { return l.layer->metadata(); })
       .def("data_address",
            [](const PyLayer& l) { return reinterpret_cast<uintptr_t>(l.layer->data()); });
+
+  py::class_<std::shared_future<LayerPtr>>(m, "LayerFuture")
+      .def("result",
+           [](const std::shared_future<LayerPtr>& f) {
+             LayerPtr layer;
+             {
+               py::gil_scoped_release release;
+               layer = f.get();
+             }
+             return Wrap(std::move(layer));
+           })
+      .def("done", [](const std::shared_future<LayerPtr>& f) {
+        return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+      });
 
   m.def("build_layer",
         [](const py::list& tensors, const std::map<std::string, std::string>& metadata) {
@@ -114,7 +145,8 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init([](const std::string& cache_dir, double max_cache_size_gb,
                        double max_memory_cache_size_gb, bool enable_compression,
                        int compression_level, bool persist_metadata,
-                       const std::string& checksum_algorithm) {
+                       const std::string& checksum_algorithm, const std::string& eviction_policy,
+                       const std::string& disk_read_mode, int prefetch_threads) {
         LayerCacheOptions o;
         o.cache_dir = cache_dir;
         o.max_cache_size_gb = max_cache_size_gb;
@@ -123,6 +155,14 @@ PYBIND11_MODULE(_core, m) {
         o.compression_level = compression_level;
         o.persist_metadata = persist_metadata;
         o.checksum_algorithm = ParseChecksumAlgorithm(checksum_algorithm);
+        o.eviction_policy = ParseEvictionPolicy(eviction_policy);
+        if (disk_read_mode != "buffered" && disk_read_mode != "direct") {
+          throw std::invalid_argument("disk_read_mode must be \"buffered\" or \"direct\", got \"" +
+                                      disk_read_mode + "\"");
+        }
+        o.disk_read_mode =
+            disk_read_mode == "direct" ? DiskReadMode::kDirect : DiskReadMode::kBuffered;
+        o.prefetch_threads = prefetch_threads;
         py::gil_scoped_release release;
         return std::make_unique<LayerCache>(o);
       }))
@@ -204,6 +244,13 @@ PYBIND11_MODULE(_core, m) {
              d["rows_dropped"] = r.rows_dropped;
              d["evicted"] = r.evicted;
              return d;
+           })
+      .def("prefetch",
+           [](LayerCache& c, const std::string& model_id, const std::vector<int64_t>& indices,
+              const std::string& quant) {
+             py::gil_scoped_release release;
+             return c.prefetch(model_id, indices,
+                               quant.empty() ? std::nullopt : std::optional<std::string>(quant));
            })
       .def("stats_json", [](LayerCache& c) { return c.get_stats().ToJson(); })
       .def("stats_text", [](LayerCache& c) { return c.get_stats().ToText(); })

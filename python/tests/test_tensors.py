@@ -169,3 +169,17 @@ def test_compressed_cache_round_trips_bf16_and_shrinks_it(cache_dir):
     assert torch.equal(back["w"], w) and torch.equal(back["i"], torch.arange(10))
     stats = cache.get_stats()
     assert stats["disk_compression_ratio"] > 1.2
+
+
+def test_prefetch_and_get_layer_with_prefetch(cache_dir):
+    cache = LayerCache(cache_dir=cache_dir)
+    for i in range(4):
+        cache.cache_layer("p", i, {"w": torch.full((8,), float(i))})
+    fresh = LayerCache(cache_dir=cache_dir, eviction_policy="scan-resistant", prefetch_threads=2)
+    futures = fresh.prefetch("p", [1, 2])
+    assert [float(f.result()["w"][0]) for f in futures] == [1.0, 2.0]
+    layer = fresh.get_layer_with_prefetch("p", 3, num_layers=4, lookahead=1)
+    assert float(layer["w"][0]) == 3.0
+    assert fresh.prefetch("p", [0])[0].result() is not None
+    with pytest.raises(ValueError):
+        LayerCache(cache_dir=cache_dir, eviction_policy="fifo")
