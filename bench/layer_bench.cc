@@ -31,7 +31,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double Since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 template <class F>
 double Median(int reps, F&& f) {
@@ -136,15 +138,20 @@ int main(int argc, char** argv) {
   AlignedBuffer scratch(layer->nbytes() + (16u << 20));
 
   // --- limits ---------------------------------------------------------------
-  const double raw = Median(reps, [&] { RawDirectRead(entry, scratch.data(), scratch.size() - (8u << 20)); });
-  const double memcpy_s = Median(reps, [&] { std::memcpy(scratch.data(), layer->data(), layer->nbytes()); });
-  std::printf("\nlimits\n  raw O_DIRECT sequential read   %8.1f ms  %6.2f GB/s\n  memcpy                         "
-              "%8.1f ms  %6.2f GB/s\n",
-              raw * 1e3, gb / raw, memcpy_s * 1e3, gb / memcpy_s);
+  const double raw =
+      Median(reps, [&] { RawDirectRead(entry, scratch.data(), scratch.size() - (8u << 20)); });
+  const double memcpy_s =
+      Median(reps, [&] { std::memcpy(scratch.data(), layer->data(), layer->nbytes()); });
+  std::printf(
+      "\nlimits\n  raw O_DIRECT sequential read   %8.1f ms  %6.2f GB/s\n  memcpy                   "
+      "      "
+      "%8.1f ms  %6.2f GB/s\n",
+      raw * 1e3, gb / raw, memcpy_s * 1e3, gb / memcpy_s);
 
   // --- disk loads -----------------------------------------------------------
   std::printf("\ndisk tier (get_layer, checksum verified, memory tier off)\n");
-  for (ChecksumAlgorithm algorithm : {ChecksumAlgorithm::kXXH3_128, ChecksumAlgorithm::kSHA256, ChecksumAlgorithm::kMD5}) {
+  for (ChecksumAlgorithm algorithm :
+       {ChecksumAlgorithm::kXXH3_128, ChecksumAlgorithm::kSHA256, ChecksumAlgorithm::kMD5}) {
     LayerCacheOptions oa = o;
     oa.cache_dir = dir + "/cache-" + ChecksumAlgorithmName(algorithm);
     oa.checksum_algorithm = algorithm;
@@ -163,14 +170,23 @@ int main(int argc, char** argv) {
     LayerCache cache(ob);
     (void)cache.get_layer("bench", 0);  // page cache warm
     const double warm = Median(reps, [&] { (void)cache.get_layer("bench", 0); });
-    std::printf("  warm, page cache, xxh3-128     %8.1f ms  %6.2f GB/s  ratio to memcpy %.2f\n", warm * 1e3,
-                gb / warm, memcpy_s / warm);
+    std::printf("  warm, page cache, xxh3-128     %8.1f ms  %6.2f GB/s  ratio to memcpy %.2f\n",
+                warm * 1e3, gb / warm, memcpy_s / warm);
     const double cold = Median(reps, [&] {
       EvictDir(ob.cache_dir + "/entries");
       (void)cache.get_layer("bench", 0);
     });
-    std::printf("  cold, buffered, xxh3-128       %8.1f ms  %6.2f GB/s  ratio to raw read %.2f\n", cold * 1e3,
-                gb / cold, raw / cold);
+    std::printf("  cold, buffered, xxh3-128       %8.1f ms  %6.2f GB/s  ratio to raw read %.2f\n",
+                cold * 1e3, gb / cold, raw / cold);
+  }
+  {
+    LayerCacheOptions om = o;
+    om.disk_read_mode = DiskReadMode::kMapped;
+    LayerCache cache(om);
+    (void)cache.get_layer("bench", 0);  // page cache warm
+    const double warm = Median(reps, [&] { (void)cache.get_layer("bench", 0); });
+    std::printf("  warm, mapped, xxh3-128         %8.1f ms  %6.2f GB/s  ratio to memcpy %.2f\n",
+                warm * 1e3, gb / warm, memcpy_s / warm);
   }
 
   // --- memory hits ------------------------------------------------------------
@@ -208,9 +224,11 @@ int main(int argc, char** argv) {
     std::sort(one.begin(), one.end());
     std::sort(two.begin(), two.end());
     const double h1 = one[one.size() / 2], h2 = two[two.size() / 2];
-    std::printf("\nmemory tier (get_layer hit, release included)\n  1 thread   %6.1f ns per hit\n  2 threads  %6.1f "
-                "M hits/s together = %.2fx one thread\n",
-                1e9 / h1, h2 / 1e6, h2 / h1);
+    std::printf(
+        "\nmemory tier (get_layer hit, release included)\n  1 thread   %6.1f ns per hit\n  2 "
+        "threads  %6.1f "
+        "M hits/s together = %.2fx one thread\n",
+        1e9 / h1, h2 / 1e6, h2 / h1);
   }
 
   // --- streaming ----------------------------------------------------------------
@@ -253,12 +271,14 @@ int main(int argc, char** argv) {
     std::sort(without.begin(), without.end());
     std::sort(with.begin(), with.end());
     const double bound = layers * load;  // max(total compute, total load)
-    std::printf("\nstreaming %d layers of %.1f MB from disk, compute per layer = load per layer = %.1f ms\n", layers,
-                static_cast<double>(small_layer->nbytes()) / 1e6, load * 1e3);
-    std::printf("  no prefetch          %8.1f ms  = %.2f x max(compute, load)\n", without[without.size() / 2] * 1e3,
-                without[without.size() / 2] / bound);
-    std::printf("  prefetch lookahead 1 %8.1f ms  = %.2f x max(compute, load)\n", with[with.size() / 2] * 1e3,
-                with[with.size() / 2] / bound);
+    std::printf(
+        "\nstreaming %d layers of %.1f MB from disk, compute per layer = load per layer = %.1f "
+        "ms\n",
+        layers, static_cast<double>(small_layer->nbytes()) / 1e6, load * 1e3);
+    std::printf("  no prefetch          %8.1f ms  = %.2f x max(compute, load)\n",
+                without[without.size() / 2] * 1e3, without[without.size() / 2] / bound);
+    std::printf("  prefetch lookahead 1 %8.1f ms  = %.2f x max(compute, load)\n",
+                with[with.size() / 2] * 1e3, with[with.size() / 2] / bound);
   }
 
   // --- eviction traces ------------------------------------------------------------
@@ -266,7 +286,8 @@ int main(int argc, char** argv) {
     std::printf("\neviction on traces (memory tier; hit ratios)\n");
     std::printf("  %-34s %8s %8s %8s\n", "trace", "lru", "scan-r.", "belady");
     auto run = [](EvictionPolicy policy, const std::vector<int>& trace, int capacity) {
-      auto probe = LayerBuilder().add_tensor("w", DType::U8, {1000}, std::vector<uint8_t>(1000)).build();
+      auto probe =
+          LayerBuilder().add_tensor("w", DType::U8, {1000}, std::vector<uint8_t>(1000)).build();
       MemoryTier tier(static_cast<uint64_t>(capacity) * probe->nbytes(), policy);
       int hits = 0;
       for (int k : trace) {
@@ -317,17 +338,20 @@ int main(int argc, char** argv) {
       for (int p = 0; p < 40; ++p) {
         for (int i = 0; i < n; ++i) t.push_back(i);
       }
-      traces.push_back({"sweeps of " + std::to_string(n) + " layers, room for " + std::to_string(c), t, c});
+      traces.push_back(
+          {"sweeps of " + std::to_string(n) + " layers, room for " + std::to_string(c), t, c});
     }
     {
       std::mt19937 rng(5);
       std::vector<double> cdf(500);
       double sum = 0;
-      for (int k = 0; k < 500; ++k) cdf[static_cast<size_t>(k)] = (sum += 1.0 / std::pow(k + 1, 0.9));
+      for (int k = 0; k < 500; ++k)
+        cdf[static_cast<size_t>(k)] = (sum += 1.0 / std::pow(k + 1, 0.9));
       std::uniform_real_distribution<double> u(0, sum);
       std::vector<int> t;
       for (int i = 0; i < 30000; ++i) {
-        t.push_back(static_cast<int>(std::lower_bound(cdf.begin(), cdf.end(), u(rng)) - cdf.begin()));
+        t.push_back(
+            static_cast<int>(std::lower_bound(cdf.begin(), cdf.end(), u(rng)) - cdf.begin()));
       }
       traces.push_back({"zipf(0.9) over 500, room for 50", t, 50});
     }
@@ -335,8 +359,8 @@ int main(int argc, char** argv) {
       const double l = run(EvictionPolicy::kLru, t.trace, t.capacity);
       const double s = run(EvictionPolicy::kScanResistant, t.trace, t.capacity);
       const double b = belady(t.trace, t.capacity);
-      std::printf("  %-34s %8.3f %8.3f %8.3f   scan-resistant/belady %.2f, /lru %.2f\n", t.name.c_str(), l, s, b,
-                  s / b, l > 0 ? s / l : 0.0);
+      std::printf("  %-34s %8.3f %8.3f %8.3f   scan-resistant/belady %.2f, /lru %.2f\n",
+                  t.name.c_str(), l, s, b, s / b, l > 0 ? s / l : 0.0);
     }
   }
 
@@ -351,11 +375,14 @@ int main(int argc, char** argv) {
     const std::string py =
         "import hashlib, os, sys, time, torch\n"
         "d = {f't{i}': torch.empty(0) for i in range(0)}\n"
-        "n = int(sys.argv[2]); torch.save({'w': torch.zeros(n // 2, dtype=torch.bfloat16)}, sys.argv[1])\n"
+        "n = int(sys.argv[2]); torch.save({'w': torch.zeros(n // 2, dtype=torch.bfloat16)}, "
+        "sys.argv[1])\n"
         "ts = []\n"
         "for _ in range(int(sys.argv[3])):\n"
-        "    fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)\n"
-        "    t0 = time.perf_counter(); data = open(sys.argv[1], 'rb').read(); hashlib.md5(data).hexdigest()\n"
+        "    fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, "
+        "os.POSIX_FADV_DONTNEED); os.close(fd)\n"
+        "    t0 = time.perf_counter(); data = open(sys.argv[1], 'rb').read(); "
+        "hashlib.md5(data).hexdigest()\n"
         "    import io; torch.load(io.BytesIO(data)); ts.append(time.perf_counter() - t0)\n"
         "ts.sort(); print(ts[len(ts) // 2])\n";
     const std::string cmd = "/usr/bin/python3 -c \"$(cat <<'EOF'\n" + py + "EOF\n)\" " + pt + " " +
@@ -363,8 +390,10 @@ int main(int argc, char** argv) {
     FILE* p = ::popen(cmd.c_str(), "r");
     double s = 0;
     if (p != nullptr && std::fscanf(p, "%lf", &s) == 1 && s > 0) {
-      std::printf("\nthe seed's path (torch.load of a .pt + hashlib.md5, page cache dropped)\n  %8.1f ms  %6.2f GB/s\n",
-                  s * 1e3, gb / s);
+      std::printf(
+          "\nthe seed's path (torch.load of a .pt + hashlib.md5, page cache dropped)\n  %8.1f ms  "
+          "%6.2f GB/s\n",
+          s * 1e3, gb / s);
     } else {
       std::printf("\nthe seed's path: /usr/bin/python3 with torch is not available\n");
     }

@@ -1,11 +1,10 @@
 // Google Benchmark micro-benchmarks: memory-tier hits and checksums.
 //   build/bench/micro_bench --benchmark_min_time=0.5
 #include <benchmark/benchmark.h>
+#include <stdlib.h>
 
 #include <cstring>
 #include <vector>
-
-#include <stdlib.h>
 
 #include "layercache/layer.h"
 #include "layercache/layer_cache.h"

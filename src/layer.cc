@@ -1,5 +1,7 @@
 #include "layercache/layer.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -30,9 +32,24 @@ AlignedBuffer::AlignedBuffer(size_t size) : size_(size), alignment_(AlignmentFor
   if (data_ == nullptr) throw std::bad_alloc();
 }
 
+AlignedBuffer AlignedBuffer::FromMapping(void* map_base, size_t map_length, std::byte* data,
+                                         size_t size) {
+  AlignedBuffer b;
+  b.data_ = data;
+  b.size_ = size;
+  b.alignment_ = 4096;
+  b.capacity_ = size;
+  b.map_base_ = map_base;
+  b.map_length_ = map_length;
+  return b;
+}
+
 void AlignedBuffer::Release() {
   if (data_ == nullptr) return;
-  if (capacity_ >= kLargeBufferBytes) {
+  if (map_base_ != nullptr) {
+    ::munmap(map_base_, map_length_);
+    map_base_ = nullptr;
+  } else if (capacity_ >= kLargeBufferBytes) {
     BufferPool::Instance().Free(data_, capacity_);
   } else {
     std::free(data_);
@@ -44,7 +61,9 @@ AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
       alignment_(std::exchange(other.alignment_, 0)),
-      capacity_(std::exchange(other.capacity_, 0)) {}
+      capacity_(std::exchange(other.capacity_, 0)),
+      map_base_(std::exchange(other.map_base_, nullptr)),
+      map_length_(std::exchange(other.map_length_, 0)) {}
 
 AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
   if (this != &other) {
@@ -53,6 +72,8 @@ AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
     size_ = std::exchange(other.size_, 0);
     alignment_ = std::exchange(other.alignment_, 0);
     capacity_ = std::exchange(other.capacity_, 0);
+    map_base_ = std::exchange(other.map_base_, nullptr);
+    map_length_ = std::exchange(other.map_length_, 0);
   }
   return *this;
 }

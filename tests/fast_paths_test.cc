@@ -176,5 +176,28 @@ TEST(DirectReads, LargeEntriesReadBackIdenticallyWithODirect) {
   EXPECT_TRUE(cache.verify_cache_integrity().empty());
 }
 
+TEST(MappedReads, ResidentEntriesAreMappedAndVerified) {
+  TempDir dir;
+  auto o = Opts(dir, 0);
+  o.disk_read_mode = DiskReadMode::kMapped;
+  LayerCache cache(o);
+  std::vector<uint8_t> data(20u << 20);
+  std::mt19937_64 rng(1);
+  for (auto& b : data) b = static_cast<uint8_t>(rng());
+  LayerPtr layer = LayerBuilder().add_tensor("w", DType::U8, {data.size()}, data).build();
+  ASSERT_TRUE(cache.cache_layer("m", 0, layer));
+  for (int i = 0; i < 2; ++i) {  // cold (read), then warm (mapped)
+    LayerPtr back = cache.get_layer("m", 0);
+    ASSERT_NE(back, nullptr);
+    EXPECT_TRUE(back->ContentEquals(*layer));
+  }
+  // A corrupted file is still caught when mapped.
+  const std::string path = cache.list_entries()[0].path;
+  auto bytes = testing::ReadBytes(path);
+  bytes[bytes.size() / 2] ^= std::byte{1};
+  testing::WriteBytes(path, bytes);
+  EXPECT_EQ(cache.get_layer("m", 0), nullptr);
+}
+
 }  // namespace
 }  // namespace layercache

@@ -48,6 +48,12 @@ class AlignedBuffer {
   // Usable bytes (>= size(), a multiple of the alignment).
   size_t capacity() const { return capacity_; }
 
+  // A read-only buffer over pages mapped with mmap: `size` bytes at `data`
+  // (page-aligned) inside the mapping [map_base, map_base + map_length),
+  // which is unmapped when the buffer goes.
+  static AlignedBuffer FromMapping(void* map_base, size_t map_length, std::byte* data, size_t size);
+  bool is_mapping() const { return map_base_ != nullptr; }
+
  private:
   void Release();
 
@@ -55,6 +61,8 @@ class AlignedBuffer {
   size_t size_ = 0;
   size_t alignment_ = 0;
   size_t capacity_ = 0;
+  void* map_base_ = nullptr;
+  size_t map_length_ = 0;
 };
 
 struct TensorInfo {

@@ -34,6 +34,12 @@ const char* EvictionPolicyName(EvictionPolicy policy);
 enum class DiskReadMode {
   kBuffered,  // through the page cache (default: repeated loads come from RAM)
   kDirect,    // O_DIRECT for entries of 1 MiB and more: device bandwidth, no page-cache copy
+  // Like kBuffered, but an entry of 16 MiB or more that is wholly in the page
+  // cache is mapped (mmap) instead of copied: the fastest warm loads. The
+  // layer then shares the file's pages: the cache never writes entry files
+  // in place, but bytes that someone else changed in the file after the
+  // checksum was verified would show through.
+  kMapped,
 };
 
 struct LayerCacheOptions {

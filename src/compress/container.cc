@@ -2,6 +2,9 @@
 
 #include <emmintrin.h>
 #include <xxhash.h>
+#if defined(__x86_64__)
+#include <xxh_x86dispatch.h>  // XXH3 with run-time AVX2 / AVX-512 selection
+#endif
 #include <zstd.h>
 
 #include <algorithm>

@@ -23,6 +23,8 @@ constexpr const char* kOwnerLock = "owner.lock";
 constexpr const char* kEntrySuffix = ".safetensors";
 // Byte 0 of the locks file serialises reconciliation; key locks live above.
 constexpr uint64_t kMaintenanceLockOffset = 0;
+// Entries at least this large are mapped instead of copied when resident.
+constexpr uint64_t kMapThreshold = 16u << 20;
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(

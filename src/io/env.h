@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "layercache/layer.h"
 #include "layercache/status.h"
 
 namespace layercache {
@@ -31,6 +32,13 @@ class RandomAccessFile {
   virtual Result<uint64_t> ReadDirect(uint64_t offset, uint64_t n, std::byte* dst) {
     (void)offset, (void)n, (void)dst;
     return Status::Unsupported("direct reads are not available");
+  }
+  // When bytes [offset, offset + n) are all in the page cache, maps them
+  // read-only (no copy) and returns true with the mapping in `*out`; offset
+  // must be a multiple of 4096. False when they are not all resident.
+  virtual bool MapIfResident(uint64_t offset, uint64_t n, AlignedBuffer* out) {
+    (void)offset, (void)n, (void)out;
+    return false;
   }
 };
 

@@ -1,10 +1,12 @@
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "io/env.h"
 
@@ -56,6 +58,24 @@ class PosixRandomAccessFile final : public RandomAccessFile {
     }
     return done;
   }
+  bool MapIfResident(uint64_t offset, uint64_t n, AlignedBuffer* out) override {
+    const long page = ::sysconf(_SC_PAGESIZE);
+    if (n == 0 || offset % static_cast<uint64_t>(page) != 0) return false;
+    void* base = ::mmap(nullptr, n, PROT_READ, MAP_PRIVATE, fd_, static_cast<off_t>(offset));
+    if (base == MAP_FAILED) return false;
+    const size_t pages = (n + static_cast<size_t>(page) - 1) / static_cast<size_t>(page);
+    std::vector<unsigned char> resident(pages);
+    bool all = ::mincore(base, n, resident.data()) == 0;
+    for (size_t i = 0; all && i < pages; ++i) all = (resident[i] & 1) != 0;
+    if (!all) {
+      ::munmap(base, n);
+      return false;
+    }
+    ::madvise(base, n, MADV_WILLNEED);
+    *out = AlignedBuffer::FromMapping(base, n, static_cast<std::byte*>(base), n);
+    return true;
+  }
+
   ~PosixRandomAccessFile() override {
     if (direct_fd_ >= 0) ::close(direct_fd_);
     ::close(fd_);
