@@ -452,7 +452,10 @@ class LayerCache::Impl {
   };
   std::array<CounterSlot, 16> slots_;
   CounterSlot& Slot() {
-    thread_local const size_t index = std::hash<std::thread::id>()(std::this_thread::get_id());
+    // Threads take slots round-robin (thread ids are stack addresses, whose
+    // low bits are all alike, so hashing them would put every thread in one slot).
+    static std::atomic<size_t> next_slot{0};
+    thread_local const size_t index = next_slot.fetch_add(1, std::memory_order_relaxed);
     return slots_[index % slots_.size()];
   }
 
