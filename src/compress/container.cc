@@ -2,6 +2,8 @@
 
 #include <emmintrin.h>
 #include <xxhash.h>
+
+#include "util/parallel.h"
 #if defined(__x86_64__)
 #include <xxh_x86dispatch.h>  // XXH3 with run-time AVX2 / AVX-512 selection
 #endif
@@ -58,25 +60,6 @@ ZSTD_CCtx* ThreadCCtx() {
   thread_local std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> ctx(ZSTD_createCCtx(),
                                                                       ZSTD_freeCCtx);
   return ctx.get();
-}
-
-// Runs fn(i) for i in [0, n) on up to `threads` threads (this one included).
-template <class F>
-void ParallelFor(size_t n, unsigned threads, F&& fn) {
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = static_cast<unsigned>(std::min<size_t>(threads, n));
-  if (threads <= 1) {
-    for (size_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
-  };
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
 }
 
 struct Piece {

@@ -9,6 +9,7 @@
 
 #include "format/safetensors_io.h"
 #include "util/logging.h"
+#include "util/parallel.h"
 #include "util/path.h"
 
 namespace layercache {
@@ -195,18 +196,26 @@ Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const 
     return Status::Corruption(path + ": holds key " + entry->key.ToString() +
                               ", which does not belong under this file name");
   }
-  AlignedBuffer buffer(header->data_bytes);
-  std::unique_ptr<Hasher> hasher;
+  std::unique_ptr<EntryDigest> checksum;
   if (verify_checksum) {
-    hasher = EntryHasher(entry->algorithm, entry->key, header->tensors, entry->user_metadata,
-                         EntryCoveredFields(*entry));
+    checksum = std::make_unique<EntryDigest>(
+        entry->algorithm,
+        EntryDescription(entry->key, header->tensors, entry->user_metadata,
+                         EntryCoveredFields(*entry)),
+        header->data_bytes);
   }
-  if (Status s = ReadData(f, header->data_offset, header->data_bytes, &buffer, hasher.get());
+  AlignedBuffer buffer;
+  // kMapped: a large entry that is all in the page cache is mapped, not copied.
+  const bool mapped = read_mode_ == DiskReadMode::kMapped && header->data_bytes >= kMapThreshold &&
+                      f.MapIfResident(header->data_offset, header->data_bytes, &buffer);
+  if (!mapped) buffer = AlignedBuffer(header->data_bytes);
+  if (Status s =
+          ReadData(f, header->data_offset, header->data_bytes, &buffer, checksum.get(), mapped);
       !s.ok()) {
     return s.WithContext(path);
   }
   if (verify_checksum) {
-    const std::string actual = hasher->FinalHex();
+    const std::string actual = checksum->FinalHex();
     if (actual != entry->checksum) {
       return Status::Corruption(path + ": " + ChecksumAlgorithmName(entry->algorithm) +
                                 " checksum mismatch (recorded " + entry->checksum + ", computed " +
@@ -221,14 +230,15 @@ Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const 
 }
 
 Status DiskTier::ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, AlignedBuffer* buffer,
-                          Hasher* hasher) {
-  constexpr uint64_t kChunk = 8u << 20;
+                          EntryDigest* digest, bool mapped) {
+  constexpr uint64_t kChunk = EntryDigest::kChunkBytes;
   constexpr uint64_t kPage = 4096;
   std::byte* dst = buffer->data();
-  bool direct = read_mode_ == DiskReadMode::kDirect && n >= (1u << 20) && base % kPage == 0 &&
-                buffer->alignment() >= kPage;
+  std::atomic<bool> direct = read_mode_ == DiskReadMode::kDirect && n >= (1u << 20) &&
+                             base % kPage == 0 && buffer->alignment() >= kPage;
   // Reads [off, off + len) of the data section into place.
   auto read = [&](uint64_t off, uint64_t len) -> Status {
+    if (mapped) return Status::OK();
     if (direct) {
       const uint64_t padded = (len + kPage - 1) / kPage * kPage;  // the buffer is page-rounded
       auto got = f.ReadDirect(base + off, padded, dst + off);
@@ -242,13 +252,64 @@ Status DiskTier::ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, Aligne
     }
     return f.Read(base + off, len, dst + off);
   };
-  if (hasher == nullptr || n < 2 * kChunk) {
+  const size_t chunks = static_cast<size_t>((n + kChunk - 1) / kChunk);
+  const unsigned workers = std::min(4u, std::max(1u, std::thread::hardware_concurrency()));
+  if (digest == nullptr || digest->chunked()) {
+    std::mutex mu;
+    std::condition_variable cv;
+    Status first_error;
+    std::atomic<bool> failed{false};
+    auto fail = [&](const Status& s) {
+      std::lock_guard lock(mu);
+      if (first_error.ok()) first_error = s;
+      failed = true;
+      cv.notify_all();
+    };
+    // Data already in the page cache is copied out by several workers at once.
+    if (mapped || direct || chunks <= 1 || f.IsResident(base, n)) {
+      // Workers each read a chunk into place (O_DIRECT requests in parallel
+      // keep the device busy) and hash it, on every core.
+      ParallelFor(chunks, workers, [&](size_t i) {
+        if (failed) return;
+        const uint64_t off = i * kChunk;
+        const uint64_t len = std::min(kChunk, n - off);
+        if (Status s = read(off, len); !s.ok()) return fail(s);
+        if (digest != nullptr) digest->AddChunk(i, {dst + off, static_cast<size_t>(len)});
+      });
+      return first_error;
+    }
+    // Through the page cache: one reader in file order (so that the kernel's
+    // readahead works), while the workers hash the chunks already read.
+    size_t ready = 0;  // chunks read
+    std::thread reader([&] {
+      for (size_t i = 0; i < chunks && !failed; ++i) {
+        const uint64_t off = i * kChunk;
+        if (Status s = read(off, std::min(kChunk, n - off)); !s.ok()) return fail(s);
+        std::lock_guard lock(mu);
+        ready = i + 1;
+        cv.notify_all();
+      }
+    });
+    ParallelFor(chunks, workers, [&](size_t i) {
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return ready > i || failed; });
+        if (failed) return;
+      }
+      const uint64_t off = i * kChunk;
+      if (digest != nullptr)
+        digest->AddChunk(i, {dst + off, static_cast<size_t>(std::min(kChunk, n - off))});
+    });
+    reader.join();
+    return first_error;
+  }
+  // MD5 and SHA-256 hash in order: a reader thread fetches chunk k + 1 while
+  // this thread hashes chunk k.
+  if (chunks <= 1) {
     if (Status s = read(0, n); !s.ok()) return s;
-    if (hasher != nullptr) hasher->Update({dst, static_cast<size_t>(n)});
+    digest->Update({dst, static_cast<size_t>(n)});
     return Status::OK();
   }
-  // Large entries: a reader thread fetches chunk k + 1 while this thread
-  // checksums chunk k, straight in the final buffer.
   std::mutex mu;
   std::condition_variable cv;
   uint64_t ready = 0;
@@ -277,7 +338,7 @@ Status DiskTier::ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, Aligne
       if (!read_status.ok()) break;
       upto = ready;
     }
-    hasher->Update({dst + hashed, static_cast<size_t>(upto - hashed)});
+    digest->Update({dst + hashed, static_cast<size_t>(upto - hashed)});
     hashed = upto;
   }
   reader.join();

@@ -91,10 +91,10 @@ class DiskTier {
   Result<ReadResult> ReadEntry(const std::string& path, const std::string& digest,
                                bool verify_checksum);
   Status Reconcile(OptimizeReport* report);
-  // Reads the data section [base, base + n) of `f` into `buffer`, feeding
-  // `hasher` (if any) as the bytes arrive.
+  // Reads the data section [base, base + n) of `f` into `buffer` (already
+  // holding it when `mapped`), feeding `checksum` (if any) as bytes arrive.
   Status ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, AlignedBuffer* buffer,
-                  Hasher* hasher);
+                  EntryDigest* checksum, bool mapped);
   // Evicts LRU rows until the total fits (skipping `keep` and keys that are
   // locked by writers). Call with index_mu_ held, inside a transaction;
   // the files to unlink are appended to `doomed` with their locks.

@@ -1,10 +1,18 @@
 #include "disk/entry_codec.h"
 
+#include <xxhash.h>
+
 #include <charconv>
 #include <nlohmann/json.hpp>
+#if defined(__x86_64__)
+#include <xxh_x86dispatch.h>
+#endif
+
+#include <cstring>
 
 #include "compress/container.h"
 #include "util/checksum.h"
+#include "util/parallel.h"
 
 namespace layercache {
 namespace {
@@ -58,9 +66,8 @@ std::string EntryCoveredFields(const EntryHeader& e) {
   return Covered(e.compression, e.tensors_json, e.logical_bytes);
 }
 
-std::unique_ptr<Hasher> EntryHasher(ChecksumAlgorithm algorithm, const LayerKey& key,
-                                    const std::vector<TensorInfo>& tensors,
-                                    const Metadata& user_metadata, const std::string& covered) {
+std::string EntryDescription(const LayerKey& key, const std::vector<TensorInfo>& tensors,
+                             const Metadata& user_metadata, const std::string& covered) {
   std::string d = "layercache-entry-v1;";
   AppendField(&d, key.model_id);
   AppendField(&d, std::to_string(key.layer_index));
@@ -79,17 +86,53 @@ std::unique_ptr<Hasher> EntryHasher(ChecksumAlgorithm algorithm, const LayerKey&
     AppendField(&d, v);
   }
   if (!covered.empty()) AppendField(&d, covered);
-  auto hasher = NewHasher(algorithm);
-  hasher->Update(d);
-  return hasher;
+  return d;
+}
+
+EntryDigest::EntryDigest(ChecksumAlgorithm algorithm, const std::string& description,
+                         uint64_t data_bytes)
+    : algorithm_(algorithm),
+      description_(description),
+      num_chunks_(static_cast<size_t>((data_bytes + kChunkBytes - 1) / kChunkBytes)) {
+  if (chunked()) {
+    chunk_digests_.resize(num_chunks_);
+  } else {
+    sequential_ = NewHasher(algorithm);
+    sequential_->Update(std::string_view(description_));
+  }
+}
+
+void EntryDigest::AddChunk(size_t index, std::span<const std::byte> bytes) {
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, XXH3_128bits(bytes.data(), bytes.size()));
+  std::memcpy(chunk_digests_[index].data(), c.digest, 16);
+}
+
+void EntryDigest::Update(std::span<const std::byte> bytes) { sequential_->Update(bytes); }
+
+std::string EntryDigest::FinalHex() {
+  if (!chunked()) return sequential_->FinalHex();
+  auto h = NewHasher(algorithm_);
+  h->Update(std::string_view(description_));
+  for (const auto& d : chunk_digests_) h->Update(std::span<const std::byte>(d));
+  return h->FinalHex();
 }
 
 std::string EntryChecksum(ChecksumAlgorithm algorithm, const LayerKey& key,
                           const std::vector<TensorInfo>& tensors, const Metadata& user_metadata,
                           std::span<const std::byte> data, const std::string& covered) {
-  auto hasher = EntryHasher(algorithm, key, tensors, user_metadata, covered);
-  hasher->Update(data);
-  return hasher->FinalHex();
+  EntryDigest digest(algorithm, EntryDescription(key, tensors, user_metadata, covered),
+                     data.size());
+  if (digest.chunked()) {
+    ParallelFor(digest.num_chunks(), 0, [&](size_t i) {
+      const uint64_t off = i * EntryDigest::kChunkBytes;
+      digest.AddChunk(
+          i, data.subspan(off, std::min<uint64_t>(EntryDigest::kChunkBytes, data.size() - off)));
+    });
+  } else {
+    digest.Update(data);
+  }
+  return digest.FinalHex();
 }
 
 namespace {

@@ -5,9 +5,12 @@
 // matters, header or data, is detected.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "layercache/key.h"
 #include "layercache/layer.h"
@@ -42,11 +45,37 @@ std::string EntryChecksum(ChecksumAlgorithm algorithm, const LayerKey& key,
                           const std::vector<TensorInfo>& tensors, const Metadata& user_metadata,
                           std::span<const std::byte> data, const std::string& covered = "");
 
-// A hasher already fed with the entry's description: feed it the data section
-// (in order, in pieces if need be) and compare FinalHex() with the checksum.
-std::unique_ptr<Hasher> EntryHasher(ChecksumAlgorithm algorithm, const LayerKey& key,
-                                    const std::vector<TensorInfo>& tensors,
-                                    const Metadata& user_metadata, const std::string& covered = "");
+// The canonical description of an entry that its checksum covers first.
+std::string EntryDescription(const LayerKey& key, const std::vector<TensorInfo>& tensors,
+                             const Metadata& user_metadata, const std::string& covered = "");
+
+// Computes an entry checksum (see docs/FORMAT.md). XXH3-128 checksums are
+// taken by chunk: XXH3-128 of the description followed by the XXH3-128 of
+// each 8 MiB chunk of the data section, so that chunks can be hashed on
+// several threads, in any order. MD5 and SHA-256 run over the description and
+// the data in order.
+class EntryDigest {
+ public:
+  static constexpr uint64_t kChunkBytes = 8u << 20;
+
+  EntryDigest(ChecksumAlgorithm algorithm, const std::string& description, uint64_t data_bytes);
+  bool chunked() const { return algorithm_ == ChecksumAlgorithm::kXXH3_128; }
+  size_t num_chunks() const { return num_chunks_; }
+  // Chunked: the bytes of chunk `index` (kChunkBytes, the last one shorter).
+  // Threads may add different chunks at once.
+  void AddChunk(size_t index, std::span<const std::byte> bytes);
+  // Not chunked: the next bytes of the data section, in order.
+  void Update(std::span<const std::byte> bytes);
+  // Every chunk (or every byte) must have been added.
+  std::string FinalHex();
+
+ private:
+  ChecksumAlgorithm algorithm_;
+  std::string description_;
+  size_t num_chunks_;
+  std::vector<std::array<std::byte, 16>> chunk_digests_;
+  std::unique_ptr<Hasher> sequential_;
+};
 
 // The compression fields an entry's checksum covers ("" when uncompressed).
 std::string EntryCoveredFields(const EntryHeader& entry);

@@ -33,6 +33,12 @@ class RandomAccessFile {
     (void)offset, (void)n, (void)dst;
     return Status::Unsupported("direct reads are not available");
   }
+  // Whether bytes [offset, offset + n) are all in the page cache (offset a
+  // multiple of 4096). False when it cannot tell.
+  virtual bool IsResident(uint64_t offset, uint64_t n) {
+    (void)offset, (void)n;
+    return false;
+  }
   // When bytes [offset, offset + n) are all in the page cache, maps them
   // read-only (no copy) and returns true with the mapping in `*out`; offset
   // must be a multiple of 4096. False when they are not all resident.

@@ -58,20 +58,35 @@ class PosixRandomAccessFile final : public RandomAccessFile {
     }
     return done;
   }
-  bool MapIfResident(uint64_t offset, uint64_t n, AlignedBuffer* out) override {
-    const long page = ::sysconf(_SC_PAGESIZE);
-    if (n == 0 || offset % static_cast<uint64_t>(page) != 0) return false;
+  // Maps [offset, offset + n) and reports whether every page is resident.
+  void* MapAndCheck(uint64_t offset, uint64_t n, bool* resident) {
+    const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    *resident = false;
+    if (n == 0 || offset % page != 0) return nullptr;
     void* base = ::mmap(nullptr, n, PROT_READ, MAP_PRIVATE, fd_, static_cast<off_t>(offset));
-    if (base == MAP_FAILED) return false;
-    const size_t pages = (n + static_cast<size_t>(page) - 1) / static_cast<size_t>(page);
-    std::vector<unsigned char> resident(pages);
-    bool all = ::mincore(base, n, resident.data()) == 0;
-    for (size_t i = 0; all && i < pages; ++i) all = (resident[i] & 1) != 0;
-    if (!all) {
+    if (base == MAP_FAILED) return nullptr;
+    std::vector<unsigned char> pages((n + page - 1) / page);
+    bool all = ::mincore(base, n, pages.data()) == 0;
+    for (size_t i = 0; all && i < pages.size(); ++i) all = (pages[i] & 1) != 0;
+    *resident = all;
+    return base;
+  }
+
+  bool IsResident(uint64_t offset, uint64_t n) override {
+    bool resident = false;
+    void* base = MapAndCheck(offset, n, &resident);
+    if (base != nullptr) ::munmap(base, n);
+    return resident;
+  }
+
+  bool MapIfResident(uint64_t offset, uint64_t n, AlignedBuffer* out) override {
+    bool resident = false;
+    void* base = MapAndCheck(offset, n, &resident);
+    if (base == nullptr) return false;
+    if (!resident) {
       ::munmap(base, n);
       return false;
     }
-    ::madvise(base, n, MADV_WILLNEED);
     *out = AlignedBuffer::FromMapping(base, n, static_cast<std::byte*>(base), n);
     return true;
   }
