@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <thread>
 #include <unordered_set>
 
@@ -206,11 +207,21 @@ Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const 
   }
   AlignedBuffer buffer;
   // kMapped: a large entry that is all in the page cache is mapped, not copied.
-  const bool mapped = read_mode_ == DiskReadMode::kMapped && header->data_bytes >= kMapThreshold &&
-                      f.MapIfResident(header->data_offset, header->data_bytes, &buffer);
-  if (!mapped) buffer = AlignedBuffer(header->data_bytes);
-  if (Status s =
-          ReadData(f, header->data_offset, header->data_bytes, &buffer, checksum.get(), mapped);
+  // A large entry wholly in the page cache is mapped: kMapped serves the
+  // mapping itself (no copy); kBuffered copies it out of the mapping (a
+  // user-space copy, on several cores, beats read()'s copy).
+  AlignedBuffer mapping;
+  const bool resident = read_mode_ != DiskReadMode::kDirect &&
+                        header->data_bytes >= kMapThreshold &&
+                        f.MapIfResident(header->data_offset, header->data_bytes, &mapping);
+  const bool mapped = resident && read_mode_ == DiskReadMode::kMapped;
+  if (mapped) {
+    buffer = std::move(mapping);
+  } else {
+    buffer = AlignedBuffer(header->data_bytes);
+  }
+  if (Status s = ReadData(f, header->data_offset, header->data_bytes, &buffer, checksum.get(),
+                          mapped, resident && !mapped ? mapping.data() : nullptr);
       !s.ok()) {
     return s.WithContext(path);
   }
@@ -230,7 +241,7 @@ Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const 
 }
 
 Status DiskTier::ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, AlignedBuffer* buffer,
-                          EntryDigest* digest, bool mapped) {
+                          EntryDigest* digest, bool mapped, const std::byte* copy_from) {
   constexpr uint64_t kChunk = EntryDigest::kChunkBytes;
   constexpr uint64_t kPage = 4096;
   std::byte* dst = buffer->data();
@@ -239,6 +250,10 @@ Status DiskTier::ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, Aligne
   // Reads [off, off + len) of the data section into place.
   auto read = [&](uint64_t off, uint64_t len) -> Status {
     if (mapped) return Status::OK();
+    if (copy_from != nullptr) {
+      std::memcpy(dst + off, copy_from + off, len);
+      return Status::OK();
+    }
     if (direct) {
       const uint64_t padded = (len + kPage - 1) / kPage * kPage;  // the buffer is page-rounded
       auto got = f.ReadDirect(base + off, padded, dst + off);
@@ -266,10 +281,11 @@ Status DiskTier::ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, Aligne
       cv.notify_all();
     };
     // Data already in the page cache is copied out by several workers at once.
-    if (mapped || direct || chunks <= 1 || f.IsResident(base, n)) {
+    if (mapped || copy_from != nullptr || direct || chunks <= 1 || f.IsResident(base, n)) {
       // Workers each read a chunk into place (O_DIRECT requests in parallel
       // keep the device busy) and hash it, on every core.
-      ParallelFor(chunks, workers, [&](size_t i) {
+      // O_DIRECT requests wait on the device, not the CPU: keep 4 in flight.
+      ParallelFor(chunks, direct ? std::max(workers, 4u) : workers, [&](size_t i) {
         if (failed) return;
         const uint64_t off = i * kChunk;
         const uint64_t len = std::min(kChunk, n - off);

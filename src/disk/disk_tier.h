@@ -92,9 +92,10 @@ class DiskTier {
                                bool verify_checksum);
   Status Reconcile(OptimizeReport* report);
   // Reads the data section [base, base + n) of `f` into `buffer` (already
-  // holding it when `mapped`), feeding `checksum` (if any) as bytes arrive.
+  // holding it when `mapped`; copied from `copy_from`, a mapping of it, when
+  // given), feeding `checksum` (if any) as bytes arrive.
   Status ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, AlignedBuffer* buffer,
-                  EntryDigest* checksum, bool mapped);
+                  EntryDigest* checksum, bool mapped, const std::byte* copy_from);
   // Evicts LRU rows until the total fits (skipping `keep` and keys that are
   // locked by writers). Call with index_mu_ held, inside a transaction;
   // the files to unlink are appended to `doomed` with their locks.
