@@ -3,7 +3,8 @@
 // warm load, memory hit, streaming with and without prefetch, each printed as
 // a ratio to its limit; then trace-driven eviction against Belady's optimum.
 //   build/bench/layer_bench [--small] [--reps N] [--seed-path]
-// --small uses a 58 MiB layer instead of the 7B-class 466 MB one;
+// --small uses a 61 MB layer instead of the 7B-class 466 MB one;
+// --traces-only runs the eviction traces alone;
 // --seed-path also times torch.load + hashlib.md5 (Debian's python3-torch).
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -107,12 +108,13 @@ void Spin(double seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool small = false, seed_path = false;
+  bool small = false, seed_path = false, traces_only = false;
   int reps = 5;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--small") small = true;
     if (a == "--seed-path") seed_path = true;
+    if (a == "--traces-only") traces_only = true;
     if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
   }
   char tmpl[] = "/var/tmp/layercache-lbench-XXXXXX";
@@ -137,149 +139,155 @@ int main(int argc, char** argv) {
   }
   AlignedBuffer scratch(layer->nbytes() + (16u << 20));
 
-  // --- limits ---------------------------------------------------------------
-  const double raw =
-      Median(reps, [&] { RawDirectRead(entry, scratch.data(), scratch.size() - (8u << 20)); });
-  const double memcpy_s =
-      Median(reps, [&] { std::memcpy(scratch.data(), layer->data(), layer->nbytes()); });
-  std::printf(
-      "\nlimits\n  raw O_DIRECT sequential read   %8.1f ms  %6.2f GB/s\n  memcpy                   "
-      "      "
-      "%8.1f ms  %6.2f GB/s\n",
-      raw * 1e3, gb / raw, memcpy_s * 1e3, gb / memcpy_s);
-
-  // --- disk loads -----------------------------------------------------------
-  std::printf("\ndisk tier (get_layer, checksum verified, memory tier off)\n");
-  for (ChecksumAlgorithm algorithm :
-       {ChecksumAlgorithm::kXXH3_128, ChecksumAlgorithm::kSHA256, ChecksumAlgorithm::kMD5}) {
-    LayerCacheOptions oa = o;
-    oa.cache_dir = dir + "/cache-" + ChecksumAlgorithmName(algorithm);
-    oa.checksum_algorithm = algorithm;
-    LayerCache cache(oa);
-    cache.cache_layer("bench", 0, layer);
-    const double cold = Median(reps, [&] {
-      EvictDir(oa.cache_dir + "/entries");
-      if (!cache.get_layer("bench", 0)) std::fprintf(stderr, "miss\n");
-    });
-    std::printf("  cold, O_DIRECT, %-9s      %8.1f ms  %6.2f GB/s  ratio to raw read %.2f\n",
-                ChecksumAlgorithmName(algorithm), cold * 1e3, gb / cold, raw / cold);
-  }
-  {
-    LayerCacheOptions ob = o;
-    ob.disk_read_mode = DiskReadMode::kBuffered;
-    LayerCache cache(ob);
-    (void)cache.get_layer("bench", 0);  // page cache warm
-    const double warm = Median(reps, [&] { (void)cache.get_layer("bench", 0); });
-    std::printf("  warm, page cache, xxh3-128     %8.1f ms  %6.2f GB/s  ratio to memcpy %.2f\n",
-                warm * 1e3, gb / warm, memcpy_s / warm);
-    const double cold = Median(reps, [&] {
-      EvictDir(ob.cache_dir + "/entries");
-      (void)cache.get_layer("bench", 0);
-    });
-    std::printf("  cold, buffered, xxh3-128       %8.1f ms  %6.2f GB/s  ratio to raw read %.2f\n",
-                cold * 1e3, gb / cold, raw / cold);
-  }
-  {
-    LayerCacheOptions om = o;
-    om.disk_read_mode = DiskReadMode::kMapped;
-    LayerCache cache(om);
-    (void)cache.get_layer("bench", 0);  // page cache warm
-    const double warm = Median(reps, [&] { (void)cache.get_layer("bench", 0); });
-    std::printf("  warm, mapped, xxh3-128         %8.1f ms  %6.2f GB/s  ratio to memcpy %.2f\n",
-                warm * 1e3, gb / warm, memcpy_s / warm);
-  }
-
-  // --- memory hits ------------------------------------------------------------
-  {
-    LayerCacheOptions om = o;
-    om.max_memory_cache_size_gb = 64;
-    LayerCache cache(om);
-    for (int i = 0; i < 8; ++i) cache.cache_layer("hot", i, MakeLayer(true, 100 + i));
-    const int n = 2'000'000;
-    auto hits_per_s = [&](int threads) {
-      std::atomic<bool> go{false};
-      std::vector<std::thread> ts;
-      std::vector<double> secs(static_cast<size_t>(threads));
-      for (int t = 0; t < threads; ++t) {
-        ts.emplace_back([&, t] {
-          while (!go) {
-          }
-          const auto t0 = Clock::now();
-          for (int i = 0; i < n; ++i) {
-            LayerPtr l = cache.get_layer("hot", t);
-            if (!l) std::abort();
-          }
-          secs[static_cast<size_t>(t)] = Since(t0);
-        });
-      }
-      go = true;
-      for (auto& t : ts) t.join();
-      return threads * n / *std::max_element(secs.begin(), secs.end());
-    };
-    std::vector<double> one, two;
-    for (int r = 0; r < reps; ++r) {
-      one.push_back(hits_per_s(1));
-      two.push_back(hits_per_s(2));
-    }
-    std::sort(one.begin(), one.end());
-    std::sort(two.begin(), two.end());
-    const double h1 = one[one.size() / 2], h2 = two[two.size() / 2];
+  if (!traces_only) {
+    // --- limits ---------------------------------------------------------------
+    const double raw =
+        Median(reps, [&] { RawDirectRead(entry, scratch.data(), scratch.size() - (8u << 20)); });
+    const double memcpy_s =
+        Median(reps, [&] { std::memcpy(scratch.data(), layer->data(), layer->nbytes()); });
     std::printf(
-        "\nmemory tier (get_layer hit, release included)\n  1 thread   %6.1f ns per hit\n  2 "
-        "threads  %6.1f "
-        "M hits/s together = %.2fx one thread\n",
-        1e9 / h1, h2 / 1e6, h2 / h1);
-  }
+        "\nlimits\n  raw O_DIRECT sequential read   %8.1f ms  %6.2f GB/s\n  memcpy                 "
+        "  "
+        "      "
+        "%8.1f ms  %6.2f GB/s\n",
+        raw * 1e3, gb / raw, memcpy_s * 1e3, gb / memcpy_s);
 
-  // --- streaming ----------------------------------------------------------------
-  {
-    const int layers = 16;
-    LayerCacheOptions os = o;
-    os.cache_dir = dir + "/stream";
-    os.max_memory_cache_size_gb = 0.001;  // holds ~nothing: every pass streams from disk
-    os.prefetch_threads = 1;
-    LayerPtr small_layer = MakeLayer(true, 7);
+    // --- disk loads -----------------------------------------------------------
+    std::printf("\ndisk tier (get_layer, checksum verified, memory tier off)\n");
+    for (ChecksumAlgorithm algorithm :
+         {ChecksumAlgorithm::kXXH3_128, ChecksumAlgorithm::kSHA256, ChecksumAlgorithm::kMD5}) {
+      LayerCacheOptions oa = o;
+      oa.cache_dir = dir + "/cache-" + ChecksumAlgorithmName(algorithm);
+      oa.checksum_algorithm = algorithm;
+      LayerCache cache(oa);
+      cache.cache_layer("bench", 0, layer);
+      const double cold = Median(reps, [&] {
+        EvictDir(oa.cache_dir + "/entries");
+        if (!cache.get_layer("bench", 0)) std::fprintf(stderr, "miss\n");
+      });
+      std::printf("  cold, O_DIRECT, %-9s      %8.1f ms  %6.2f GB/s  ratio to raw read %.2f\n",
+                  ChecksumAlgorithmName(algorithm), cold * 1e3, gb / cold, raw / cold);
+    }
     {
-      LayerCache w(os);
-      for (int i = 0; i < layers; ++i) w.cache_layer("s", i, small_layer);
+      LayerCacheOptions ob = o;
+      ob.disk_read_mode = DiskReadMode::kBuffered;
+      LayerCache cache(ob);
+      (void)cache.get_layer("bench", 0);  // page cache warm
+      const double warm = Median(reps, [&] { (void)cache.get_layer("bench", 0); });
+      std::printf("  warm, page cache, xxh3-128     %8.1f ms  %6.2f GB/s  ratio to memcpy %.2f\n",
+                  warm * 1e3, gb / warm, memcpy_s / warm);
+      const double cold = Median(reps, [&] {
+        EvictDir(ob.cache_dir + "/entries");
+        (void)cache.get_layer("bench", 0);
+      });
+      std::printf("  cold, buffered, xxh3-128       %8.1f ms  %6.2f GB/s  ratio to raw read %.2f\n",
+                  cold * 1e3, gb / cold, raw / cold);
     }
-    LayerCacheOptions os_mem = os;
-    os_mem.max_memory_cache_size_gb = 2.5 * static_cast<double>(small_layer->nbytes()) / (1 << 30);
-    LayerCache cache(os_mem);
-    // Load time per layer (cold), then compute = load.
-    const double load = Median(reps, [&] {
-      EvictDir(os.cache_dir + "/entries");
-      LayerCache fresh(os);
-      (void)fresh.get_layer("s", 3);
-    });
-    auto pass = [&](bool prefetch) {
-      EvictDir(os.cache_dir + "/entries");
-      LayerCache c(os_mem);
-      const auto t0 = Clock::now();
-      for (int i = 0; i < layers; ++i) {
-        LayerPtr l = prefetch ? c.get_layer_with_prefetch("s", i, layers, 1) : c.get_layer("s", i);
-        if (!l) std::abort();
-        Spin(load);  // "compute" as long as a load
+    {
+      LayerCacheOptions om = o;
+      om.disk_read_mode = DiskReadMode::kMapped;
+      LayerCache cache(om);
+      (void)cache.get_layer("bench", 0);  // page cache warm
+      const double warm = Median(reps, [&] { (void)cache.get_layer("bench", 0); });
+      std::printf("  warm, mapped, xxh3-128         %8.1f ms  %6.2f GB/s  ratio to memcpy %.2f\n",
+                  warm * 1e3, gb / warm, memcpy_s / warm);
+    }
+
+    // --- memory hits ------------------------------------------------------------
+    {
+      LayerCacheOptions om = o;
+      om.max_memory_cache_size_gb = 64;
+      LayerCache cache(om);
+      for (int i = 0; i < 8; ++i) cache.cache_layer("hot", i, MakeLayer(true, 100 + i));
+      const int n = 2'000'000;
+      auto hits_per_s = [&](int threads) {
+        std::atomic<bool> go{false};
+        std::vector<std::thread> ts;
+        std::vector<double> secs(static_cast<size_t>(threads));
+        for (int t = 0; t < threads; ++t) {
+          ts.emplace_back([&, t] {
+            while (!go) {
+            }
+            const auto t0 = Clock::now();
+            for (int i = 0; i < n; ++i) {
+              LayerPtr l = cache.get_layer("hot", t);
+              if (!l) std::abort();
+            }
+            secs[static_cast<size_t>(t)] = Since(t0);
+          });
+        }
+        go = true;
+        for (auto& t : ts) t.join();
+        return threads * n / *std::max_element(secs.begin(), secs.end());
+      };
+      std::vector<double> one, two;
+      for (int r = 0; r < reps; ++r) {
+        one.push_back(hits_per_s(1));
+        two.push_back(hits_per_s(2));
       }
-      return Since(t0);
-    };
-    std::vector<double> without, with;
-    for (int r = 0; r < reps; ++r) {
-      without.push_back(pass(false));
-      with.push_back(pass(true));
+      std::sort(one.begin(), one.end());
+      std::sort(two.begin(), two.end());
+      const double h1 = one[one.size() / 2], h2 = two[two.size() / 2];
+      std::printf(
+          "\nmemory tier (get_layer hit, release included)\n  1 thread   %6.1f ns per hit\n  2 "
+          "threads  %6.1f "
+          "M hits/s together = %.2fx one thread\n",
+          1e9 / h1, h2 / 1e6, h2 / h1);
     }
-    std::sort(without.begin(), without.end());
-    std::sort(with.begin(), with.end());
-    const double bound = layers * load;  // max(total compute, total load)
-    std::printf(
-        "\nstreaming %d layers of %.1f MB from disk, compute per layer = load per layer = %.1f "
-        "ms\n",
-        layers, static_cast<double>(small_layer->nbytes()) / 1e6, load * 1e3);
-    std::printf("  no prefetch          %8.1f ms  = %.2f x max(compute, load)\n",
-                without[without.size() / 2] * 1e3, without[without.size() / 2] / bound);
-    std::printf("  prefetch lookahead 1 %8.1f ms  = %.2f x max(compute, load)\n",
-                with[with.size() / 2] * 1e3, with[with.size() / 2] / bound);
-  }
+
+    // --- streaming ----------------------------------------------------------------
+    {
+      const int layers = 16;
+      LayerCacheOptions os = o;
+      os.cache_dir = dir + "/stream";
+      os.max_memory_cache_size_gb = 0.001;  // holds ~nothing: every pass streams from disk
+      os.prefetch_threads = 1;
+      LayerPtr small_layer = MakeLayer(true, 7);
+      {
+        LayerCache w(os);
+        for (int i = 0; i < layers; ++i) w.cache_layer("s", i, small_layer);
+      }
+      LayerCacheOptions os_mem = os;
+      os_mem.max_memory_cache_size_gb =
+          2.5 * static_cast<double>(small_layer->nbytes()) / (1 << 30);
+      LayerCache cache(os_mem);
+      // Load time per layer (cold), then compute = load.
+      const double load = Median(reps, [&] {
+        EvictDir(os.cache_dir + "/entries");
+        LayerCache fresh(os);
+        (void)fresh.get_layer("s", 3);
+      });
+      auto pass = [&](bool prefetch) {
+        EvictDir(os.cache_dir + "/entries");
+        LayerCache c(os_mem);
+        const auto t0 = Clock::now();
+        for (int i = 0; i < layers; ++i) {
+          LayerPtr l =
+              prefetch ? c.get_layer_with_prefetch("s", i, layers, 1) : c.get_layer("s", i);
+          if (!l) std::abort();
+          Spin(load);  // "compute" as long as a load
+        }
+        return Since(t0);
+      };
+      std::vector<double> without, with;
+      for (int r = 0; r < reps; ++r) {
+        without.push_back(pass(false));
+        with.push_back(pass(true));
+      }
+      std::sort(without.begin(), without.end());
+      std::sort(with.begin(), with.end());
+      const double bound = layers * load;  // max(total compute, total load)
+      std::printf(
+          "\nstreaming %d layers of %.1f MB from disk, compute per layer = load per layer = %.1f "
+          "ms\n",
+          layers, static_cast<double>(small_layer->nbytes()) / 1e6, load * 1e3);
+      std::printf("  no prefetch          %8.1f ms  = %.2f x max(compute, load)\n",
+                  without[without.size() / 2] * 1e3, without[without.size() / 2] / bound);
+      std::printf("  prefetch lookahead 1 %8.1f ms  = %.2f x max(compute, load)\n",
+                  with[with.size() / 2] * 1e3, with[with.size() / 2] / bound);
+    }
+
+  }  // !traces_only
 
   // --- eviction traces ------------------------------------------------------------
   {
@@ -353,11 +361,58 @@ int main(int argc, char** argv) {
         t.push_back(
             static_cast<int>(std::lower_bound(cdf.begin(), cdf.end(), u(rng)) - cdf.begin()));
       }
-      traces.push_back({"zipf(0.9) over 500, room for 50", t, 50});
+      traces.push_back({"zipf(0.9) over 500, room for 50", t, 50});  // last: reused below
     }
     for (const T& t : traces) {
       const double l = run(EvictionPolicy::kLru, t.trace, t.capacity);
       const double s = run(EvictionPolicy::kScanResistant, t.trace, t.capacity);
+      const double b = belady(t.trace, t.capacity);
+      std::printf("  %-34s %8.3f %8.3f %8.3f   scan-resistant/belady %.2f, /lru %.2f\n",
+                  t.name.c_str(), l, s, b, s / b, l > 0 ? s / l : 0.0);
+    }
+
+    // The disk tier on shorter traces (each miss writes and fsyncs an entry).
+    std::printf("\neviction on traces (disk tier, memory tier off; hit ratios)\n");
+    std::printf("  %-34s %8s %8s %8s\n", "trace", "lru", "scan-r.", "belady");
+    auto run_disk = [&](EvictionPolicy policy, const std::vector<int>& trace, int capacity) {
+      LayerPtr probe =
+          LayerBuilder().add_tensor("w", DType::U8, {1000}, std::vector<uint8_t>(1000)).build();
+      LayerCacheOptions od;
+      od.cache_dir = dir + "/trace-" + std::to_string(static_cast<int>(policy)) + "-" +
+                     std::to_string(capacity);
+      od.max_memory_cache_size_gb = 0;
+      od.eviction_policy = policy;
+      const uint64_t entry_bytes =
+          4096 + 1000;  // header padded so that the data starts at 4096, then the data
+      od.max_cache_size_gb =
+          (static_cast<double>(capacity) + 0.5) * entry_bytes / (1024.0 * 1024.0 * 1024.0);
+      LayerCache cache(od);
+      int hits = 0;
+      for (int k : trace) {
+        if (cache.get_layer("t", k)) {
+          ++hits;
+        } else {
+          cache.cache_layer("t", k, probe);
+        }
+      }
+      fs::remove_all(od.cache_dir);
+      return static_cast<double>(hits) / static_cast<double>(trace.size());
+    };
+    std::vector<T> disk_traces;
+    for (auto [n, c] : std::vector<std::pair<int, int>>{{16, 4}, {16, 12}, {40, 10}}) {
+      std::vector<int> t;
+      for (int p = 0; p < 30; ++p) {
+        for (int i = 0; i < n; ++i) t.push_back(i);
+      }
+      disk_traces.push_back(
+          {"sweeps of " + std::to_string(n) + " layers, room for " + std::to_string(c), t, c});
+    }
+    disk_traces.push_back(
+        {"zipf(0.9) over 500, room for 50",
+         std::vector<int>(traces.back().trace.begin(), traces.back().trace.begin() + 3000), 50});
+    for (const T& t : disk_traces) {
+      const double l = run_disk(EvictionPolicy::kLru, t.trace, t.capacity);
+      const double s = run_disk(EvictionPolicy::kScanResistant, t.trace, t.capacity);
       const double b = belady(t.trace, t.capacity);
       std::printf("  %-34s %8.3f %8.3f %8.3f   scan-resistant/belady %.2f, /lru %.2f\n",
                   t.name.c_str(), l, s, b, s / b, l > 0 ? s / l : 0.0);

@@ -460,7 +460,9 @@ Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock*
     std::lock_guard lock(index_mu_);
     s = index_->Begin();
     if (s.ok()) s = index_->Upsert(row);
-    if (s.ok()) s = CollectEvictions(digest, &doomed, &evicted);
+    // Under a sweep (MRU advised) the newcomer itself is the best victim, but
+    // we hold its lock: it is evicted by the pass after our unlock, below.
+    if (s.ok() && !advisor_.PreferMru()) s = CollectEvictions(digest, &doomed, &evicted);
     if (s.ok()) {
       s = index_->Commit();
     } else {

@@ -78,7 +78,7 @@ void MemoryTier::EvictUntilWithinCapacity(const LayerKey& keep, Evicted* evicted
     for (size_t i = 0; i < kShards; ++i) {
       std::lock_guard lock(shards_[i].mu);
       for (const auto& [k, e] : shards_[i].map) {
-        if (k == keep) continue;
+        if (!mru && k == keep) continue;  // MRU may evict the newcomer itself (a bypass)
         const uint64_t t = e->last_access.load(std::memory_order_relaxed);
         if (mru ? t >= best : t <= best) {
           best = t;

@@ -7,7 +7,8 @@
 // LayerPtr; the lookup itself needs no allocation (LayerKeyRef). Eviction,
 // which happens when a layer is inserted, scans the stamps for the victim: the
 // least recently used entry overall (exact LRU across shards), or, when the
-// EvictionAdvisor says the workload is sweeping, the most recently used one.
+// EvictionAdvisor says the workload is sweeping, the most recently used one
+// (possibly the layer being inserted: a bypass, as Belady's policy would do).
 // Eviction only drops the tier's reference: a holder keeps its layer.
 // Thread-safe.
 #pragma once
