@@ -261,19 +261,25 @@ class LayerCache::Impl {
   }
 
   Result<LayerPtr> GetOrLoad(const LayerKey& key, const Loader& loader) {
-    if (LayerPtr layer = Get(LayerKeyRef(key))) return layer;
-    std::shared_future<Result<LayerPtr>> wait_for;
     std::promise<Result<LayerPtr>> promise;
-    {
-      std::lock_guard lock(flights_mu_);
-      auto it = flights_.find(key);
-      if (it != flights_.end()) {
-        wait_for = it->second;
-      } else {
-        flights_.emplace(key, promise.get_future().share());
+    for (;;) {
+      if (LayerPtr layer = Get(LayerKeyRef(key))) return layer;
+      std::shared_future<Result<LayerPtr>> wait_for;
+      {
+        std::lock_guard lock(flights_mu_);
+        auto it = flights_.find(key);
+        if (it != flights_.end()) {
+          wait_for = it->second;
+        } else {
+          flights_.emplace(key, promise.get_future().share());
+        }
       }
+      if (!wait_for.valid()) break;  // we are the leader
+      Result<LayerPtr> r = wait_for.get();
+      // Another caller's disk read that missed: look again (and perhaps lead).
+      if (!r.ok() && r.status().IsNotFound()) continue;
+      return r;
     }
-    if (wait_for.valid()) return wait_for.get();
     auto finish = [&] {
       std::lock_guard lock(flights_mu_);
       flights_.erase(key);
