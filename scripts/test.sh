@@ -3,7 +3,8 @@
 # under AddressSanitizer + UndefinedBehaviorSanitizer and under ThreadSanitizer.
 # The Python tests (pytest, run by ctest) run in the first build only: a
 # sanitized extension would need the sanitizer runtime preloaded into python.
-# Set LAYERCACHE_SANITIZERS=0 to skip the sanitizer builds (quick local runs).
+# Then the libFuzzer targets run for FUZZ_SECONDS (60) each (scripts/fuzz.sh).
+# Set LAYERCACHE_SANITIZERS=0 / LAYERCACHE_FUZZ=0 to skip those (quick local runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -28,5 +29,9 @@ if [ "${LAYERCACHE_SANITIZERS:-1}" != "0" ]; then
     run_suite "ThreadSanitizer" build-tsan \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLAYERCACHE_SANITIZE=thread -DLAYERCACHE_BUILD_BENCH=OFF \
       -DLAYERCACHE_BUILD_PYTHON=OFF
+fi
+if [ "${LAYERCACHE_FUZZ:-1}" != "0" ]; then
+  echo "=== libFuzzer targets, ${FUZZ_SECONDS:-60}s each ==="
+  scripts/fuzz.sh
 fi
 echo "all test suites passed"

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "source/checkpoint.h"
@@ -66,26 +65,11 @@ Result<std::shared_ptr<HubModel>> HubModel::Open(std::shared_ptr<HubClient> clie
       pin(*index);
       auto text = m->client_->FetchSmallFile(*index);
       if (!text.ok()) return text.status();
-      nlohmann::json doc;
-      try {
-        doc = nlohmann::json::parse(*text);
-      } catch (const nlohmann::json::exception& e) {
-        return Status::Corruption(repo_id + "/" + kIndexFile + ": not valid JSON (" + e.what() +
-                                  ")");
-      }
-      if (!doc.is_object() || !doc.contains("weight_map") || !doc["weight_map"].is_object()) {
-        return Status::Corruption(repo_id + "/" + kIndexFile + ": has no \"weight_map\" object");
-      }
-      for (auto it = doc["weight_map"].begin(); it != doc["weight_map"].end(); ++it) {
-        if (!it.value().is_string()) {
-          return Status::Corruption(repo_id + "/" + kIndexFile + ": weight_map entry \"" +
-                                    it.key() + "\" is not a string");
-        }
-        const std::string shard = it.value().get<std::string>();
-        if (Status s = CheckShardName(shard); !s.ok())
-          return s.WithContext(repo_id + "/" + kIndexFile);
-        m->names_.push_back(it.key());
-        m->shard_of_[it.key()] = shard;
+      auto parsed = ParseWeightMap(*text, repo_id + "/" + kIndexFile);
+      if (!parsed.ok()) return parsed.status();
+      for (auto& [name, shard] : *parsed) {
+        m->names_.push_back(name);
+        m->shard_of_[name] = std::move(shard);
       }
     } else if (index_missing) {
       bool single_missing = false;

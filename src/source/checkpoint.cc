@@ -17,6 +17,28 @@ Status CheckShardName(const std::string& name) {
   return Status::OK();
 }
 
+Result<std::map<std::string, std::string>> ParseWeightMap(const std::string& text, const std::string& what) {
+  nlohmann::json doc;
+  try {
+    doc = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Corruption(what + ": not valid JSON (" + e.what() + ")");
+  }
+  if (!doc.is_object() || !doc.contains("weight_map") || !doc["weight_map"].is_object()) {
+    return Status::Corruption(what + ": has no \"weight_map\" object");
+  }
+  std::map<std::string, std::string> out;
+  for (auto it = doc["weight_map"].begin(); it != doc["weight_map"].end(); ++it) {
+    if (!it.value().is_string()) {
+      return Status::Corruption(what + ": weight_map entry \"" + it.key() + "\" is not a string");
+    }
+    std::string shard = it.value().get<std::string>();
+    if (Status s = CheckShardName(shard); !s.ok()) return s.WithContext(what);
+    out[it.key()] = std::move(shard);
+  }
+  return out;
+}
+
 Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
                                                      const std::string& layer_pattern) {
   auto cp = std::make_unique<Checkpoint>();
@@ -28,25 +50,10 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
   if (env->Stat(index_path).ok()) {
     auto text = ReadFileToString(env, index_path);
     if (!text.ok()) return text.status();
-    nlohmann::json doc;
-    try {
-      doc = nlohmann::json::parse(*text);
-    } catch (const nlohmann::json::exception& e) {
-      return Status::Corruption(index_path + ": not valid JSON (" + e.what() + ")");
-    }
-    if (!doc.is_object() || !doc.contains("weight_map") || !doc["weight_map"].is_object()) {
-      return Status::Corruption(index_path + ": has no \"weight_map\" object");
-    }
-    for (auto it = doc["weight_map"].begin(); it != doc["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) {
-        return Status::Corruption(index_path + ": weight_map entry \"" + it.key() +
-                                  "\" is not a string");
-      }
-      const std::string shard = it.value().get<std::string>();
-      if (Status s = CheckShardName(shard); !s.ok()) return s.WithContext(index_path);
-      weight_map[it.key()] = shard;
-      shards.insert(shard);
-    }
+    auto parsed = ParseWeightMap(*text, index_path);
+    if (!parsed.ok()) return parsed.status();
+    weight_map = std::move(*parsed);
+    for (const auto& [name, shard] : weight_map) shards.insert(shard);
   } else if (env->Stat(JoinPath(dir, "model.safetensors")).ok()) {
     shards.insert("model.safetensors");
   } else {
