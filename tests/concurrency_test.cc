@@ -124,3 +124,34 @@ TEST(MultiProcess, FourProcessesUnderATightBudgetStayConsistent) {
 
 }  // namespace
 }  // namespace layercache
+
+namespace layercache {
+namespace {
+
+TEST(MultiProcess, FourProcessesOfFourThreadsForSecondsWithEveryReadChecked) {
+  TempDir dir;
+  const uint64_t entry = MakeLayer(0, 8 << 10)->nbytes() + 8192;
+  const uint64_t budget = 7 * entry;  // about 30% of the 24 keys
+  const char* env_seconds = std::getenv("LAYERCACHE_STRESS_SECONDS");
+  const std::string seconds = env_seconds != nullptr ? env_seconds : "8";
+  std::vector<std::future<testing::CommandResult>> runs;
+  for (int p = 0; p < 4; ++p) {
+    runs.push_back(std::async(std::launch::async, [&, p] {
+      return testing::RunCommand({testing::WorkerPath(), "stress", dir / "cache", std::to_string(p),
+                                  "1000000", std::to_string(budget), "4", seconds});
+    }));
+  }
+  for (auto& r : runs) {
+    auto result = r.get();
+    EXPECT_EQ(result.exit_code, 0) << result.out;
+  }
+  LayerCacheOptions o;
+  o.cache_dir = dir / "cache";
+  o.max_cache_size_gb = static_cast<double>(budget) / (1024.0 * 1024.0 * 1024.0);
+  LayerCache cache(o);
+  EXPECT_LE(cache.get_stats().disk_cache_bytes, budget + entry);
+  EXPECT_TRUE(cache.verify_cache_integrity().empty());
+}
+
+}  // namespace
+}  // namespace layercache

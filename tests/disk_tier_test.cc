@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <random>
 
 #include "disk/entry_codec.h"
 #include "layercache/layer_cache.h"
@@ -251,6 +252,56 @@ TEST(DiskTier, UnusableCacheDirIsAClearError) {
     FAIL() << "opened a cache inside a regular file";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(dir / "file"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace layercache
+
+namespace layercache {
+namespace {
+
+TEST(DiskTier, RandomBitFlipsAndTruncationsAreNeverServed) {
+  TempDir dir;
+  LayerCache cache(Opts(dir));
+  std::mt19937_64 rng(2024);
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(cache.cache_layer("m", i, MakeLayer(i, 4096)));
+  int detected = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    auto entries = cache.list_entries();
+    ASSERT_FALSE(entries.empty());
+    const EntryInfo& e = entries[rng() % entries.size()];
+    auto bytes = testing::ReadBytes(e.path);
+    if (trial % 4 == 0) {
+      bytes.resize(rng() % bytes.size());
+    } else {
+      bytes[rng() % bytes.size()] ^= std::byte{static_cast<uint8_t>(1u << (rng() % 8))};
+    }
+    testing::WriteBytes(e.path, bytes);
+    LayerPtr got = cache.get_layer(e.key);
+    if (got == nullptr) {
+      ++detected;
+    } else {
+      // Only a flip in the header's padding can leave an entry readable: its bytes must be right.
+      EXPECT_TRUE(got->ContentEquals(*MakeLayer(static_cast<uint64_t>(e.key.layer_index), 4096)))
+          << "trial " << trial << " served wrong bytes";
+    }
+    ASSERT_TRUE(
+        cache.cache_layer(e.key, MakeLayer(static_cast<uint64_t>(e.key.layer_index), 4096)));
+  }
+  EXPECT_GT(detected, 100);
+  // The index too: random bytes anywhere in it cost no entry.
+  for (int trial = 0; trial < 5; ++trial) {
+    auto bytes = testing::ReadBytes(dir / "index.sqlite");
+    for (int k = 0; k < 16; ++k) bytes[rng() % bytes.size()] = static_cast<std::byte>(rng());
+    testing::WriteBytes(dir / "index.sqlite", bytes);
+    LayerCache reopened(Opts(dir));
+    (void)reopened.optimize_cache();
+    for (int i = 0; i < 8; ++i) {
+      LayerPtr l = reopened.get_layer("m", i);
+      ASSERT_NE(l, nullptr) << "index damage lost layer " << i;
+      EXPECT_TRUE(l->ContentEquals(*MakeLayer(static_cast<uint64_t>(i), 4096)));
+    }
   }
 }
 

@@ -337,3 +337,37 @@ TEST(ImportCheckpoint, CachesEveryLayerOfALocalModel) {
 
 }  // namespace
 }  // namespace layercache
+
+namespace layercache {
+namespace {
+
+TEST(HubDownload, TheTokenIsNeverLoggedNorStored) {
+  Model m;
+  MockHub hub(kRepo, m.dir.path());
+  const std::string token = "hf_SECRETtoken1234567890";
+  hub.faults.require_token = token;
+  TempDir cache_dir;
+  ::setenv("HF_ENDPOINT", hub.endpoint().c_str(), 1);
+  ::setenv("HF_TOKEN", token.c_str(), 1);
+  ::setenv("LAYERCACHE_LOG", "debug", 1);
+  auto ok = testing::RunCommand({testing::CliPath(), "--cache-dir", cache_dir / "cache", "fetch",
+                                 kRepo, "--layers", "0-1", "--model-id", "tiny"});
+  ::setenv("HF_TOKEN", "hf_WRONGtoken", 1);
+  auto bad = testing::RunCommand({testing::CliPath(), "--cache-dir", cache_dir / "other", "fetch",
+                                  kRepo, "--layers", "2", "--model-id", "tiny"});
+  ::unsetenv("HF_ENDPOINT");
+  ::unsetenv("HF_TOKEN");
+  ::unsetenv("LAYERCACHE_LOG");
+  ASSERT_EQ(ok.exit_code, 0) << ok.out;
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_EQ(ok.out.find("SECRET"), std::string::npos) << ok.out;
+  EXPECT_EQ(bad.out.find("WRONG"), std::string::npos) << bad.out;
+  for (const auto& f : testing::ListFilesRecursively(cache_dir.path())) {
+    auto bytes = testing::ReadBytes(cache_dir / f);
+    const std::string content(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    EXPECT_EQ(content.find("SECRET"), std::string::npos) << "the token was written to " << f;
+  }
+}
+
+}  // namespace
+}  // namespace layercache
