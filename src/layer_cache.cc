@@ -135,11 +135,11 @@ class LayerCache::Impl {
                 bool include_non_layer) {
     auto checkpoint = Checkpoint::Open(dir, pattern);
     if (!checkpoint.ok()) throw Error(checkpoint.status());
-    std::vector<int64_t> todo = layers;
-    if (todo.empty()) {
-      for (int64_t i = 0; i < (*checkpoint)->num_layers(); ++i) todo.push_back(i);
+    std::vector<int64_t> wanted = layers;
+    if (wanted.empty()) {
+      for (int64_t i = 0; i < (*checkpoint)->num_layers(); ++i) wanted.push_back(i);
     }
-    Progress progress("import", todo.size() + (include_non_layer ? 1 : 0), ::isatty(2) == 0);
+    Progress progress("import", wanted.size() + (include_non_layer ? 1 : 0), ::isatty(2) == 0);
     size_t done = 0;
     uint64_t bytes = 0;
     auto put = [&](const LayerKey& key, const Result<LayerPtr>& layer) {
@@ -148,7 +148,7 @@ class LayerCache::Impl {
       bytes += (*layer)->nbytes();
       progress.Update(++done, bytes);
     };
-    for (int64_t i : todo)
+    for (int64_t i : wanted)
       put(LayerKey{std::string(model_id), i, "", ""}, (*checkpoint)->ReadLayer(i));
     if (include_non_layer) {
       put(LayerKey{std::string(model_id), 0, kNonLayerQuantizationMode, ""},

@@ -73,7 +73,6 @@ int Demo(const DemoOptions& d) {
     return 1;
   }
   const int64_t n = (*checkpoint)->num_layers();
-  (void)checkpoint;
 
   // Serve the model over the Hub protocol on loopback, and stream it from there.
   const std::string repo_id = "demo/llama-synthetic";
