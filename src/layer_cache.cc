@@ -173,19 +173,22 @@ class LayerCache::Impl {
     return GetSlow(ref.ToKey());
   }
 
+  // The load of `key` already in flight, or, when there is none, an invalid
+  // future after registering `promise` as the one: the caller leads the load
+  // and must fulfil `promise` and erase the flight.
+  std::shared_future<Result<LayerPtr>> JoinOrLead(const LayerKey& key,
+                                                  std::promise<Result<LayerPtr>>* promise) {
+    std::lock_guard lock(flights_mu_);
+    auto it = flights_.find(key);
+    if (it != flights_.end()) return it->second;
+    flights_.emplace(key, promise->get_future().share());
+    return {};
+  }
+
   // Disk (or an in-flight load of the same key), single-flight.
   LayerPtr GetSlow(const LayerKey& key) {
-    std::shared_future<Result<LayerPtr>> wait_for;
     std::promise<Result<LayerPtr>> promise;
-    {
-      std::lock_guard lock(flights_mu_);
-      auto it = flights_.find(key);
-      if (it != flights_.end()) {
-        wait_for = it->second;
-      } else {
-        flights_.emplace(key, promise.get_future().share());
-      }
-    }
+    std::shared_future<Result<LayerPtr>> wait_for = JoinOrLead(key, &promise);
     CounterSlot& c = Slot();
     if (wait_for.valid()) {
       Result<LayerPtr> r = wait_for.get();
@@ -264,16 +267,7 @@ class LayerCache::Impl {
     std::promise<Result<LayerPtr>> promise;
     for (;;) {
       if (LayerPtr layer = Get(LayerKeyRef(key))) return layer;
-      std::shared_future<Result<LayerPtr>> wait_for;
-      {
-        std::lock_guard lock(flights_mu_);
-        auto it = flights_.find(key);
-        if (it != flights_.end()) {
-          wait_for = it->second;
-        } else {
-          flights_.emplace(key, promise.get_future().share());
-        }
-      }
+      std::shared_future<Result<LayerPtr>> wait_for = JoinOrLead(key, &promise);
       if (!wait_for.valid()) break;  // we are the leader
       Result<LayerPtr> r = wait_for.get();
       // Another caller's disk read that missed: look again (and perhaps lead).
