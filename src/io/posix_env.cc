@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "io/env.h"
@@ -39,12 +40,14 @@ class PosixRandomAccessFile final : public RandomAccessFile {
   uint64_t inode() const override { return inode_; }
 
   Result<uint64_t> ReadDirect(uint64_t offset, uint64_t n, std::byte* dst) override {
-    if (direct_fd_ < 0) {
-      // Reopen the same open file (not the path, which may have been replaced).
+    // Several threads read chunks of one file at once: open the O_DIRECT
+    // descriptor once. Reopen the same open file (not the path, which may
+    // have been replaced since).
+    std::call_once(direct_once_, [this] {
       const std::string self = "/proc/self/fd/" + std::to_string(fd_);
       direct_fd_ = ::open(self.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-      if (direct_fd_ < 0) return Status::Unsupported("O_DIRECT is not available for " + path_);
-    }
+    });
+    if (direct_fd_ < 0) return Status::Unsupported("O_DIRECT is not available for " + path_);
     uint64_t done = 0;
     while (done < n) {
       ssize_t r = ::pread(direct_fd_, dst + done, n - done, static_cast<off_t>(offset + done));
@@ -101,6 +104,7 @@ class PosixRandomAccessFile final : public RandomAccessFile {
   int fd_;
   uint64_t size_;
   uint64_t inode_;
+  std::once_flag direct_once_;
   int direct_fd_ = -1;
 };
 
