@@ -84,7 +84,7 @@ Result<SafetensorsHeader> ParseSafetensorsHeader(std::string_view text, uint64_t
   json doc;
   try {
     doc = json::parse(text.begin(), text.end(), on_event);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for numbers too large
     return Bad(what, std::string("the header is not valid UTF-8 JSON (") + e.what() + ")");
   }
   if (!duplicate.empty()) return Bad(what, "tensor name \"" + duplicate + "\" appears twice");
