@@ -15,6 +15,31 @@ using testing::MakeLayer;
 using testing::SeedOf;
 using testing::TempDir;
 
+// Runs the stress worker in 4 processes on dir/cache with `args` after the
+// process id, and expects each to succeed.
+void RunStressProcesses(const TempDir& dir, const std::vector<std::string>& args) {
+  std::vector<std::future<testing::CommandResult>> runs;
+  for (int p = 0; p < 4; ++p) {
+    runs.push_back(std::async(std::launch::async, [&, p] {
+      std::vector<std::string> argv = {testing::WorkerPath(), "stress", dir / "cache",
+                                       std::to_string(p)};
+      argv.insert(argv.end(), args.begin(), args.end());
+      return testing::RunCommand(argv);
+    }));
+  }
+  for (auto& r : runs) {
+    auto result = r.get();
+    EXPECT_EQ(result.exit_code, 0) << result.out;
+  }
+}
+
+LayerCacheOptions BudgetOptions(const TempDir& dir, uint64_t budget) {
+  LayerCacheOptions o;
+  o.cache_dir = dir / "cache";
+  o.max_cache_size_gb = static_cast<double>(budget) / (1024.0 * 1024.0 * 1024.0);
+  return o;
+}
+
 TEST(Concurrency, ManyThreadsMixingEveryOperationReadOnlyRightBytes) {
   TempDir dir;
   LayerCacheOptions o;
@@ -97,23 +122,9 @@ TEST(MultiProcess, FourProcessesUnderATightBudgetStayConsistent) {
   TempDir dir;
   const uint64_t entry = MakeLayer(0, 8 << 10)->nbytes() + 8192;
   const uint64_t budget = 7 * entry;  // about 30% of the 24 keys
-  std::vector<std::future<testing::CommandResult>> runs;
-  for (int p = 0; p < 4; ++p) {
-    runs.push_back(std::async(std::launch::async, [&, p] {
-      return testing::RunCommand({testing::WorkerPath(), "stress", dir / "cache", std::to_string(p),
-                                  "300", std::to_string(budget)});
-    }));
-  }
-  for (auto& r : runs) {
-    auto result = r.get();
-    EXPECT_EQ(result.exit_code, 0) << result.out;
-  }
-  LayerCacheOptions o;
-  o.cache_dir = dir / "cache";
-  o.max_cache_size_gb = static_cast<double>(budget) / (1024.0 * 1024.0 * 1024.0);
-  LayerCache cache(o);
-  CacheStats s = cache.get_stats();
-  EXPECT_LE(s.disk_cache_bytes, budget + entry);
+  RunStressProcesses(dir, {"300", std::to_string(budget)});
+  LayerCache cache(BudgetOptions(dir, budget));
+  EXPECT_LE(cache.get_stats().disk_cache_bytes, budget + entry);
   EXPECT_TRUE(cache.verify_cache_integrity().empty());
   for (const auto& e : cache.list_entries()) {
     LayerPtr l = cache.get_layer(e.key);
@@ -134,21 +145,8 @@ TEST(MultiProcess, FourProcessesOfFourThreadsForSecondsWithEveryReadChecked) {
   const uint64_t budget = 7 * entry;  // about 30% of the 24 keys
   const char* env_seconds = std::getenv("LAYERCACHE_STRESS_SECONDS");
   const std::string seconds = env_seconds != nullptr ? env_seconds : "8";
-  std::vector<std::future<testing::CommandResult>> runs;
-  for (int p = 0; p < 4; ++p) {
-    runs.push_back(std::async(std::launch::async, [&, p] {
-      return testing::RunCommand({testing::WorkerPath(), "stress", dir / "cache", std::to_string(p),
-                                  "1000000", std::to_string(budget), "4", seconds});
-    }));
-  }
-  for (auto& r : runs) {
-    auto result = r.get();
-    EXPECT_EQ(result.exit_code, 0) << result.out;
-  }
-  LayerCacheOptions o;
-  o.cache_dir = dir / "cache";
-  o.max_cache_size_gb = static_cast<double>(budget) / (1024.0 * 1024.0 * 1024.0);
-  LayerCache cache(o);
+  RunStressProcesses(dir, {"1000000", std::to_string(budget), "4", seconds});
+  LayerCache cache(BudgetOptions(dir, budget));
   EXPECT_LE(cache.get_stats().disk_cache_bytes, budget + entry);
   EXPECT_TRUE(cache.verify_cache_integrity().empty());
 }

@@ -269,96 +269,67 @@ Status DiskTier::ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, Aligne
   };
   const size_t chunks = static_cast<size_t>((n + kChunk - 1) / kChunk);
   const unsigned workers = std::min(4u, std::max(1u, std::thread::hardware_concurrency()));
-  if (digest == nullptr || digest->chunked()) {
-    std::mutex mu;
-    std::condition_variable cv;
-    Status first_error;
-    std::atomic<bool> failed{false};
-    auto fail = [&](const Status& s) {
-      std::lock_guard lock(mu);
-      if (first_error.ok()) first_error = s;
-      failed = true;
-      cv.notify_all();
-    };
-    // Data already in the page cache is copied out by several workers at once.
-    if (mapped || copy_from != nullptr || direct || chunks <= 1 || f.IsResident(base, n)) {
-      // Workers each read a chunk into place (O_DIRECT requests in parallel
-      // keep the device busy) and hash it, on every core.
-      // O_DIRECT requests wait on the device, not the CPU: keep 4 in flight.
-      ParallelFor(chunks, direct ? std::max(workers, 4u) : workers, [&](size_t i) {
-        if (failed) return;
-        const uint64_t off = i * kChunk;
-        const uint64_t len = std::min(kChunk, n - off);
-        if (Status s = read(off, len); !s.ok()) return fail(s);
-        if (digest != nullptr) digest->AddChunk(i, {dst + off, static_cast<size_t>(len)});
-      });
-      return first_error;
+  // XXH3 entries are hashed by chunk, on every core, in any order; MD5 and
+  // SHA-256 in order, by one hasher.
+  const bool in_order = digest != nullptr && !digest->chunked();
+  const unsigned hashers = in_order ? 1u : workers;
+  auto hash = [&](size_t i) {
+    if (digest == nullptr) return;
+    const uint64_t off = i * kChunk;
+    const std::span<const std::byte> bytes(dst + off,
+                                           static_cast<size_t>(std::min(kChunk, n - off)));
+    if (in_order) {
+      digest->Update(bytes);
+    } else {
+      digest->AddChunk(i, bytes);
     }
-    // Through the page cache: one reader in file order (so that the kernel's
-    // readahead works), while the workers hash the chunks already read.
-    size_t ready = 0;  // chunks read
-    std::thread reader([&] {
-      for (size_t i = 0; i < chunks && !failed; ++i) {
-        const uint64_t off = i * kChunk;
-        if (Status s = read(off, std::min(kChunk, n - off)); !s.ok()) return fail(s);
-        std::lock_guard lock(mu);
-        ready = i + 1;
-        cv.notify_all();
-      }
-    });
-    ParallelFor(chunks, workers, [&](size_t i) {
-      {
-        std::unique_lock lock(mu);
-        cv.wait(lock, [&] { return ready > i || failed; });
-        if (failed) return;
-      }
-      const uint64_t off = i * kChunk;
-      if (digest != nullptr)
-        digest->AddChunk(i, {dst + off, static_cast<size_t>(std::min(kChunk, n - off))});
-    });
-    reader.join();
-    return first_error;
-  }
-  // MD5 and SHA-256 hash in order: a reader thread fetches chunk k + 1 while
-  // this thread hashes chunk k.
-  if (chunks <= 1) {
-    if (Status s = read(0, n); !s.ok()) return s;
-    digest->Update({dst, static_cast<size_t>(n)});
-    return Status::OK();
-  }
+  };
   std::mutex mu;
   std::condition_variable cv;
-  uint64_t ready = 0;
-  Status read_status;
-  std::thread reader([&] {
-    for (uint64_t off = 0; off < n; off += kChunk) {
-      Status s = read(off, std::min(kChunk, n - off));
-      std::lock_guard lock(mu);
-      if (!s.ok()) {
-        read_status = s;
-        break;
-      }
-      ready = std::min(n, off + kChunk);
-      cv.notify_one();
-    }
+  Status first_error;
+  std::atomic<bool> failed{false};
+  auto fail = [&](const Status& s) {
     std::lock_guard lock(mu);
-    if (!read_status.ok()) ready = n;  // wake the hasher to see the error
-    cv.notify_one();
+    if (first_error.ok()) first_error = s;
+    failed = true;
+    cv.notify_all();
+  };
+  // Workers each read a chunk into place and hash it: data already in the
+  // page cache is copied out on every core, and O_DIRECT requests wait on the
+  // device, not the CPU, so four stay in flight.
+  if (chunks <= 1 ||
+      (!in_order && (mapped || copy_from != nullptr || direct || f.IsResident(base, n)))) {
+    ParallelFor(chunks, direct ? std::max(hashers, 4u) : hashers, [&](size_t i) {
+      if (failed) return;
+      const uint64_t off = i * kChunk;
+      if (Status s = read(off, std::min(kChunk, n - off)); !s.ok()) return fail(s);
+      hash(i);
+    });
+    return first_error;
+  }
+  // Otherwise one reader in file order (the kernel's readahead works; an
+  // in-order hash could not use more), while the hashers take the chunks
+  // already read.
+  size_t ready = 0;  // chunks read
+  std::thread reader([&] {
+    for (size_t i = 0; i < chunks && !failed; ++i) {
+      const uint64_t off = i * kChunk;
+      if (Status s = read(off, std::min(kChunk, n - off)); !s.ok()) return fail(s);
+      std::lock_guard lock(mu);
+      ready = i + 1;
+      cv.notify_all();
+    }
   });
-  uint64_t hashed = 0;
-  while (hashed < n) {
-    uint64_t upto;
+  ParallelFor(chunks, hashers, [&](size_t i) {
     {
       std::unique_lock lock(mu);
-      cv.wait(lock, [&] { return ready > hashed; });
-      if (!read_status.ok()) break;
-      upto = ready;
+      cv.wait(lock, [&] { return ready > i || failed; });
+      if (failed) return;
     }
-    digest->Update({dst + hashed, static_cast<size_t>(upto - hashed)});
-    hashed = upto;
-  }
+    hash(i);
+  });
   reader.join();
-  return read_status;
+  return first_error;
 }
 
 Result<LayerPtr> DiskTier::Get(const LayerKey& key) {
