@@ -1,6 +1,8 @@
 // Many threads on one LayerCache, and several processes on one cache_dir.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <future>
 #include <thread>
@@ -15,9 +17,14 @@ using testing::MakeLayer;
 using testing::SeedOf;
 using testing::TempDir;
 
+// Operations the stress workers checked, summed over their STRESS lines.
+struct StressTotals {
+  uint64_t reads = 0, hits = 0, writes = 0, invalidations = 0, samples = 0, max_disk = 0;
+};
+
 // Runs the stress worker in 4 processes on dir/cache with `args` after the
-// process id, and expects each to succeed.
-void RunStressProcesses(const TempDir& dir, const std::vector<std::string>& args) {
+// process id, expects each to succeed, and adds up what they checked.
+StressTotals RunStressProcesses(const TempDir& dir, const std::vector<std::string>& args) {
   std::vector<std::future<testing::CommandResult>> runs;
   for (int p = 0; p < 4; ++p) {
     runs.push_back(std::async(std::launch::async, [&, p] {
@@ -27,10 +34,38 @@ void RunStressProcesses(const TempDir& dir, const std::vector<std::string>& args
       return testing::RunCommand(argv);
     }));
   }
+  StressTotals totals;
+  int reports = 0;
   for (auto& r : runs) {
     auto result = r.get();
     EXPECT_EQ(result.exit_code, 0) << result.out;
+    const size_t at = result.out.find("STRESS ");
+    if (at == std::string::npos) continue;
+    unsigned long long reads, hits, writes, invalidations, samples, max_disk;
+    int bad;
+    if (std::sscanf(result.out.c_str() + at,
+                    "STRESS reads=%llu hits=%llu writes=%llu invalidations=%llu samples=%llu "
+                    "max_disk=%llu bad=%d",
+                    &reads, &hits, &writes, &invalidations, &samples, &max_disk, &bad) == 7) {
+      ++reports;
+      totals.reads += reads;
+      totals.hits += hits;
+      totals.writes += writes;
+      totals.invalidations += invalidations;
+      totals.samples += samples;
+      totals.max_disk = std::max<uint64_t>(totals.max_disk, max_disk);
+    }
   }
+  EXPECT_EQ(reports, 4) << "every worker reports what it checked";
+  std::printf(
+      "stress: %llu reads checked (%llu hits), %llu writes, %llu invalidations, "
+      "%llu disk samples, at most %llu bytes on disk\n",
+      static_cast<unsigned long long>(totals.reads), static_cast<unsigned long long>(totals.hits),
+      static_cast<unsigned long long>(totals.writes),
+      static_cast<unsigned long long>(totals.invalidations),
+      static_cast<unsigned long long>(totals.samples),
+      static_cast<unsigned long long>(totals.max_disk));
+  return totals;
 }
 
 LayerCacheOptions BudgetOptions(const TempDir& dir, uint64_t budget) {
@@ -122,7 +157,9 @@ TEST(MultiProcess, FourProcessesUnderATightBudgetStayConsistent) {
   TempDir dir;
   const uint64_t entry = MakeLayer(0, 8 << 10)->nbytes() + 8192;
   const uint64_t budget = 7 * entry;  // about 30% of the 24 keys
-  RunStressProcesses(dir, {"300", std::to_string(budget)});
+  const StressTotals totals = RunStressProcesses(dir, {"300", std::to_string(budget)});
+  EXPECT_GT(totals.hits, 0u);
+  EXPECT_LE(totals.max_disk, budget + entry);
   LayerCache cache(BudgetOptions(dir, budget));
   EXPECT_LE(cache.get_stats().disk_cache_bytes, budget + entry);
   EXPECT_TRUE(cache.verify_cache_integrity().empty());
@@ -145,7 +182,11 @@ TEST(MultiProcess, FourProcessesOfFourThreadsForSecondsWithEveryReadChecked) {
   const uint64_t budget = 7 * entry;  // about 30% of the 24 keys
   const char* env_seconds = std::getenv("LAYERCACHE_STRESS_SECONDS");
   const std::string seconds = env_seconds != nullptr ? env_seconds : "8";
-  RunStressProcesses(dir, {"1000000", std::to_string(budget), "4", seconds});
+  const StressTotals totals =
+      RunStressProcesses(dir, {"1000000", std::to_string(budget), "4", seconds});
+  EXPECT_GT(totals.hits, 0u);
+  EXPECT_GT(totals.samples, 0u);
+  EXPECT_LE(totals.max_disk, budget + entry);
   LayerCache cache(BudgetOptions(dir, budget));
   EXPECT_LE(cache.get_stats().disk_cache_bytes, budget + entry);
   EXPECT_TRUE(cache.verify_cache_integrity().empty());

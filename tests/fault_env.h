@@ -22,7 +22,8 @@ enum class FaultOp {
   kRename,
   kSyncDir,
   kRead,
-  kRemove
+  kRemove,
+  kSqlite  // a write, truncate, sync or delete by SQLite (sqlite_crash_vfs.h)
 };
 
 class FaultInjectionEnv : public Env {

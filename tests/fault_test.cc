@@ -6,10 +6,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
+#include <vector>
 
 #include "disk/disk_tier.h"
 #include "fault_env.h"
+#include "sqlite_crash_vfs.h"
 #include "test_support.h"
 
 namespace layercache {
@@ -95,9 +99,47 @@ TEST(Faults, ReadErrorsAreReportedAsErrorsAndTheEntryIsKept) {
   EXPECT_TRUE((*again)->ContentEquals(*MakeLayer(1, 2048)));
 }
 
-// The child's workload: rounds of puts (two versions per key), invalidations
-// and an optimize, under a budget that forces evictions.
+// SQLite's own writes failing (a full disk under the index): the put says
+// so, and every entry cached before is still served. Runs in a child, since
+// the failing VFS becomes the process's default.
+TEST(Faults, AFailingIndexWriteIsReportedAndLosesNothing) {
+  TempDir dir;
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    FaultInjectionEnv env;
+    testing::InstallCrashingSqliteVfs(&env);
+    auto tier = DiskTier::Open(Opts(dir, &env));
+    if (!tier.ok() || !(*tier)->Put(K(0), MakeLayer(1, 2048)).ok()) ::_exit(2);
+    env.FailOn(FaultOp::kSqlite, ENOSPC);
+    Status s = (*tier)->Put(K(1), MakeLayer(2, 2048));
+    if (s.ok() || s.message().find("cannot cache") == std::string::npos) ::_exit(3);
+    env.Clear();
+    auto old = (*tier)->Get(K(0));
+    if (!old.ok() || !(*old)->ContentEquals(*MakeLayer(1, 2048))) ::_exit(4);
+    ::_exit(env.faults_injected() > 0 ? 0 : 5);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: setup, 3: no clear error, 4: lost entry, 5: no fault";
+  auto tier = DiskTier::Open(Opts(dir, Env::Default()));
+  ASSERT_TRUE(tier.ok());
+  auto corrupt = (*tier)->Verify();
+  ASSERT_TRUE(corrupt.ok());
+  EXPECT_TRUE(corrupt->empty());
+  auto old = (*tier)->Get(K(0));
+  ASSERT_TRUE(old.ok());
+  EXPECT_TRUE((*old)->ContentEquals(*MakeLayer(1, 2048)));
+}
+
+// The child's workload: an index rebuild (the index is deleted first, so
+// opening rebuilds it from the entry files), rounds of puts (two versions
+// per key), invalidations and an optimize, under a budget that forces
+// evictions.
 void Workload(const TempDir& dir, FaultInjectionEnv* env, uint64_t capacity) {
+  for (const char* f : {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm"})
+    std::filesystem::remove(std::filesystem::path(dir / "cache") / f);
   auto tier = DiskTier::Open(Opts(dir, env, capacity));
   if (!tier.ok()) return;
   for (int round = 0; round < 4; ++round) {
@@ -109,22 +151,53 @@ void Workload(const TempDir& dir, FaultInjectionEnv* env, uint64_t capacity) {
   (void)(*tier)->Optimize();
 }
 
+// Runs the workload in a child whose file operations, SQLite's included,
+// count as crash points; kills it at the `crash_at`th (0: never). Returns
+// the child's wait status; the child writes its operation count to `count`.
+int RunChild(const TempDir& dir, uint64_t capacity, int crash_at, const std::string& count) {
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    FaultInjectionEnv env;
+    testing::InstallCrashingSqliteVfs(&env);
+    env.CrashAt(crash_at);
+    Workload(dir, &env, capacity);
+    std::FILE* f = std::fopen(count.c_str(), "w");
+    if (f != nullptr) {
+      std::fprintf(f, "%d\n", env.mutating_ops());
+      std::fclose(f);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
 TEST(Crash, KilledAtEachOfHundredsOfPointsTheCacheReopensConsistent) {
   TempDir dir;
   const uint64_t entry = 8 + 4088 + MakeLayer(0, 2048)->nbytes();
   const uint64_t capacity = 6 * entry + entry / 2;
+  // A run without a crash counts the workload's operations: the kill points
+  // are every one of the first 150 (the index rebuild, the first puts) and
+  // then evenly spaced to the end (optimize), about 330 in all.
+  const std::string count_file = dir / "ops";
+  ASSERT_EQ(RunChild(dir, capacity, 0, count_file), 0);
+  int total_ops = 0;
+  {
+    std::FILE* f = std::fopen(count_file.c_str(), "r");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(std::fscanf(f, "%d", &total_ops), 1);
+    std::fclose(f);
+  }
+  ASSERT_GT(total_ops, 300) << "the workload must offer hundreds of crash points";
+  std::vector<int> points;
+  for (int n = 1; n <= 150; ++n) points.push_back(n);
+  const int stride = std::max(1, (total_ops - 150) / 180);
+  for (int n = 150 + stride; n <= total_ops; n += stride) points.push_back(n);
   int killed = 0;
-  for (int n = 1; n <= 320; ++n) {
-    const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      FaultInjectionEnv env;
-      env.CrashAt(n);
-      Workload(dir, &env, capacity);
-      ::_exit(0);
-    }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
+  for (const int n : points) {
+    const int status = RunChild(dir, capacity, n, count_file);
     if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) ++killed;
     // Reopen: every layer served is one of the versions that were put.
     auto tier = DiskTier::Open(Opts(dir, Env::Default(), capacity));
@@ -155,7 +228,8 @@ TEST(Crash, KilledAtEachOfHundredsOfPointsTheCacheReopensConsistent) {
     EXPECT_LE(totals->file_bytes, capacity) << "kill at op " << n;
   }
   EXPECT_GE(killed, 200) << "the workload must offer at least 200 crash points";
-  std::printf("crash points exercised: %d\n", killed);
+  std::printf("crash points exercised: %d of a workload of %d operations (SQLite's included)\n",
+              killed, total_ops);
 }
 
 }  // namespace

@@ -4,15 +4,20 @@
 //   stress DIR ID OPS BUDGET_BYTES [THREADS SECONDS]
 //                                   mixed get / cache / invalidate / stats on 24 keys
 //                                   from THREADS threads, for OPS operations or SECONDS;
-//                                   every layer read is checked against its key
+//                                   every layer read is checked against its key,
+//                                   bytes on disk <= budget + one entry; prints a
+//                                   STRESS line with the operations it checked
 // Exits 0 when everything read was right, 1 otherwise (with the reason).
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <thread>
@@ -52,13 +57,54 @@ int Fill(const std::string& dir, const std::string& model, int n, const std::str
   return 0;
 }
 
-// One thread of the stress: mixed operations until `ops` are done or the
-// deadline passes; every layer read is checked against its key, and disk
-// usage is sampled against the budget plus the writers that may be in flight.
-int StressThread(LayerCache& cache, int id, int ops, uint64_t budget,
-                 std::chrono::steady_clock::time_point deadline, int writers) {
-  std::mt19937 rng(static_cast<unsigned>(id * 7919 + 1));
+// What one stress thread did; summed over threads and printed as a
+// "STRESS ..." line that the test adds up over processes.
+struct StressCounts {
+  uint64_t reads = 0, hits = 0, writes = 0, invalidations = 0, samples = 0;
+  uint64_t max_disk = 0;
   int bad = 0;
+};
+
+// Bytes of entry and temporary files under `dir`, as the file system sees
+// them. The walk holds the index's write lock, under which no entry is
+// unlinked nor any space reserved, and lists entries/ before tmp/, so that an
+// entry renamed from tmp/ meanwhile is not counted twice.
+uint64_t EntryBytesOnDisk(const std::string& dir) {
+  namespace fs = std::filesystem;
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2((dir + "/index.sqlite").c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) !=
+      SQLITE_OK) {
+    sqlite3_close(db);
+    return 0;
+  }
+  sqlite3_busy_timeout(db, 60'000);
+  uint64_t total = 0;
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK) {
+    for (const char* sub : {"entries", "tmp"}) {
+      std::error_code ec;
+      for (fs::recursive_directory_iterator it(dir + "/" + sub, ec), end; !ec && it != end;
+           it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (!name.ends_with(".safetensors") && !name.ends_with(".tmp")) continue;
+        std::error_code size_ec;
+        const uint64_t size = fs::file_size(it->path(), size_ec);
+        if (!size_ec) total += size;
+      }
+    }
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  sqlite3_close(db);
+  return total;
+}
+
+// One thread of the stress: mixed operations until `ops` are done or the
+// deadline passes; every layer read is checked against its key, and the
+// bytes on disk are sampled against the budget plus the largest entry.
+StressCounts StressThread(LayerCache& cache, const std::string& dir, int id, int ops,
+                          uint64_t budget, std::chrono::steady_clock::time_point deadline) {
+  std::mt19937 rng(static_cast<unsigned>(id * 7919 + 1));
+  StressCounts c;
+  // Every entry has the same size: data, header and alignment padding.
   const uint64_t entry = testing::MakeLayer(0, 8 << 10)->nbytes() + 4096 + 4096;
   for (int op = 0; op < ops && std::chrono::steady_clock::now() < deadline; ++op) {
     const int key = static_cast<int>(rng() % 24);
@@ -67,28 +113,35 @@ int StressThread(LayerCache& cache, int id, int ops, uint64_t budget,
     const int what = static_cast<int>(rng() % 10);
     if (what < 5) {
       LayerPtr l = cache.get_layer(model, key);
+      ++c.reads;
+      if (l) ++c.hits;
       if (l && !l->ContentEquals(*testing::MakeLayer(seed, 8 << 10))) {
         std::fprintf(stderr, "worker %d: wrong bytes for layer %d\n", id, key);
-        ++bad;
+        ++c.bad;
       }
     } else if (what < 9) {
+      ++c.writes;
       if (!cache.cache_layer(model, key, testing::MakeLayer(seed, 8 << 10))) {
         std::fprintf(stderr, "worker %d: cache_layer failed for %d\n", id, key);
-        ++bad;
+        ++c.bad;
       }
     } else if (what == 9 && (op % 2) == 0) {
+      ++c.invalidations;
       cache.invalidate_cache(model, key);
     } else {
-      const uint64_t used = cache.get_stats().disk_cache_bytes;
-      if (used > budget + static_cast<uint64_t>(writers) * entry) {
-        std::fprintf(stderr, "worker %d: disk usage %llu over budget %llu + writers in flight\n",
+      const uint64_t used = EntryBytesOnDisk(dir);
+      ++c.samples;
+      c.max_disk = std::max(c.max_disk, used);
+      if (used > budget + entry) {
+        std::fprintf(stderr, "worker %d: %llu bytes on disk, over budget %llu + one entry %llu\n",
                      id, static_cast<unsigned long long>(used),
-                     static_cast<unsigned long long>(budget));
-        ++bad;
+                     static_cast<unsigned long long>(budget),
+                     static_cast<unsigned long long>(entry));
+        ++c.bad;
       }
     }
   }
-  return bad;
+  return c;
 }
 
 int Stress(const std::string& dir, int id, int ops, uint64_t budget, int threads, int seconds) {
@@ -98,14 +151,33 @@ int Stress(const std::string& dir, int id, int ops, uint64_t budget, int threads
   o.max_memory_cache_size_gb = 64.0 * 1024 / (1024.0 * 1024.0 * 1024.0);
   LayerCache cache(o);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  std::atomic<int> bad{0};
+  std::vector<StressCounts> counts(static_cast<size_t>(threads));
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
-    pool.emplace_back(
-        [&, t] { bad += StressThread(cache, id * 16 + t, ops, budget, deadline, 4 * threads); });
+    pool.emplace_back([&, t] {
+      counts[static_cast<size_t>(t)] = StressThread(cache, dir, id * 16 + t, ops, budget, deadline);
+    });
   }
   for (auto& t : pool) t.join();
-  return bad == 0 ? 0 : 1;
+  StressCounts sum;
+  for (const StressCounts& c : counts) {
+    sum.reads += c.reads;
+    sum.hits += c.hits;
+    sum.writes += c.writes;
+    sum.invalidations += c.invalidations;
+    sum.samples += c.samples;
+    sum.max_disk = std::max(sum.max_disk, c.max_disk);
+    sum.bad += c.bad;
+  }
+  std::printf(
+      "STRESS reads=%llu hits=%llu writes=%llu invalidations=%llu samples=%llu "
+      "max_disk=%llu bad=%d\n",
+      static_cast<unsigned long long>(sum.reads), static_cast<unsigned long long>(sum.hits),
+      static_cast<unsigned long long>(sum.writes),
+      static_cast<unsigned long long>(sum.invalidations),
+      static_cast<unsigned long long>(sum.samples), static_cast<unsigned long long>(sum.max_disk),
+      sum.bad);
+  return sum.bad == 0 ? 0 : 1;
 }
 
 }  // namespace

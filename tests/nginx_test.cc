@@ -51,7 +51,10 @@ bool CanConnect(int port) {
 
 class Nginx {
  public:
-  Nginx(const std::string& dir, const std::string& www) : dir_(dir) {
+  // Serves `www` over HTTPS when `cert` and `key` (PEM files) are given.
+  Nginx(const std::string& dir, const std::string& www, const std::string& cert = "",
+        const std::string& key = "")
+      : dir_(dir) {
     port_ = FreePort();
     std::ofstream conf(dir + "/nginx.conf");
     conf << (::geteuid() == 0 ? "user root;\n" : "") << "daemon off;\nworker_processes 1;\n"
@@ -62,7 +65,11 @@ class Nginx {
          << "  client_body_temp_path " << dir << "/t1;\n  proxy_temp_path " << dir << "/t2;\n"
          << "  fastcgi_temp_path " << dir << "/t3;\n  uwsgi_temp_path " << dir << "/t4;\n"
          << "  scgi_temp_path " << dir << "/t5;\n"
-         << "  server { listen 127.0.0.1:" << port_ << "; root " << www << "; }\n}\n";
+         << "  server { listen 127.0.0.1:" << port_ << (cert.empty() ? "" : " ssl") << "; root "
+         << www << ";";
+    if (!cert.empty())
+      conf << " ssl_certificate " << cert << "; ssl_certificate_key " << key << ";";
+    conf << " }\n}\n";
     conf.close();
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -130,6 +137,77 @@ TEST(Nginx, StreamsLayersFromARealServerWithRangeRequests) {
   // nginx sends no X-Repo-Commit: the key records the content's ETag instead.
   for (const auto& e : cache.list_entries())
     EXPECT_EQ(e.key.revision.rfind("etag:", 0), 0u) << e.key.revision;
+}
+
+// A self-signed certificate for `san` (e.g. "IP:127.0.0.1"), made by openssl.
+bool MakeCertificate(const std::string& dir, const std::string& san) {
+  auto r =
+      testing::RunCommand({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                           "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem", "-days", "1",
+                           "-subj", "/CN=layercache-test", "-addext", "subjectAltName=" + san});
+  return r.exit_code == 0;
+}
+
+// TLS is verified by default: a server whose certificate no trusted CA
+// signed gets a clear error and not one byte cached; trusting its CA (the
+// ca_bundle option or CURL_CA_BUNDLE) works; a trusted certificate for
+// another host is still refused.
+TEST(Nginx, AnUntrustedCertificateIsRefusedWithAClearError) {
+  if (!fs::exists(kNginx) || !fs::exists("/usr/bin/openssl"))
+    GTEST_SKIP() << "nginx or openssl is not installed (scripts/install-deps.sh installs both)";
+  TempDir dir;
+  const std::string model = dir / "www/acme/tiny/resolve/main";
+  fs::create_directories(model);
+  SyntheticModelSpec spec;
+  spec.num_layers = 2;
+  spec.layers_per_shard = 2;
+  spec.hidden_size = 64;
+  spec.intermediate_size = 128;
+  ASSERT_TRUE(WriteSyntheticModel(model, spec).ok());
+  for (const char* host : {"right", "wrong"}) fs::create_directories(dir / host);
+  ASSERT_TRUE(MakeCertificate(dir / "right", "IP:127.0.0.1"));
+  ASSERT_TRUE(MakeCertificate(dir / "wrong", "DNS:example.com"));
+
+  ::unsetenv("CURL_CA_BUNDLE");
+  ::unsetenv("REQUESTS_CA_BUNDLE");
+  ::unsetenv("SSL_CERT_FILE");
+  LayerCacheOptions o;
+  o.cache_dir = dir / "cache";
+  LayerCache cache(o);
+  DownloadOptions d;
+  d.quiet = true;
+  d.max_retries = 0;
+  {
+    Nginx nginx(dir / "right", dir / "www", dir / "right/cert.pem", dir / "right/key.pem");
+    ASSERT_TRUE(CanConnect(nginx.port()));
+    d.endpoint = "https://127.0.0.1:" + std::to_string(nginx.port());
+    auto refused = cache.download_and_cache_status("tiny", 0, "acme/tiny", "", d);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.status().message().find("certificate"), std::string::npos)
+        << refused.status().ToString();
+    EXPECT_NE(refused.status().message().find("ca_bundle"), std::string::npos);
+    EXPECT_EQ(cache.get_stats().disk_cache_entries, 0u);
+    EXPECT_EQ(nginx.BodyBytesSent(), 0u) << "no byte may be read from an unverified server";
+
+    d.ca_bundle = dir / "right/cert.pem";
+    auto trusted = cache.download_and_cache_status("tiny", 0, "acme/tiny", "", d);
+    ASSERT_TRUE(trusted.ok()) << trusted.status().ToString();
+    d.ca_bundle.clear();
+    ::setenv("CURL_CA_BUNDLE", (dir / "right/cert.pem").c_str(), 1);
+    auto by_env = cache.download_and_cache_status("tiny", 1, "acme/tiny", "", d);
+    ::unsetenv("CURL_CA_BUNDLE");
+    ASSERT_TRUE(by_env.ok()) << by_env.status().ToString();
+  }
+  {
+    Nginx nginx(dir / "wrong", dir / "www", dir / "wrong/cert.pem", dir / "wrong/key.pem");
+    ASSERT_TRUE(CanConnect(nginx.port()));
+    d.endpoint = "https://127.0.0.1:" + std::to_string(nginx.port());
+    d.ca_bundle = dir / "wrong/cert.pem";
+    cache.clear_cache();
+    auto other_host = cache.download_and_cache_status("tiny", 0, "acme/tiny", "", d);
+    ASSERT_FALSE(other_host.ok()) << "a certificate for another host must be refused";
+    EXPECT_EQ(nginx.BodyBytesSent(), 0u);
+  }
 }
 
 }  // namespace

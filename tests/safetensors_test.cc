@@ -264,8 +264,10 @@ TEST(SafetensorsReader, RejectsHostileFilesNamingTheFileAndTheRule) {
        FileWithHeader(R"({"__metadata__":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", 1),
        "__metadata__"},
       {"missing field", FileWithHeader(R"({"a":{"dtype":"U8","shape":[1]}})", 0), "lacks one of"},
-      // Found by safetensors_fuzz: a number too large for a double threw out_of_range, not parse_error.
-      {"number overflow", FileWithHeader(R"({"a":333333333e370000000000000})", 0), "not valid UTF-8 JSON"},
+      // Found by safetensors_fuzz: a number too large for a double threw out_of_range, not
+      // parse_error.
+      {"number overflow", FileWithHeader(R"({"a":333333333e370000000000000})", 0),
+       "not valid UTF-8 JSON"},
       {"partial bytes",
        FileWithHeader(R"({"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}})", 2),
        "do not fill whole bytes"},

@@ -85,6 +85,9 @@ struct DownloadOptions {
   std::string token;              // "" : $HF_TOKEN or the token file
   bool offline = false;           // serve from the cache only (also HF_HUB_OFFLINE=1)
   bool verify_tls = true;
+  // PEM file of the CAs to trust (a private Hub mirror); "" : $CURL_CA_BUNDLE,
+  // $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE, else the system's store.
+  std::string ca_bundle;
   int max_retries = 5;  // per request, with exponential backoff
 };
 

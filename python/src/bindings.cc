@@ -266,5 +266,6 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("token", &DownloadOptions::token)
       .def_readwrite("offline", &DownloadOptions::offline)
       .def_readwrite("verify_tls", &DownloadOptions::verify_tls)
+      .def_readwrite("ca_bundle", &DownloadOptions::ca_bundle)
       .def_readwrite("max_retries", &DownloadOptions::max_retries);
 }

@@ -393,10 +393,24 @@ Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock*
     if (!lock.ok()) return lock.status().WithContext(context);
     own_lock = std::move(*lock);
   }
+  // Make room before writing: what is indexed plus what writers are writing
+  // stays within the budget, so the disk never holds more than the budget
+  // plus the old version of an entry being replaced.
+  bool admitted = true;
+  Status s = ReserveSpace(digest, file_size, &admitted);
+  if (!s.ok()) return s.WithContext(context);
+  if (!admitted) {
+    // Under a sweep (MRU advised) the newcomer is the best victim: it is not
+    // written, and an older version of it must not be served in its place.
+    Status r = RemoveLocked(digest);
+    if (!r.ok() && !r.IsNotFound()) return r.WithContext(context);
+    evictions_.fetch_add(1, std::memory_order_relaxed);
+    return Status::OK();
+  }
   const std::string final_path = EntryPath(digest);
   const std::string dir = DirName(final_path);
   const std::string tmp = JoinPath(JoinPath(root_, kTmpDir), digest + "." + RandomHex(8) + ".tmp");
-  Status s = env_->CreateDirs(dir);
+  s = env_->CreateDirs(dir);
   if (s.ok()) {
     auto file = env_->CreateNew(tmp);
     if (!file.ok()) {
@@ -414,7 +428,11 @@ Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock*
     }
   }
   if (s.ok()) s = env_->SyncDir(dir);
-  if (!s.ok()) return s.WithContext(context);
+  if (!s.ok()) {
+    std::lock_guard lock(index_mu_);
+    (void)index_->Unreserve(digest);  // else it goes stale with our lock
+    return s.WithContext(context);
+  }
 
   IndexRow row;
   row.digest = digest;
@@ -425,37 +443,23 @@ Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock*
   row.last_access_ns = now;
   row.checksum_algorithm = ChecksumAlgorithmName(algorithm_);
   row.checksum = encoded.checksum;
-  std::vector<std::pair<std::string, FileLock>> doomed;
-  uint64_t evicted = 0;
   {
     std::lock_guard lock(index_mu_);
     s = index_->Begin();
+    if (s.ok()) s = index_->Unreserve(digest);
     if (s.ok()) s = index_->Upsert(row);
-    // Under a sweep (MRU advised) the newcomer itself is the best victim, but
-    // we hold its lock: it is evicted by the pass after our unlock, below.
-    if (s.ok() && !advisor_.PreferMru()) s = CollectEvictions(digest, &doomed, &evicted);
     if (s.ok()) {
       s = index_->Commit();
     } else {
       index_->Rollback();
     }
   }
-  if (!s.ok()) {
-    // The file is in place but unindexed: reconciliation adopts it later,
-    // and reads find it by name meanwhile. Report the failure all the same.
-    doomed.clear();
-    return s.WithContext(context);
-  }
-  for (auto& [victim, victim_lock] : doomed) {
-    Status r = env_->Remove(EntryPath(victim));
-    if (!r.ok() && !r.IsNotFound()) LogWarn("cannot remove evicted entry: " + r.message());
-  }
-  evictions_.fetch_add(evicted, std::memory_order_relaxed);
+  // The file is in place but unindexed: reconciliation adopts it later, and
+  // reads find it by name meanwhile. Report the failure all the same.
+  if (!s.ok()) return s.WithContext(context);
   bytes_written_.fetch_add(file_size, std::memory_order_relaxed);
-  doomed.clear();
-  // Victims locked by other writers were skipped. Once our own key is
-  // unlocked, try again, so that the last writer to finish leaves the cache
-  // within its budget (writers skipping each other cannot both stay over it).
+  // A writer that could not make room in time wrote anyway: once our own key
+  // is unlocked, the last writer to finish brings the cache within budget.
   own_lock.reset();
   Result<IndexTotals> totals = [&] {
     std::lock_guard lock(index_mu_);
@@ -468,12 +472,85 @@ Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock*
   return Status::OK();
 }
 
-Status DiskTier::CollectEvictions(const std::string& keep,
-                                  std::vector<std::pair<std::string, FileLock>>* doomed,
-                                  uint64_t* evicted) {
+Status DiskTier::ReserveSpace(const std::string& digest, uint64_t size, bool* admitted) {
+  using Clock = std::chrono::steady_clock;
+  const auto give_up = Clock::now() + std::chrono::seconds(10);
+  auto delay = std::chrono::milliseconds(1);
+  for (;;) {
+    std::vector<std::pair<std::string, FileLock>> doomed;
+    uint64_t evicted = 0;
+    bool fits = false;
+    bool reserved = false;
+    Status s;
+    {
+      std::lock_guard lock(index_mu_);
+      s = index_->Begin();
+      if (s.ok() && advisor_.PreferMru()) {
+        auto used = Committed(digest, size);
+        if (!used.ok()) s = used.status();
+        *admitted = used.ok() && *used <= capacity_;
+        fits = true;  // not admitted is an answer, not a wait
+      } else if (s.ok()) {
+        s = CollectEvictions(digest, size, &doomed, &evicted, &fits);
+      }
+      if (s.ok() && *admitted && (fits || Clock::now() >= give_up)) {
+        if (!fits) LogWarn("disk tier: no room within the budget after 10 s; writing anyway");
+        s = index_->Reserve(digest, size);
+        reserved = s.ok();
+      }
+      // Unlink before committing, so that nobody counts the freed bytes
+      // while the files still occupy them.
+      for (auto& [victim, victim_lock] : doomed) {
+        Status r = env_->Remove(EntryPath(victim));
+        if (!r.ok() && !r.IsNotFound()) LogWarn("cannot remove evicted entry: " + r.message());
+      }
+      if (s.ok()) {
+        s = index_->Commit();
+      } else {
+        index_->Rollback();
+      }
+    }
+    doomed.clear();
+    if (!s.ok()) return s;
+    evictions_.fetch_add(evicted, std::memory_order_relaxed);
+    if (reserved || !*admitted) return Status::OK();
+    // Everything left is being written or read by others: they finish soon.
+    std::this_thread::sleep_for(delay);
+    delay = std::min(delay * 2, std::chrono::milliseconds(50));
+  }
+}
+
+Result<uint64_t> DiskTier::Committed(const std::string& keep, uint64_t incoming) {
   auto totals = index_->Totals();
   if (!totals.ok()) return totals.status();
-  uint64_t total = totals->file_bytes;
+  uint64_t total = totals->file_bytes + incoming;
+  if (!keep.empty()) {
+    // The old version of the entry being written is replaced by the rename.
+    auto old = index_->Get(keep);
+    if (!old.ok()) return old.status();
+    if (old->has_value()) total -= std::min(total, (*old)->size);
+  }
+  auto reservations = index_->Reservations();
+  if (!reservations.ok()) return reservations.status();
+  for (const auto& [digest, bytes] : *reservations) {
+    if (digest == keep) continue;
+    auto lock = TryLockDigest(digest);
+    if (!lock.ok()) return lock.status();
+    if (lock->has_value()) {  // its writer is gone (killed mid-write)
+      if (Status s = index_->Unreserve(digest); !s.ok()) return s;
+      continue;
+    }
+    total += bytes;
+  }
+  return total;
+}
+
+Status DiskTier::CollectEvictions(const std::string& keep, uint64_t incoming,
+                                  std::vector<std::pair<std::string, FileLock>>* doomed,
+                                  uint64_t* evicted, bool* fits) {
+  auto committed = Committed(keep, incoming);
+  if (!committed.ok()) return committed.status();
+  uint64_t total = *committed;
   std::unordered_set<std::string> skipped;
   while (total > capacity_) {
     auto oldest = advisor_.PreferMru() ? index_->Newest(64 + skipped.size(), keep)
@@ -490,13 +567,14 @@ Status DiskTier::CollectEvictions(const std::string& keep,
         continue;
       }
       if (Status s = index_->Delete(row.digest); !s.ok()) return s;
-      total -= row.size;
+      total -= std::min(total, row.size);
       ++*evicted;
       progress = true;
       doomed->emplace_back(row.digest, std::move(**lock));
     }
     if (!progress) break;  // everything left is locked or kept
   }
+  if (fits != nullptr) *fits = total <= capacity_;
   return Status::OK();
 }
 
@@ -506,26 +584,25 @@ Status DiskTier::EnforceBudget(uint64_t* evicted) {
   {
     std::lock_guard lock(index_mu_);
     s = index_->Begin();
-    if (s.ok()) s = CollectEvictions("", &doomed, evicted);
+    if (s.ok()) s = CollectEvictions("", 0, &doomed, evicted, nullptr);
     if (s.ok()) {
+      for (auto& [victim, victim_lock] : doomed) (void)env_->Remove(EntryPath(victim));
       s = index_->Commit();
     } else {
       index_->Rollback();
-      doomed.clear();
     }
   }
-  for (auto& [victim, victim_lock] : doomed) (void)env_->Remove(EntryPath(victim));
+  doomed.clear();
   evictions_.fetch_add(*evicted, std::memory_order_relaxed);
   return s;
 }
 
 Status DiskTier::RemoveLocked(const std::string& digest) {
-  {
-    std::lock_guard lock(index_mu_);
-    if (Status s = index_->Delete(digest); !s.ok()) return s;
-  }
+  // The file goes first: while it exists, its bytes stay counted.
   Status s = env_->Remove(EntryPath(digest));
-  return s.IsNotFound() ? Status::OK() : s;
+  if (!s.ok() && !s.IsNotFound()) return s;
+  std::lock_guard lock(index_mu_);
+  return index_->Delete(digest);
 }
 
 // ---- removal ---------------------------------------------------------------
@@ -590,6 +667,10 @@ Result<std::vector<CorruptEntry>> DiskTier::Verify() {
     if (read.ok()) continue;
     if (read.status().IsNotFound()) {
       // Removed since we listed it, or missing: only the latter is a fault.
+      // A remover unlinks the file before the row under the key lock, so
+      // once we hold that lock a row without its file is a real fault.
+      auto key_lock = LockDigest(row.digest);
+      if (!key_lock.ok()) return key_lock.status();
       std::lock_guard lock(index_mu_);
       auto still = index_->Get(row.digest);
       if (!still.ok() || !still->has_value()) continue;

@@ -96,11 +96,20 @@ class DiskTier {
   // given), feeding `checksum` (if any) as bytes arrive.
   Status ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, AlignedBuffer* buffer,
                   EntryDigest* checksum, bool mapped, const std::byte* copy_from);
-  // Evicts LRU rows until the total fits (skipping `keep` and keys that are
-  // locked by writers). Call with index_mu_ held, inside a transaction;
+  // Evicts LRU rows until the total plus `incoming` fits (skipping `keep` and
+  // keys that are locked by writers). Call with index_mu_ held, inside a transaction;
   // the files to unlink are appended to `doomed` with their locks.
-  Status CollectEvictions(const std::string& keep,
-                          std::vector<std::pair<std::string, FileLock>>* doomed, uint64_t* evicted);
+  Status CollectEvictions(const std::string& keep, uint64_t incoming,
+                          std::vector<std::pair<std::string, FileLock>>* doomed, uint64_t* evicted,
+                          bool* fits);
+  // Bytes committed if `incoming` more were written for `keep`: indexed
+  // files (less keep's old version) plus live reservations of other writers.
+  // Drops stale reservations. Call with index_mu_ held, inside a transaction.
+  Result<uint64_t> Committed(const std::string& keep, uint64_t incoming);
+  // Evicts (LRU) until `size` more bytes for `digest` fit, waiting for other
+  // writers if they hold the room, and records the reservation. Under MRU
+  // advice it evicts nothing: *admitted is false when the entry does not fit.
+  Status ReserveSpace(const std::string& digest, uint64_t size, bool* admitted);
   Status EnforceBudget(uint64_t* evicted);
   // Removes the row and file of `digest`; the key lock must be held.
   Status RemoveLocked(const std::string& digest);

@@ -21,6 +21,10 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_by_access ON entries(last_access_ns);
 CREATE INDEX IF NOT EXISTS entries_by_model ON entries(model_id, layer_index);
+CREATE TABLE IF NOT EXISTS reservations (
+  digest TEXT PRIMARY KEY,
+  size INTEGER NOT NULL
+);
 )sql";
 
 constexpr const char* kColumns =
@@ -217,6 +221,43 @@ Result<std::vector<IndexRow>> Index::Newest(size_t limit, const std::string& exc
                  BindText(s, 1, exclude_digest);
                  sqlite3_bind_int64(s, 2, static_cast<int64_t>(limit));
                });
+}
+
+Status Index::Reserve(const std::string& digest, uint64_t size) {
+  Stmt st;
+  if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO reservations (digest, size) VALUES (?,?)", -1,
+                         &st.s, nullptr) != SQLITE_OK) {
+    return Error("index reserve");
+  }
+  BindText(st.s, 1, digest);
+  sqlite3_bind_int64(st.s, 2, static_cast<int64_t>(size));
+  if (sqlite3_step(st.s) != SQLITE_DONE) return Error("index reserve");
+  return Status::OK();
+}
+
+Status Index::Unreserve(const std::string& digest) {
+  Stmt st;
+  if (sqlite3_prepare_v2(db_, "DELETE FROM reservations WHERE digest=?", -1, &st.s, nullptr) !=
+      SQLITE_OK) {
+    return Error("index unreserve");
+  }
+  BindText(st.s, 1, digest);
+  if (sqlite3_step(st.s) != SQLITE_DONE) return Error("index unreserve");
+  return Status::OK();
+}
+
+Result<std::vector<std::pair<std::string, uint64_t>>> Index::Reservations() {
+  Stmt st;
+  if (sqlite3_prepare_v2(db_, "SELECT digest, size FROM reservations", -1, &st.s, nullptr) !=
+      SQLITE_OK) {
+    return Error("index reservations");
+  }
+  std::vector<std::pair<std::string, uint64_t>> out;
+  int rc;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW)
+    out.emplace_back(Text(st.s, 0), static_cast<uint64_t>(sqlite3_column_int64(st.s, 1)));
+  if (rc != SQLITE_DONE) return Error("index reservations");
+  return out;
 }
 
 Result<IndexTotals> Index::Totals() {

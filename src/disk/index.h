@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "layercache/key.h"
@@ -63,6 +64,11 @@ class Index {
   // Up to `limit` most recently used rows, skipping `exclude_digest`.
   Result<std::vector<IndexRow>> Newest(size_t limit, const std::string& exclude_digest);
   Result<IndexTotals> Totals();
+  // Space promised to writers that are writing an entry now (keyed by the
+  // entry's digest; a reservation whose key lock nobody holds is stale).
+  Status Reserve(const std::string& digest, uint64_t size);
+  Status Unreserve(const std::string& digest);
+  Result<std::vector<std::pair<std::string, uint64_t>>> Reservations();
   // VACUUM and a WAL checkpoint; failure (another process busy) is harmless.
   Status Compact();
 

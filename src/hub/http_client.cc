@@ -172,6 +172,7 @@ Status HttpClient::Perform(Attempt& a) {
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, options_.stall_timeout_s);
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
+  if (!options_.ca_bundle.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, options_.ca_bundle.c_str());
   curl_easy_setopt(c, CURLOPT_USERAGENT, options_.user_agent.c_str());
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, a.error);
   curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -252,6 +253,11 @@ Status HttpClient::Perform(Attempt& a) {
   if (a.code != CURLE_OK) {
     std::string why = a.error[0] != '\0' ? a.error : curl_easy_strerror(a.code);
     if (!a.range_error.empty()) return Status::Corruption(a.url + ": " + a.range_error);
+    if (a.code == CURLE_PEER_FAILED_VERIFICATION || a.code == CURLE_SSL_CACERT_BADFILE) {
+      why +=
+          " (the server's TLS certificate is not trusted: for a private CA set ca_bundle or "
+          "CURL_CA_BUNDLE to its PEM file; verify_tls=false turns the check off, unsafely)";
+    }
     return Status::IOError(a.method + " " + a.url + " failed: " + why);
   }
   return Status::OK();

@@ -30,6 +30,7 @@ struct HttpOptions {
   int initial_backoff_ms = 250;  // doubles per retry, capped at max_backoff_ms
   int max_backoff_ms = 8'000;
   bool verify_tls = true;
+  std::string ca_bundle;  // PEM file of trusted CAs; "" : the system's
   std::string user_agent = "layercache/0.1";
 };
 

@@ -16,6 +16,11 @@ HubSettings SettingsFor(const DownloadOptions& o) {
   s.token = o.token;
   s.offline = o.offline;
   s.http.verify_tls = o.verify_tls;
+  s.http.ca_bundle = o.ca_bundle;
+  for (const char* var : {"CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"}) {
+    const char* v = std::getenv(var);
+    if (s.http.ca_bundle.empty() && v != nullptr && *v != '\0') s.http.ca_bundle = v;
+  }
   s.http.max_retries = o.max_retries;
   return HubSettings::Resolve(s);
 }
@@ -51,8 +56,12 @@ Result<std::shared_ptr<HubModel>> HubSource::Model(const std::string& repo_id,
                                                    const DownloadOptions& options) {
   const HubSettings settings = SettingsFor(options);
   const std::string revision = options.revision.empty() ? "main" : options.revision;
-  const std::string memo_key = settings.endpoint + '\0' + settings.token + '\0' + repo_id + '\0' +
-                               revision + '\0' + filename + '\0' + options.layer_pattern;
+  // One client per endpoint, token and connection settings.
+  const std::string client_key = settings.endpoint + '\0' + settings.token + '\0' +
+                                 (settings.http.verify_tls ? "v" : "-") + settings.http.ca_bundle +
+                                 '\0' + std::to_string(settings.http.max_retries);
+  const std::string memo_key = client_key + '\0' + repo_id + '\0' + revision + '\0' + filename +
+                               '\0' + options.layer_pattern;
   std::shared_ptr<HubClient> client;
   {
     std::lock_guard lock(mu_);
@@ -60,7 +69,7 @@ Result<std::shared_ptr<HubModel>> HubSource::Model(const std::string& repo_id,
     if (it != models_.end() && std::chrono::steady_clock::now() - it->second.when < kRevisionTtl) {
       return it->second.model;
     }
-    auto& c = clients_[settings.endpoint + '\0' + settings.token];
+    auto& c = clients_[client_key];
     if (!c) c = std::make_shared<HubClient>(settings);
     client = c;
   }
