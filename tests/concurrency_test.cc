@@ -181,7 +181,7 @@ TEST(MultiProcess, FourProcessesOfFourThreadsForSecondsWithEveryReadChecked) {
   const uint64_t entry = MakeLayer(0, 8 << 10)->nbytes() + 8192;
   const uint64_t budget = 7 * entry;  // about 30% of the 24 keys
   const char* env_seconds = std::getenv("LAYERCACHE_STRESS_SECONDS");
-  const std::string seconds = env_seconds != nullptr ? env_seconds : "8";
+  const std::string seconds = env_seconds != nullptr ? env_seconds : "20";
   const StressTotals totals =
       RunStressProcesses(dir, {"1000000", std::to_string(budget), "4", seconds});
   EXPECT_GT(totals.hits, 0u);
