@@ -6,7 +6,8 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libsqlite3-dev libssl-dev libxxhash-dev nlohmann-json3-dev libcli11-dev
-  libcurl4-openssl-dev libcpp-httplib-dev nginx-light curl
+  libcurl4-openssl-dev libcpp-httplib-dev nginx-light curl openssl libzstd-dev
+  libhiredis-dev redis-server redis-tools
   libgtest-dev libbenchmark-dev clang libclang-rt-14-dev
   python3 python3-dev pybind11-dev python3-numpy python3-torch python3-pytest
 )

@@ -13,6 +13,7 @@
 #include "disk/entry_codec.h"
 #include "hub/hub_source.h"
 #include "memory/memory_tier.h"
+#include "remote/remote_tier.h"
 #include "source/checkpoint.h"
 #include "util/logging.h"
 #include "util/path.h"
@@ -72,6 +73,19 @@ class LayerCache::Impl {
     if (!disk.ok()) throw Error(disk.status());
     disk_ = std::move(*disk);
     hub_ = std::make_unique<HubSource>(JoinPath(cache_dir_, "refs"));
+    const std::vector<std::string> urls = options_.ResolvedRemoteUrls();
+    if (!urls.empty()) {
+      RemoteTierOptions r;
+      r.urls = urls;
+      r.timeout_ms = options_.remote_timeout_ms;
+      r.chunk_bytes = static_cast<uint64_t>(options_.remote_chunk_mb) << 20;
+      r.lease_ms = options_.remote_lease_ms;
+      r.wait_ms = options_.remote_wait_ms;
+      r.ttl_s = options_.remote_ttl_s;
+      auto remote = RemoteTier::Open(r);
+      if (!remote.ok()) throw std::invalid_argument(remote.status().message());
+      remote_ = std::move(*remote);
+    }
   }
 
   Result<LayerPtr> Download(std::string_view model_id, int64_t layer_index,
@@ -202,14 +216,22 @@ class LayerCache::Impl {
       return nullptr;
     }
     auto read = disk_->Get(key);
-    if (read.ok()) Promote(key, *read);
+    bool from_remote = false;
+    if (!read.ok() && remote_ && (read.status().IsNotFound() || read.status().IsCorruption())) {
+      if (std::optional<LayerPtr> r = remote_->Get(key)) {
+        read = std::move(*r);
+        from_remote = true;
+        StoreLocally(key, *read, nullptr);
+      }
+    }
+    if (read.ok() && !from_remote) Promote(key, *read);
     promise.set_value(read.ok() ? Result<LayerPtr>(*read) : Result<LayerPtr>(read.status()));
     {
       std::lock_guard lock(flights_mu_);
       flights_.erase(key);
     }
     if (read.ok()) {
-      c.disk_hits.fetch_add(1, std::memory_order_relaxed);
+      if (!from_remote) c.disk_hits.fetch_add(1, std::memory_order_relaxed);
       c.bytes_served.fetch_add((*read)->nbytes(), std::memory_order_relaxed);
       return std::move(*read);
     }
@@ -350,7 +372,22 @@ class LayerCache::Impl {
       s.total_misses += c.misses.load(std::memory_order_relaxed);
       s.bytes_served += c.bytes_served.load(std::memory_order_relaxed);
     }
-    s.total_hits = s.memory_hits + s.disk_hits;
+    if (remote_) {
+      const RemoteStats r = remote_->stats();
+      s.remote_enabled = true;
+      s.remote_hits = r.hits;
+      s.remote_misses = r.misses;
+      s.bytes_from_remote = r.bytes_read;
+      s.bytes_to_remote = r.bytes_written;
+      s.remote_publishes = r.publishes;
+      s.remote_lease_waits = r.lease_waits;
+      s.remote_errors = r.errors;
+      s.remote_corrupt = r.corrupt;
+      s.remote_breaker_opens = r.breaker_opens;
+      s.remote_breaker_open = r.breaker_open;
+      s.remote_redirections = r.redirections;
+    }
+    s.total_hits = s.memory_hits + s.disk_hits + s.remote_hits;
     s.memory_evictions = memory_->evictions();
     s.disk_evictions = disk_->evictions();
     s.checksum_failures = disk_->checksum_failures();
@@ -381,6 +418,10 @@ class LayerCache::Impl {
       out.push_back(std::move(e));
     }
     return out;
+  }
+
+  void Flush() {
+    if (remote_) remote_->Flush();
   }
 
   void RecordDownload(uint64_t bytes) {
@@ -414,6 +455,25 @@ class LayerCache::Impl {
       Promote(key, *read);
       return std::move(*read);
     }
+    // The cluster tier: one node loads from the source under a lease; the
+    // others wait for its publication (or load themselves if it fails).
+    std::unique_ptr<RemoteTier::Lease> lease;
+    if (remote_) {
+      bool held_elsewhere = false;
+      lease = remote_->TryAcquireLease(key, &held_elsewhere);
+      std::optional<LayerPtr> peer;
+      if (lease) {
+        // Published by a node that released its lease just before ours?
+        peer = remote_->Get(key, /*count_miss=*/false);
+      } else if (held_elsewhere) {
+        peer = remote_->WaitForPeer(key);
+      }
+      if (peer) {
+        lease.reset();
+        StoreLocally(key, *peer, &*lock);
+        return std::move(*peer);
+      }
+    }
     Result<LayerPtr> loaded = Status::IOError("loader did not run");
     try {
       loaded = loader();
@@ -430,7 +490,17 @@ class LayerCache::Impl {
     if (Status s = Put(key, *loaded, &*lock); !s.ok()) {
       LogWarn(s.message() + " (the layer is served from memory)");
     }
+    if (remote_) remote_->PublishAsync(key, *loaded, std::move(lease));
     return loaded;
+  }
+
+  // A layer from the remote tier goes to the local tiers.
+  void StoreLocally(const LayerKey& key, const LayerPtr& layer, const FileLock* held) {
+    if (Status s = disk_->Put(key, layer, held); !s.ok()) {
+      disk_write_errors_.fetch_add(1, std::memory_order_relaxed);
+      LogWarn(s.message() + " (the layer is served from memory)");
+    }
+    Promote(key, layer);
   }
 
   LayerCacheOptions options_;
@@ -438,6 +508,7 @@ class LayerCache::Impl {
   std::unique_ptr<MemoryTier> memory_;
   std::unique_ptr<DiskTier> disk_;
   std::unique_ptr<HubSource> hub_;
+  std::unique_ptr<RemoteTier> remote_;  // null without remote_urls
 
   std::mutex flights_mu_;
   std::unordered_map<LayerKey, std::shared_future<Result<LayerPtr>>, LayerKeyHash> flights_;
@@ -580,6 +651,8 @@ void LayerCache::clear_cache() { impl_->Clear(); }
 std::vector<CorruptEntry> LayerCache::verify_cache_integrity() { return impl_->Verify(); }
 
 OptimizeReport LayerCache::optimize_cache() { return impl_->Optimize(); }
+
+void LayerCache::flush() { impl_->Flush(); }
 
 CacheStats LayerCache::get_stats() { return impl_->Stats(); }
 

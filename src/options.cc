@@ -70,6 +70,37 @@ void LayerCacheOptions::Validate() const {
     throw std::invalid_argument("prefetch_threads must be between 1 and 64, got " +
                                 std::to_string(prefetch_threads));
   }
+  if (remote_timeout_ms < 1 || remote_timeout_ms > 600'000) {
+    throw std::invalid_argument("remote_timeout_ms must be between 1 and 600000, got " +
+                                std::to_string(remote_timeout_ms));
+  }
+  if (remote_chunk_mb < 1 || remote_chunk_mb > 256) {
+    throw std::invalid_argument(
+        "remote_chunk_mb must be between 1 and 256 (Redis caps a value at 512 MB), got " +
+        std::to_string(remote_chunk_mb));
+  }
+  if (remote_lease_ms < 100 || remote_wait_ms < 0 || remote_ttl_s < 0) {
+    throw std::invalid_argument(
+        "remote_lease_ms must be >= 100, remote_wait_ms and remote_ttl_s >= 0");
+  }
+}
+
+std::vector<std::string> LayerCacheOptions::ResolvedRemoteUrls() const {
+  if (!remote_urls.empty()) return remote_urls;
+  std::vector<std::string> urls;
+  const char* env = std::getenv("LAYERCACHE_REMOTE");
+  if (env == nullptr) return urls;
+  std::string current;
+  for (const char* p = env;; ++p) {
+    if (*p == '\0' || *p == ',' || *p == ' ') {
+      if (!current.empty()) urls.push_back(current);
+      current.clear();
+      if (*p == '\0') break;
+    } else {
+      current += *p;
+    }
+  }
+  return urls;
 }
 
 std::string LayerCacheOptions::ResolvedCacheDir() const {

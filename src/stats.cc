@@ -27,7 +27,8 @@ double CacheStats::cache_hit_ratio() const {
 
 double CacheStats::disk_compression_ratio() const {
   return disk_cache_bytes == 0 ? 0.0
-                               : static_cast<double>(disk_cache_logical_bytes) / static_cast<double>(disk_cache_bytes);
+                               : static_cast<double>(disk_cache_logical_bytes) /
+                                     static_cast<double>(disk_cache_bytes);
 }
 
 std::string CacheStats::ToJson(int indent) const {
@@ -57,6 +58,21 @@ std::string CacheStats::ToJson(int indent) const {
   p["data_served_gb"] = Gb(bytes_served);
   p["data_downloaded_gb"] = Gb(bytes_downloaded);
   j["performance"] = std::move(p);
+  if (remote_enabled) {
+    nlohmann::ordered_json r;
+    r["remote_hits"] = remote_hits;
+    r["remote_misses"] = remote_misses;
+    r["bytes_from_remote"] = bytes_from_remote;
+    r["bytes_to_remote"] = bytes_to_remote;
+    r["remote_publishes"] = remote_publishes;
+    r["remote_lease_waits"] = remote_lease_waits;
+    r["remote_errors"] = remote_errors;
+    r["remote_corrupt"] = remote_corrupt;
+    r["remote_breaker_opens"] = remote_breaker_opens;
+    r["remote_breaker_open"] = remote_breaker_open;
+    r["remote_redirections"] = remote_redirections;
+    j["remote"] = std::move(r);
+  }
   j["disk_cache_bytes"] = disk_cache_bytes;
   j["disk_cache_logical_bytes"] = disk_cache_logical_bytes;
   j["disk_compression_ratio"] = Round3(disk_compression_ratio());
@@ -87,6 +103,19 @@ std::string CacheStats::ToText() const {
   out += "  Evictions: " + std::to_string(total_evictions()) + "\n";
   out += "  Data Downloaded: " + gb1(bytes_downloaded) + " GB\n";
   out += "  Data Served from Cache: " + gb1(bytes_served) + " GB\n";
+  if (remote_enabled) {
+    out += "\n";
+    out += "Remote Tier (Redis):\n";
+    out += "  Remote Hits: " + std::to_string(remote_hits) + "\n";
+    out += "  Remote Misses: " + std::to_string(remote_misses) + "\n";
+    out += "  Data from Remote: " + gb1(bytes_from_remote) + " GB\n";
+    out += "  Data Published: " + gb1(bytes_to_remote) + " GB (" +
+           std::to_string(remote_publishes) + " layers)\n";
+    out += "  Lease Waits: " + std::to_string(remote_lease_waits) + "\n";
+    out += "  Remote Errors: " + std::to_string(remote_errors) +
+           (remote_breaker_open ? " (Redis set aside for now)" : "") + "\n";
+    out += "  Corrupt Entries Refused: " + std::to_string(remote_corrupt) + "\n";
+  }
   out += rule + "\n";
   return out;
 }

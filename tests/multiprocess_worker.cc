@@ -1,6 +1,10 @@
 // A child process for the multi-process tests. Modes:
 //   fill DIR MODEL N COUNTER_FILE   get_or_load layers 0..N-1; each load appends
 //                                   a line to COUNTER_FILE; every layer is checked
+//   node DIR ENDPOINT REPO N REMOTE_URLS MODEL_DIR
+//                                   a cluster node: download_and_cache layers 0..N-1
+//                                   through the remote tier (URLs comma-separated),
+//                                   each checked against MODEL_DIR; prints a NODE line
 //   stress DIR ID OPS BUDGET_BYTES [THREADS SECONDS]
 //                                   mixed get / cache / invalidate / stats on 24 keys
 //                                   from THREADS threads, for OPS operations or SECONDS;
@@ -24,6 +28,7 @@
 #include <vector>
 
 #include "layercache/layer_cache.h"
+#include "source/checkpoint.h"
 #include "test_layers.h"
 
 using namespace layercache;
@@ -180,12 +185,75 @@ int Stress(const std::string& dir, int id, int ops, uint64_t budget, int threads
   return sum.bad == 0 ? 0 : 1;
 }
 
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == sep) {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+// A node of a cluster: its own cache_dir, the shared remote tier, layers
+// 0..n-1 of `repo` downloaded from `endpoint`, each compared with the local
+// copy of the model in `model_dir`.
+int Node(const std::string& dir, const std::string& endpoint, const std::string& repo, int n,
+         const std::string& urls, const std::string& model_dir) {
+  LayerCacheOptions o;
+  o.cache_dir = dir;
+  o.remote_urls = Split(urls, ',');
+  o.remote_timeout_ms = 500;
+  o.remote_wait_ms = 60'000;
+  o.remote_chunk_mb = 1;
+  LayerCache cache(o);
+  auto local = Checkpoint::Open(model_dir);
+  if (!local.ok()) {
+    std::fprintf(stderr, "%s\n", local.status().ToString().c_str());
+    return 1;
+  }
+  DownloadOptions d;
+  d.endpoint = endpoint;
+  d.quiet = true;
+  d.connections = 2;
+  int bad = 0;
+  for (int i = 0; i < n; ++i) {
+    auto r = cache.download_and_cache_status("node-model", i, repo, "", d);
+    if (!r.ok()) {
+      std::fprintf(stderr, "layer %d: %s\n", i, r.status().ToString().c_str());
+      ++bad;
+      continue;
+    }
+    if (!(*r)->ContentEquals(**(*local)->ReadLayer(i))) {
+      std::fprintf(stderr, "layer %d: wrong bytes\n", i);
+      ++bad;
+    }
+  }
+  cache.flush();
+  const CacheStats s = cache.get_stats();
+  std::printf("NODE remote_hits=%llu lease_waits=%llu errors=%llu publishes=%llu corrupt=%llu\n",
+              static_cast<unsigned long long>(s.remote_hits),
+              static_cast<unsigned long long>(s.remote_lease_waits),
+              static_cast<unsigned long long>(s.remote_errors),
+              static_cast<unsigned long long>(s.remote_publishes),
+              static_cast<unsigned long long>(s.remote_corrupt));
+  return bad == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
     const std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "fill" && argc == 6) return Fill(argv[2], argv[3], std::atoi(argv[4]), argv[5]);
+    if (mode == "node" && argc == 8) {
+      return Node(argv[2], argv[3], argv[4], std::atoi(argv[5]), argv[6], argv[7]);
+    }
     if (mode == "stress" && (argc == 6 || argc == 8)) {
       return Stress(argv[2], std::atoi(argv[3]), std::atoi(argv[4]),
                     std::strtoull(argv[5], nullptr, 10), argc == 8 ? std::atoi(argv[6]) : 1,

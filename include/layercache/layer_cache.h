@@ -199,6 +199,11 @@ class LayerCache {
   // rows, enforces the byte budget and compacts the index.
   OptimizeReport optimize_cache();
 
+  // Waits until the layers being published to the remote tier in the
+  // background are there (the destructor waits too). Nothing to do without
+  // a remote tier.
+  void flush();
+
   CacheStats get_stats();
   // Prints get_stats() in the seed's layout.
   void print_stats(std::ostream& out);

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace layercache {
 
@@ -64,10 +65,23 @@ struct LayerCacheOptions {
   // Background threads loading layers for prefetch(); >= 1.
   int prefetch_threads = 2;
 
+  // The cluster tier (docs/SCALE_OUT.md): layers shared between nodes through
+  // Redis. One URL for a single server, one or more seed nodes for a Redis
+  // Cluster: redis://[user:password@]host:port. Empty: $LAYERCACHE_REMOTE
+  // (URLs separated by commas or spaces) if set, else no remote tier.
+  std::vector<std::string> remote_urls;
+  int remote_timeout_ms = 1000;  // connect, and each read or write
+  int remote_chunk_mb = 8;       // layers are stored in chunks of this size
+  int remote_lease_ms = 15'000;  // a loading node's lease, renewed while it loads
+  int remote_wait_ms = 300'000;  // longest wait for another node loading a layer
+  int64_t remote_ttl_s = 0;      // expiry of published layers; 0: none (Redis's LRU)
+
   // Throws std::invalid_argument, saying how to fix it, for unusable values.
   void Validate() const;
   // The cache_dir that will be used (default and "~" applied).
   std::string ResolvedCacheDir() const;
+  // remote_urls, or those of $LAYERCACHE_REMOTE.
+  std::vector<std::string> ResolvedRemoteUrls() const;
 
   uint64_t max_disk_bytes() const;
   uint64_t max_memory_bytes() const;

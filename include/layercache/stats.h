@@ -18,7 +18,7 @@ struct CacheStats {
   uint64_t max_memory_cache_bytes = 0;
 
   // Counters since this LayerCache was opened.
-  uint64_t total_hits = 0;    // memory_hits + disk_hits
+  uint64_t total_hits = 0;    // memory_hits + disk_hits + remote_hits + remote_hits
   uint64_t total_misses = 0;  // get_layer calls that found nothing
   uint64_t memory_hits = 0;
   uint64_t disk_hits = 0;
@@ -31,6 +31,20 @@ struct CacheStats {
   uint64_t bytes_written_to_disk = 0;
   uint64_t layers_cached = 0;      // successful cache_layer calls
   uint64_t disk_write_errors = 0;  // failed entry writes
+
+  // The cluster tier (Redis), when configured.
+  bool remote_enabled = false;
+  uint64_t remote_hits = 0;           // layers found complete and intact in Redis
+  uint64_t remote_misses = 0;         // lookups that found nothing usable there
+  uint64_t bytes_from_remote = 0;     // bytes fetched from Redis
+  uint64_t bytes_to_remote = 0;       // bytes published to Redis
+  uint64_t remote_publishes = 0;      // layers this process published
+  uint64_t remote_lease_waits = 0;    // loads that waited for another node's
+  uint64_t remote_errors = 0;         // failed Redis operations (timeouts, refused, ...)
+  uint64_t remote_corrupt = 0;        // entries with a missing or corrupt chunk (not served)
+  uint64_t remote_breaker_opens = 0;  // times Redis was set aside after errors
+  bool remote_breaker_open = false;   // set aside now
+  uint64_t remote_redirections = 0;   // Redis Cluster MOVED / ASK redirections followed
 
   uint64_t total_evictions() const { return memory_evictions + disk_evictions; }
   // hits / (hits + misses), 0 when there was no lookup.

@@ -1,0 +1,424 @@
+#include "remote/redis_client.h"
+
+#include <hiredis/hiredis.h>
+#include <sys/time.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <future>
+
+#include "util/logging.h"
+
+namespace layercache {
+namespace {
+
+timeval Tv(int ms) {
+  timeval tv{};
+  tv.tv_sec = ms / 1000;
+  tv.tv_usec = (ms % 1000) * 1000;
+  return tv;
+}
+
+// "MOVED 3999 127.0.0.1:6381" / "ASK 3999 127.0.0.1:6381"
+bool ParseRedirect(std::string_view error, std::string_view kind, int* slot, std::string* node) {
+  if (error.substr(0, kind.size() + 1) != std::string(kind) + " ") return false;
+  std::string_view rest = error.substr(kind.size() + 1);
+  const size_t space = rest.find(' ');
+  if (space == std::string_view::npos) return false;
+  try {
+    *slot = std::stoi(std::string(rest.substr(0, space)));
+  } catch (const std::exception&) {
+    return false;
+  }
+  *node = std::string(rest.substr(space + 1));
+  return *slot >= 0 && *slot < 16384 && !node->empty();
+}
+
+}  // namespace
+
+std::string RedactRedisUrl(const std::string& url) {
+  const size_t scheme = url.find("://");
+  const size_t at = url.rfind('@');
+  if (scheme == std::string::npos || at == std::string::npos || at < scheme) return url;
+  return url.substr(0, scheme + 3) + "***" + url.substr(at);
+}
+
+Result<RedisEndpoint> ParseRedisUrl(const std::string& url) {
+  const std::string bad = "remote URL \"" + RedactRedisUrl(url) + "\" ";
+  if (url.rfind("rediss://", 0) == 0) {
+    return Status::InvalidArgument(
+        "rediss:// (TLS) is not supported: Debian's hiredis 0.14 has no TLS; reach Redis over a "
+        "private network or a TLS tunnel (stunnel, a sidecar) and give its redis:// address");
+  }
+  if (url.rfind("redis://", 0) != 0) {
+    return Status::InvalidArgument(bad + "must look like redis://[user:password@]host:port");
+  }
+  std::string rest = url.substr(8);
+  while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  RedisEndpoint e;
+  const size_t at = rest.rfind('@');
+  if (at != std::string::npos) {
+    const std::string auth = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    const size_t colon = auth.find(':');
+    if (colon == std::string::npos) {
+      e.password = auth;
+    } else {
+      e.user = auth.substr(0, colon);
+      e.password = auth.substr(colon + 1);
+    }
+  }
+  if (rest.find('/') != std::string::npos) {
+    return Status::InvalidArgument(bad +
+                                   "selects a database; layercache uses database 0 (Redis "
+                                   "Cluster has no other): drop the /N");
+  }
+  const size_t colon = rest.rfind(':');
+  e.host = colon == std::string::npos ? rest : rest.substr(0, colon);
+  if (e.host.empty()) return Status::InvalidArgument(bad + "has no host");
+  if (colon != std::string::npos) {
+    const std::string port = rest.substr(colon + 1);
+    char* end = nullptr;
+    const long p = std::strtol(port.c_str(), &end, 10);
+    if (port.empty() || *end != '\0' || p < 1 || p > 65535) {
+      return Status::InvalidArgument(bad + "has a bad port \"" + port + "\"");
+    }
+    e.port = static_cast<int>(p);
+  }
+  return e;
+}
+
+uint16_t RedisKeySlot(std::string_view key) {
+  const size_t open = key.find('{');
+  if (open != std::string_view::npos) {
+    const size_t close = key.find('}', open + 1);
+    if (close != std::string_view::npos && close > open + 1)
+      key = key.substr(open + 1, close - open - 1);
+  }
+  uint16_t crc = 0;  // CRC16-XMODEM, as Redis Cluster specifies
+  for (unsigned char ch : key) {
+    crc ^= static_cast<uint16_t>(ch) << 8;
+    for (int i = 0; i < 8; ++i)
+      crc = (crc & 0x8000) != 0 ? static_cast<uint16_t>((crc << 1) ^ 0x1021)
+                                : static_cast<uint16_t>(crc << 1);
+  }
+  return crc % 16384;
+}
+
+// ---- RedisReply ------------------------------------------------------------
+
+void RedisReply::Free::operator()(redisReply* r) const { freeReplyObject(r); }
+RedisReply::RedisReply(redisReply* r) : reply_(r, Free()) {}
+bool RedisReply::is_nil() const { return !reply_ || reply_->type == REDIS_REPLY_NIL; }
+bool RedisReply::is_error() const { return reply_ && reply_->type == REDIS_REPLY_ERROR; }
+bool RedisReply::is_string() const {
+  return reply_ && (reply_->type == REDIS_REPLY_STRING || reply_->type == REDIS_REPLY_STATUS);
+}
+bool RedisReply::is_integer() const { return reply_ && reply_->type == REDIS_REPLY_INTEGER; }
+std::string_view RedisReply::str() const {
+  if (!reply_ || reply_->str == nullptr) return {};
+  return {reply_->str, reply_->len};
+}
+long long RedisReply::integer() const { return is_integer() ? reply_->integer : 0; }
+
+// ---- Connection ------------------------------------------------------------
+
+class RedisClient::Connection {
+ public:
+  static Result<std::unique_ptr<Connection>> Open(const RedisEndpoint& e, int connect_ms,
+                                                  int timeout_ms) {
+    redisContext* c = redisConnectWithTimeout(e.host.c_str(), e.port, Tv(connect_ms));
+    if (c == nullptr || c->err != 0) {
+      const std::string why = c != nullptr ? c->errstr : "out of memory";
+      if (c != nullptr) redisFree(c);
+      return Status::IOError("cannot connect to Redis at " + e.Address() + ": " + why);
+    }
+    auto conn = std::unique_ptr<Connection>(new Connection(c, timeout_ms));
+    if (redisSetTimeout(c, Tv(timeout_ms)) != REDIS_OK) {
+      return Status::IOError("cannot set a timeout on the connection to " + e.Address());
+    }
+    if (!e.password.empty()) {
+      RedisCommand auth;
+      auth.args = e.user.empty() ? std::vector<std::string>{"AUTH", e.password}
+                                 : std::vector<std::string>{"AUTH", e.user, e.password};
+      auto r = conn->Run({&auth}, false);
+      if (!r.ok()) return r.status();
+      if ((*r)[0].is_error()) {
+        return Status::IOError("Redis at " + e.Address() + " refused AUTH" +
+                               (e.user.empty() ? "" : " for user " + e.user) + ": " +
+                               std::string((*r)[0].str()));
+      }
+    }
+    return conn;
+  }
+  ~Connection() { redisFree(c_); }
+
+  Result<std::vector<RedisReply>> Run(const std::vector<const RedisCommand*>& commands,
+                                      bool asking) {
+    static const char* kAsking = "ASKING";
+    static const size_t kAskingLen = 6;
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    for (const RedisCommand* cmd : commands) {
+      if (asking && redisAppendCommandArgv(c_, 1, &kAsking, &kAskingLen) != REDIS_OK)
+        return Broken();
+      argv.clear();
+      lens.clear();
+      for (const std::string& a : cmd->args) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+      }
+      if (!cmd->value.empty()) {
+        argv.push_back(cmd->value.data());
+        lens.push_back(cmd->value.size());
+      }
+      if (redisAppendCommandArgv(c_, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
+          REDIS_OK) {
+        return Broken();
+      }
+    }
+    std::vector<RedisReply> out;
+    out.reserve(commands.size());
+    for (size_t i = 0; i < commands.size(); ++i) {
+      void* reply = nullptr;
+      if (asking) {
+        if (redisGetReply(c_, &reply) != REDIS_OK) return Broken();
+        freeReplyObject(reply);
+      }
+      if (redisGetReply(c_, &reply) != REDIS_OK) return Broken();
+      out.emplace_back(static_cast<redisReply*>(reply));
+    }
+    return out;
+  }
+
+  bool broken() const { return broken_; }
+
+ private:
+  Connection(redisContext* c, int timeout_ms) : c_(c), timeout_ms_(timeout_ms) {}
+  Status Broken() {
+    broken_ = true;
+    const std::string why = c_->errstr[0] != '\0' ? c_->errstr : "unknown error";
+    if (why == "Resource temporarily unavailable")
+      return Status::IOError("Redis did not answer within " + std::to_string(timeout_ms_) + " ms");
+    return Status::IOError("Redis connection failed: " + why);
+  }
+  redisContext* c_;
+  int timeout_ms_;
+  bool broken_ = false;
+};
+
+// ---- RedisClient -----------------------------------------------------------
+
+RedisClient::RedisClient(RedisClientOptions options) : options_(std::move(options)) {
+  slots_.fill(-1);
+}
+RedisClient::~RedisClient() = default;
+
+RedisEndpoint RedisClient::EndpointFor(const std::string& node) const {
+  RedisEndpoint e = options_.seeds.front();  // credentials are the cluster's
+  const size_t colon = node.rfind(':');
+  e.host = node.substr(0, colon);
+  e.port = std::atoi(node.c_str() + colon + 1);
+  return e;
+}
+
+Result<std::unique_ptr<RedisClient::Connection>> RedisClient::Take(const std::string& node) {
+  {
+    std::lock_guard lock(mu_);
+    auto& pool = idle_[node];
+    if (!pool.empty()) {
+      auto c = std::move(pool.back());
+      pool.pop_back();
+      return c;
+    }
+  }
+  return Connection::Open(EndpointFor(node), options_.connect_timeout_ms, options_.timeout_ms);
+}
+
+void RedisClient::Give(const std::string& node, std::unique_ptr<Connection> c) {
+  if (c->broken()) return;
+  std::lock_guard lock(mu_);
+  auto& pool = idle_[node];
+  if (pool.size() < 16) pool.push_back(std::move(c));
+}
+
+Result<std::vector<RedisReply>> RedisClient::RunOn(const std::string& node,
+                                                   const std::vector<const RedisCommand*>& commands,
+                                                   bool asking) {
+  auto conn = Take(node);
+  if (!conn.ok()) return conn.status();
+  auto r = (*conn)->Run(commands, asking);
+  Give(node, std::move(*conn));
+  if (!r.ok()) return r.status().WithContext("Redis at " + node);
+  return r;
+}
+
+Status RedisClient::RefreshSlots() {
+  std::vector<std::string> candidates;
+  {
+    std::lock_guard lock(mu_);
+    candidates = nodes_;
+  }
+  for (const RedisEndpoint& s : options_.seeds) candidates.push_back(s.Address());
+  Status last = Status::IOError("no Redis address given");
+  for (const std::string& node : candidates) {
+    RedisCommand cmd;
+    cmd.args = {"CLUSTER", "SLOTS"};
+    auto r = RunOn(node, {&cmd}, false);
+    if (!r.ok()) {
+      last = r.status();
+      continue;
+    }
+    const RedisReply& reply = (*r)[0];
+    if (reply.is_error()) {
+      if (reply.str().find("cluster support disabled") != std::string_view::npos) {
+        std::lock_guard lock(mu_);
+        cluster_ = false;
+        nodes_ = {options_.seeds.front().Address()};
+        topology_known_ = true;
+        return Status::OK();
+      }
+      last = Status::IOError("CLUSTER SLOTS at " + node + ": " + std::string(reply.str()));
+      continue;
+    }
+    const redisReply* raw = reply.raw();
+    if (raw->type != REDIS_REPLY_ARRAY) continue;
+    std::array<int32_t, 16384> slots;
+    slots.fill(-1);
+    std::vector<std::string> nodes;
+    const std::string asked_host = node.substr(0, node.rfind(':'));
+    for (size_t i = 0; i < raw->elements; ++i) {
+      const redisReply* range = raw->element[i];
+      if (range->type != REDIS_REPLY_ARRAY || range->elements < 3) continue;
+      const redisReply* master = range->element[2];
+      if (master->type != REDIS_REPLY_ARRAY || master->elements < 2) continue;
+      std::string host(master->element[0]->str != nullptr ? master->element[0]->str : "",
+                       master->element[0]->len);
+      if (host.empty() || host == "?") host = asked_host;
+      const std::string addr = host + ":" + std::to_string(master->element[1]->integer);
+      int32_t idx = -1;
+      for (size_t n = 0; n < nodes.size(); ++n)
+        if (nodes[n] == addr) idx = static_cast<int32_t>(n);
+      if (idx < 0) {
+        idx = static_cast<int32_t>(nodes.size());
+        nodes.push_back(addr);
+      }
+      const long long lo = range->element[0]->integer, hi = range->element[1]->integer;
+      for (long long s = std::max(0LL, lo); s <= std::min(16383LL, hi); ++s)
+        slots[static_cast<size_t>(s)] = idx;
+    }
+    if (nodes.empty()) {
+      last = Status::IOError("CLUSTER SLOTS at " + node + " lists no master (cluster not ready)");
+      continue;
+    }
+    std::lock_guard lock(mu_);
+    slots_ = slots;
+    nodes_ = std::move(nodes);
+    cluster_ = true;
+    topology_known_ = true;
+    return Status::OK();
+  }
+  return last;
+}
+
+Status RedisClient::EnsureTopology() {
+  if (topology_known_) return Status::OK();
+  if (options_.seeds.empty()) return Status::InvalidArgument("no Redis address given");
+  return RefreshSlots();
+}
+
+std::string RedisClient::NodeFor(const RedisCommand& command) {
+  std::lock_guard lock(mu_);
+  if (!cluster_) return nodes_.empty() ? options_.seeds.front().Address() : nodes_.front();
+  const std::string& key =
+      command.key_arg < command.args.size() ? command.args[command.key_arg] : command.args.back();
+  const int32_t idx = slots_[RedisKeySlot(key)];
+  if (idx >= 0) return nodes_[static_cast<size_t>(idx)];
+  return nodes_.empty() ? options_.seeds.front().Address() : nodes_.front();
+}
+
+std::vector<std::string> RedisClient::Masters() {
+  (void)EnsureTopology();
+  std::lock_guard lock(mu_);
+  return nodes_;
+}
+
+Result<RedisReply> RedisClient::Execute(const RedisCommand& command) {
+  auto r = Execute(std::vector<RedisCommand>{command});
+  if (!r.ok()) return r.status();
+  return (*r)[0];
+}
+
+Result<std::vector<RedisReply>> RedisClient::Execute(const std::vector<RedisCommand>& commands) {
+  if (Status s = EnsureTopology(); !s.ok()) return s;
+  std::vector<Group> groups;
+  for (size_t i = 0; i < commands.size(); ++i) {
+    const std::string node = NodeFor(commands[i]);
+    auto it =
+        std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.node == node; });
+    if (it == groups.end()) {
+      groups.push_back({node, {}});
+      it = groups.end() - 1;
+    }
+    it->indices.push_back(i);
+  }
+  std::vector<RedisReply> out(commands.size());
+  auto run_group = [&](const Group& g) -> Status {
+    std::vector<const RedisCommand*> cmds;
+    for (size_t i : g.indices) cmds.push_back(&commands[i]);
+    auto r = RunOn(g.node, cmds, false);
+    if (!r.ok()) return r.status();
+    for (size_t k = 0; k < g.indices.size(); ++k) out[g.indices[k]] = std::move((*r)[k]);
+    return Status::OK();
+  };
+  if (groups.size() == 1) {
+    if (Status s = run_group(groups[0]); !s.ok()) {
+      topology_known_ = !cluster_;  // a dead master: ask the cluster again next time
+      return s;
+    }
+  } else {
+    std::vector<std::future<Status>> runs;
+    for (const Group& g : groups)
+      runs.push_back(std::async(std::launch::async, [&, gp = &g] { return run_group(*gp); }));
+    Status first;
+    for (auto& f : runs) {
+      Status s = f.get();
+      if (!s.ok() && first.ok()) first = s;
+    }
+    if (!first.ok()) {
+      topology_known_ = false;
+      return first;
+    }
+  }
+  // Redirections: MOVED updates the slot map; ASK is a one-off.
+  bool moved = false;
+  for (size_t i = 0; i < commands.size(); ++i) {
+    for (int hop = 0; hop < 5 && out[i].is_error(); ++hop) {
+      int slot = 0;
+      std::string node;
+      bool asking = false;
+      if (ParseRedirect(out[i].str(), "MOVED", &slot, &node)) {
+        moved = true;
+        std::lock_guard lock(mu_);
+        auto it = std::find(nodes_.begin(), nodes_.end(), node);
+        if (it == nodes_.end()) it = nodes_.insert(nodes_.end(), node);
+        slots_[static_cast<size_t>(slot)] = static_cast<int32_t>(it - nodes_.begin());
+      } else if (ParseRedirect(out[i].str(), "ASK", &slot, &node)) {
+        asking = true;
+      } else {
+        break;  // a real error reply: the caller's to judge
+      }
+      redirections_.fetch_add(1, std::memory_order_relaxed);
+      auto r = RunOn(node, {&commands[i]}, asking);
+      if (!r.ok()) return r.status();
+      out[i] = std::move((*r)[0]);
+    }
+  }
+  if (moved) {
+    Status s = RefreshSlots();  // learn the rest of the new layout at once
+    if (!s.ok()) LogDebug("refreshing the cluster's slot map: " + s.message());
+  }
+  return out;
+}
+
+}  // namespace layercache

@@ -1,0 +1,126 @@
+// RedisClient: a thread-safe client for one Redis server or a Redis Cluster,
+// on Debian's hiredis (0.14). Commands are pipelined per node; in a cluster
+// each goes to the master of its key's hash slot (CRC16, hash tags), the slot
+// map comes from CLUSTER SLOTS, and MOVED / ASK redirections are followed.
+// Connections are pooled per node; a broken one is dropped, not reused.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "layercache/status.h"
+
+struct redisContext;
+struct redisReply;
+
+namespace layercache {
+
+struct RedisEndpoint {
+  std::string host;
+  int port = 6379;
+  std::string user;  // Redis 6+ ACL user ("" : the default user)
+  std::string password;
+  std::string Address() const { return host + ":" + std::to_string(port); }
+};
+
+// redis://[[user]:password@]host[:port][/] ; rediss:// is refused with the
+// reason (Debian's hiredis 0.14 has no TLS). The password is never logged.
+Result<RedisEndpoint> ParseRedisUrl(const std::string& url);
+// `url` with its user and password replaced by "***", for messages.
+std::string RedactRedisUrl(const std::string& url);
+
+// The cluster hash slot of `key` (CRC16-XMODEM mod 16384 of the key, or of
+// its {hash tag} when it has a non-empty one).
+uint16_t RedisKeySlot(std::string_view key);
+
+// One reply, owning hiredis's reply object.
+class RedisReply {
+ public:
+  RedisReply() = default;
+  explicit RedisReply(redisReply* r);
+  bool is_nil() const;
+  bool is_error() const;
+  bool is_string() const;  // bulk string or status
+  bool is_integer() const;
+  std::string_view str() const;  // string, status or error text
+  long long integer() const;
+  const redisReply* raw() const { return reply_.get(); }
+
+ private:
+  struct Free {
+    void operator()(redisReply* r) const;
+  };
+  std::shared_ptr<redisReply> reply_;
+};
+
+// One command: its arguments and which of them is the key (for routing).
+struct RedisCommand {
+  std::vector<std::string> args;
+  size_t key_arg = 1;
+  // Large values are passed by view to avoid a copy (kept alive by the caller).
+  std::string_view value;  // appended as the last argument when not empty
+};
+
+struct RedisClientOptions {
+  std::vector<RedisEndpoint> seeds;
+  int connect_timeout_ms = 500;
+  int timeout_ms = 1000;  // per read or write on a connection
+};
+
+class RedisClient {
+ public:
+  explicit RedisClient(RedisClientOptions options);
+  ~RedisClient();
+
+  // Runs `commands` (pipelined per node, nodes in parallel) and returns one
+  // reply per command, in order; an error reply (other than a redirection,
+  // which is followed) is returned as such. Fails only when a node cannot be
+  // reached or a connection breaks.
+  Result<std::vector<RedisReply>> Execute(const std::vector<RedisCommand>& commands);
+  Result<RedisReply> Execute(const RedisCommand& command);
+
+  // True once the first contact found a cluster (cluster_enabled).
+  bool is_cluster() const { return cluster_.load(); }
+  // The masters known from the slot map (the seed when not a cluster).
+  std::vector<std::string> Masters();
+  // Redirections followed so far (MOVED + ASK), for tests and stats.
+  uint64_t redirections() const { return redirections_.load(); }
+
+ private:
+  class Connection;
+  struct Group {  // commands for one node
+    std::string node;
+    std::vector<size_t> indices;
+  };
+
+  Status EnsureTopology();
+  Status RefreshSlots();
+  std::string NodeFor(const RedisCommand& command);
+  Result<std::unique_ptr<Connection>> Take(const std::string& node);
+  void Give(const std::string& node, std::unique_ptr<Connection> c);
+  // Runs commands on one node (with ASKING first when `asking`).
+  Result<std::vector<RedisReply>> RunOn(const std::string& node,
+                                        const std::vector<const RedisCommand*>& commands,
+                                        bool asking);
+  RedisEndpoint EndpointFor(const std::string& node) const;
+
+  RedisClientOptions options_;
+  std::atomic<bool> cluster_{false};
+  std::atomic<bool> topology_known_{false};
+  std::atomic<uint64_t> redirections_{0};
+
+  std::mutex mu_;                       // guards the slot map and the pools
+  std::array<int32_t, 16384> slots_{};  // index into nodes_, -1: unknown
+  std::vector<std::string> nodes_;
+  std::unordered_map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
+};
+
+}  // namespace layercache

@@ -1,0 +1,421 @@
+#include "remote/remote_tier.h"
+
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "layercache/safetensors.h"
+#include "util/logging.h"
+#include "util/path.h"
+
+namespace layercache {
+namespace {
+
+constexpr int kFormat = 1;
+constexpr const char* kPrefix = "lc:v1:";
+constexpr size_t kChunksPerBatch = 8;  // bounds hiredis's buffers to ~8 chunks
+
+constexpr const char* kRenewScript =
+    "if redis.call('get',KEYS[1])==ARGV[1] then "
+    "return redis.call('pexpire',KEYS[1],ARGV[2]) else return 0 end";
+constexpr const char* kReleaseScript =
+    "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
+
+std::string Hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::string Hex128(const void* data, size_t n) {
+  const XXH128_hash_t h = XXH3_128bits(data, n);
+  return Hex64(h.high64) + Hex64(h.low64);
+}
+
+std::string ChunkKey(const std::string& digest, const std::string& id, uint64_t i) {
+  return std::string(kPrefix) + digest + ":" + id + ":" + std::to_string(i);
+}
+
+RedisCommand Cmd(std::vector<std::string> args, size_t key_arg = 1) {
+  RedisCommand c;
+  c.args = std::move(args);
+  c.key_arg = key_arg;
+  return c;
+}
+
+struct Manifest {
+  std::string id;
+  uint64_t size = 0;
+  uint64_t chunk_bytes = 0;
+  std::vector<std::string> chunk_sums;
+  std::string sum;
+};
+
+Result<Manifest> ParseManifest(std::string_view text, const std::string& digest) {
+  try {
+    const auto j = nlohmann::json::parse(text);
+    if (j.at("format").get<int>() != kFormat)
+      return Status::Corruption("manifest of another format version");
+    if (j.at("digest").get<std::string>() != digest)
+      return Status::Corruption("manifest of another key");
+    Manifest m;
+    m.id = j.at("id").get<std::string>();
+    m.size = j.at("size").get<uint64_t>();
+    m.chunk_bytes = j.at("chunk_bytes").get<uint64_t>();
+    m.chunk_sums = j.at("xxh3_64").get<std::vector<std::string>>();
+    m.sum = j.at("xxh3_128").get<std::string>();
+    if (m.id.empty() || m.id.find(':') != std::string::npos || m.chunk_bytes == 0 || m.size == 0 ||
+        m.chunk_sums.size() != (m.size + m.chunk_bytes - 1) / m.chunk_bytes) {
+      return Status::Corruption("manifest with inconsistent sizes");
+    }
+    return m;
+  } catch (const std::exception& e) {
+    return Status::Corruption(std::string("unreadable manifest: ") + e.what());
+  }
+}
+
+}  // namespace
+
+// ---- CircuitBreaker --------------------------------------------------------
+
+bool CircuitBreaker::Allow() {
+  std::lock_guard lock(mu_);
+  if (!open_) return true;
+  if (probing_ || Clock::now() < retry_at_) return false;
+  probing_ = true;  // half-open: one probe at a time
+  return true;
+}
+
+void CircuitBreaker::Success() {
+  std::lock_guard lock(mu_);
+  failures_ = 0;
+  if (open_) {
+    open_ = false;
+    probing_ = false;
+    cooldown_ = std::chrono::seconds(1);
+    LogInfo("remote tier: Redis answers again; using it");
+  }
+}
+
+bool CircuitBreaker::Failure() {
+  std::lock_guard lock(mu_);
+  ++failures_;
+  if (open_) {
+    probing_ = false;
+    cooldown_ = std::min<Clock::duration>(cooldown_ * 2, std::chrono::seconds(60));
+    retry_at_ = Clock::now() + cooldown_;
+    return false;
+  }
+  if (failures_ < threshold_) return false;
+  open_ = true;
+  retry_at_ = Clock::now() + cooldown_;
+  return true;
+}
+
+bool CircuitBreaker::open() const {
+  std::lock_guard lock(mu_);
+  return open_;
+}
+
+// ---- RemoteTier ------------------------------------------------------------
+
+Result<std::unique_ptr<RemoteTier>> RemoteTier::Open(const RemoteTierOptions& options) {
+  if (options.urls.empty()) return Status::InvalidArgument("no remote URL given");
+  if (options.chunk_bytes < 4096 || options.chunk_bytes > (256ull << 20)) {
+    return Status::InvalidArgument("remote chunk size must be between 4 KiB and 256 MiB");
+  }
+  if (options.timeout_ms < 1 || options.lease_ms < 100 || options.wait_ms < 0) {
+    return Status::InvalidArgument(
+        "remote timeout must be >= 1 ms, lease >= 100 ms and wait >= 0 ms");
+  }
+  std::vector<RedisEndpoint> seeds;
+  for (const std::string& url : options.urls) {
+    auto e = ParseRedisUrl(url);
+    if (!e.ok()) return e.status();
+    seeds.push_back(std::move(*e));
+  }
+  return std::unique_ptr<RemoteTier>(new RemoteTier(options, std::move(seeds)));
+}
+
+RemoteTier::RemoteTier(const RemoteTierOptions& options, std::vector<RedisEndpoint> seeds)
+    : options_(options) {
+  RedisClientOptions c;
+  c.seeds = std::move(seeds);
+  c.connect_timeout_ms = options.timeout_ms;
+  c.timeout_ms = options.timeout_ms;
+  client_ = std::make_unique<RedisClient>(std::move(c));
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  node_id_ = std::string(host) + ":" + std::to_string(::getpid()) + ":" + RandomHex(8);
+  publisher_ = std::make_unique<ThreadPool>(2);
+}
+
+RemoteTier::~RemoteTier() {
+  Flush();
+  publisher_.reset();
+}
+
+std::string RemoteTier::ManifestKey(const std::string& digest) {
+  return std::string(kPrefix) + digest + ":m";
+}
+std::string RemoteTier::LeaseKey(const std::string& digest) {
+  return std::string(kPrefix) + digest + ":lease";
+}
+
+Result<std::vector<RedisReply>> RemoteTier::Run(const std::vector<RedisCommand>& commands) {
+  if (!breaker_.Allow()) return Status::IOError("remote tier paused after errors");
+  auto r = client_->Execute(commands);
+  Status failure = r.status();
+  if (r.ok()) {
+    // None of our commands fails on good data: an error reply (OOM when
+    // full under noeviction, CLUSTERDOWN, LOADING, ...) is Redis failing.
+    for (const RedisReply& reply : *r) {
+      if (reply.is_error()) {
+        failure = Status::IOError("Redis replied: " + std::string(reply.str()));
+        break;
+      }
+    }
+    if (failure.ok()) {
+      breaker_.Success();
+      return r;
+    }
+  }
+  errors_.fetch_add(1, std::memory_order_relaxed);
+  if (breaker_.Failure()) {
+    breaker_opens_.fetch_add(1, std::memory_order_relaxed);
+    LogWarn("remote tier: " + failure.message() +
+            "; not using Redis for a while (layers come from disk and the source)");
+  } else {
+    LogDebug("remote tier: " + failure.message());
+  }
+  return failure;
+}
+
+void RemoteTier::Miss(const std::string& why, const std::string& digest, bool corrupt) {
+  misses_.fetch_add(1, std::memory_order_relaxed);
+  if (!corrupt) return;
+  corrupt_.fetch_add(1, std::memory_order_relaxed);
+  LogWarn("remote tier: entry " + digest + " not served: " + why + "; it will be published again");
+  // Drop the manifest so that the next loader publishes a whole copy.
+  (void)Run({Cmd({"DEL", ManifestKey(digest)})});
+}
+
+std::optional<LayerPtr> RemoteTier::Get(const LayerKey& key, bool count_miss) {
+  const std::string digest = key.Digest();
+  auto m = Run({Cmd({"GET", ManifestKey(digest)})});
+  if (!m.ok()) return std::nullopt;
+  const RedisReply& reply = (*m)[0];
+  if (reply.is_nil()) {
+    if (count_miss) Miss("", digest, false);
+    return std::nullopt;
+  }
+  auto manifest = ParseManifest(reply.str(), digest);
+  if (!manifest.ok()) {
+    Miss(manifest.status().message(), digest, true);
+    return std::nullopt;
+  }
+  std::vector<std::byte> data(manifest->size);
+  const uint64_t n = manifest->chunk_sums.size();
+  for (uint64_t first = 0; first < n; first += kChunksPerBatch) {
+    const uint64_t last = std::min<uint64_t>(n, first + kChunksPerBatch);
+    std::vector<RedisCommand> gets;
+    for (uint64_t i = first; i < last; ++i)
+      gets.push_back(Cmd({"GET", ChunkKey(digest, manifest->id, i)}));
+    auto chunks = Run(gets);
+    if (!chunks.ok()) return std::nullopt;
+    for (uint64_t i = first; i < last; ++i) {
+      const RedisReply& c = (*chunks)[i - first];
+      const uint64_t offset = i * manifest->chunk_bytes;
+      const uint64_t want = std::min(manifest->chunk_bytes, manifest->size - offset);
+      if (c.is_nil() || !c.is_string()) {
+        Miss("chunk " + std::to_string(i) + " is missing (evicted or expired)", digest, true);
+        return std::nullopt;
+      }
+      if (c.str().size() != want) {
+        Miss("chunk " + std::to_string(i) + " has " + std::to_string(c.str().size()) +
+                 " bytes, not " + std::to_string(want),
+             digest, true);
+        return std::nullopt;
+      }
+      if (Hex64(XXH3_64bits(c.str().data(), c.str().size())) != manifest->chunk_sums[i]) {
+        Miss("chunk " + std::to_string(i) + " fails its checksum", digest, true);
+        return std::nullopt;
+      }
+      std::memcpy(data.data() + offset, c.str().data(), want);
+    }
+  }
+  if (Hex128(data.data(), data.size()) != manifest->sum) {
+    Miss("the whole fails its checksum", digest, true);
+    return std::nullopt;
+  }
+  auto layer = ParseSafetensors(data, "remote entry " + key.ToString());
+  if (!layer.ok()) {
+    Miss(layer.status().message(), digest, true);
+    return std::nullopt;
+  }
+  hits_.fetch_add(1, std::memory_order_relaxed);
+  bytes_read_.fetch_add(data.size(), std::memory_order_relaxed);
+  return std::move(*layer);
+}
+
+Status RemoteTier::Publish(const LayerKey& key, const Layer& layer) {
+  const std::string digest = key.Digest();
+  const std::vector<std::byte> data = SerializeSafetensors(layer);
+  const std::string id = RandomHex(8);
+  const uint64_t n = (data.size() + options_.chunk_bytes - 1) / options_.chunk_bytes;
+  nlohmann::ordered_json j;
+  j["format"] = kFormat;
+  j["digest"] = digest;
+  j["key"] = key.ToString();
+  j["id"] = id;
+  j["size"] = data.size();
+  j["chunk_bytes"] = options_.chunk_bytes;
+  std::vector<std::string> sums;
+  const std::string px = std::to_string(options_.ttl_s * 1000);
+  std::vector<std::string> written;
+  auto forget = [&] {  // best effort: chunks nobody will reference
+    std::vector<RedisCommand> dels;
+    for (const std::string& k : written) dels.push_back(Cmd({"DEL", k}));
+    if (!dels.empty()) (void)Run(dels);
+  };
+  for (uint64_t first = 0; first < n; first += kChunksPerBatch) {
+    const uint64_t last = std::min<uint64_t>(n, first + kChunksPerBatch);
+    std::vector<RedisCommand> sets;
+    for (uint64_t i = first; i < last; ++i) {
+      const uint64_t offset = i * options_.chunk_bytes;
+      const uint64_t size = std::min<uint64_t>(options_.chunk_bytes, data.size() - offset);
+      const char* p = reinterpret_cast<const char*>(data.data()) + offset;
+      sums.push_back(Hex64(XXH3_64bits(p, size)));
+      RedisCommand set = Cmd({"SET", ChunkKey(digest, id, i)});
+      set.value = std::string_view(p, size);
+      sets.push_back(std::move(set));
+      if (options_.ttl_s > 0) sets.push_back(Cmd({"PEXPIRE", ChunkKey(digest, id, i), px}));
+      written.push_back(ChunkKey(digest, id, i));
+    }
+    auto r = Run(sets);  // fails on OOM too: maxmemory reached under noeviction
+    if (!r.ok()) {
+      forget();
+      return r.status();
+    }
+  }
+  j["xxh3_64"] = sums;
+  j["xxh3_128"] = Hex128(data.data(), data.size());
+  std::vector<RedisCommand> commit = {Cmd({"SET", ManifestKey(digest), j.dump(), "NX"})};
+  if (options_.ttl_s > 0) commit[0].args.insert(commit[0].args.end(), {"PX", px});
+  auto r = Run(commit);
+  if (!r.ok()) {
+    forget();
+    return r.status();
+  }
+  if ((*r)[0].is_nil()) {  // another node published it first
+    forget();
+    return Status::OK();
+  }
+  publishes_.fetch_add(1, std::memory_order_relaxed);
+  bytes_written_.fetch_add(data.size(), std::memory_order_relaxed);
+  return Status::OK();
+}
+
+void RemoteTier::PublishAsync(const LayerKey& key, LayerPtr layer, std::unique_ptr<Lease> lease) {
+  {
+    std::lock_guard lock(pending_mu_);
+    ++pending_;
+  }
+  std::shared_ptr<Lease> held(std::move(lease));
+  publisher_->Submit([this, key, layer = std::move(layer), held]() mutable {
+    Status s = Publish(key, *layer);
+    if (!s.ok()) LogDebug("remote tier: cannot publish " + key.ToString() + ": " + s.message());
+    held.reset();  // release the lease once the manifest is there (or not)
+    std::lock_guard lock(pending_mu_);
+    if (--pending_ == 0) pending_cv_.notify_all();
+  });
+}
+
+void RemoteTier::Flush() {
+  std::unique_lock lock(pending_mu_);
+  pending_cv_.wait(lock, [this] { return pending_ == 0; });
+}
+
+std::unique_ptr<RemoteTier::Lease> RemoteTier::TryAcquireLease(const LayerKey& key,
+                                                               bool* held_elsewhere) {
+  *held_elsewhere = false;
+  const std::string lease_key = LeaseKey(key.Digest());
+  const std::string token = node_id_ + ":" + RandomHex(4);
+  auto r = Run({Cmd({"SET", lease_key, token, "NX", "PX", std::to_string(options_.lease_ms)})});
+  if (!r.ok()) return nullptr;
+  if ((*r)[0].is_nil()) {
+    *held_elsewhere = true;
+    return nullptr;
+  }
+  return std::make_unique<Lease>(this, lease_key, token);
+}
+
+std::optional<LayerPtr> RemoteTier::WaitForPeer(const LayerKey& key) {
+  lease_waits_.fetch_add(1, std::memory_order_relaxed);
+  const std::string digest = key.Digest();
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.wait_ms);
+  auto delay = std::chrono::milliseconds(2);
+  while (std::chrono::steady_clock::now() < deadline) {
+    // The holder writes the manifest before it releases the lease: look at
+    // the lease first, then at the manifest.
+    auto lease = Run({Cmd({"EXISTS", LeaseKey(digest)})});
+    if (!lease.ok()) return std::nullopt;
+    auto manifest = Run({Cmd({"EXISTS", ManifestKey(digest)})});
+    if (!manifest.ok()) return std::nullopt;
+    if ((*manifest)[0].integer() > 0) return Get(key);
+    if ((*lease)[0].integer() == 0) return std::nullopt;  // given up, or died
+    std::this_thread::sleep_for(delay);
+    delay = std::min(delay * 2, std::chrono::milliseconds(100));
+  }
+  LogWarn("remote tier: waited " + std::to_string(options_.wait_ms) + " ms for another node to " +
+          "load " + key.ToString() + "; loading it here");
+  return std::nullopt;
+}
+
+RemoteStats RemoteTier::stats() const {
+  RemoteStats s;
+  s.hits = hits_.load(std::memory_order_relaxed);
+  s.misses = misses_.load(std::memory_order_relaxed);
+  s.bytes_read = bytes_read_.load(std::memory_order_relaxed);
+  s.bytes_written = bytes_written_.load(std::memory_order_relaxed);
+  s.publishes = publishes_.load(std::memory_order_relaxed);
+  s.lease_waits = lease_waits_.load(std::memory_order_relaxed);
+  s.errors = errors_.load(std::memory_order_relaxed);
+  s.corrupt = corrupt_.load(std::memory_order_relaxed);
+  s.breaker_opens = breaker_opens_.load(std::memory_order_relaxed);
+  s.breaker_open = breaker_.open();
+  s.redirections = client_->redirections();
+  return s;
+}
+
+// ---- Lease -----------------------------------------------------------------
+
+RemoteTier::Lease::Lease(RemoteTier* tier, std::string key, std::string token)
+    : tier_(tier), key_(std::move(key)), token_(std::move(token)) {
+  renewer_ = std::thread([this] {
+    const auto period = std::chrono::milliseconds(std::max(tier_->options_.lease_ms / 3, 1));
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, period, [this] { return stop_; })) {
+      lock.unlock();
+      (void)tier_->Run({Cmd(
+          {"EVAL", kRenewScript, "1", key_, token_, std::to_string(tier_->options_.lease_ms)}, 3)});
+      lock.lock();
+    }
+  });
+}
+
+RemoteTier::Lease::~Lease() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  renewer_.join();
+  (void)tier_->Run({Cmd({"EVAL", kReleaseScript, "1", key_, token_}, 3)});
+}
+
+}  // namespace layercache

@@ -1,0 +1,155 @@
+// RemoteTier: layers shared by the nodes of a cluster through Redis (one
+// server or a Redis Cluster). See docs/SCALE_OUT.md.
+//
+// Layout, under the prefix "lc:v1:" (v1: the layout's version):
+//   lc:v1:<digest>:m              the manifest (JSON): key, size, chunk size,
+//                                 publication id, XXH3-64 of every chunk,
+//                                 XXH3-128 of the whole
+//   lc:v1:<digest>:<id>:<i>       chunk i of publication <id>: a slice of the
+//                                 layer as a safetensors file
+//   lc:v1:<digest>:lease          who is loading the layer from the source
+// <digest> is the LayerKey's digest (model, layer, quantization, revision).
+// Chunk keys carry no hash tag, so a layer's chunks spread over every master
+// of a cluster and are fetched from all of them at once. A manifest is
+// written only after all its chunks; a missing or corrupt chunk makes the
+// entry a miss (and its manifest is deleted so that it is published again).
+//
+// Every failure (Redis down, slow, full, a broken connection) is a miss plus
+// a logged warning and a counted error; a circuit breaker stops trying for a
+// while after repeated failures.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "layercache/key.h"
+#include "layercache/layer.h"
+#include "layercache/status.h"
+#include "remote/redis_client.h"
+#include "util/thread_pool.h"
+
+namespace layercache {
+
+struct RemoteTierOptions {
+  std::vector<std::string> urls;  // redis://[user:password@]host:port, one or more seeds
+  int timeout_ms = 1000;          // connect, and each read or write
+  uint64_t chunk_bytes = 8ull << 20;
+  int lease_ms = 15'000;  // renewed every lease_ms / 3 while loading
+  int wait_ms = 300'000;  // longest wait for another node's load
+  int64_t ttl_s = 0;      // expiry of published keys; 0: none (rely on maxmemory-policy)
+};
+
+struct RemoteStats {
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+  uint64_t publishes = 0;
+  uint64_t lease_waits = 0;
+  uint64_t errors = 0;
+  uint64_t corrupt = 0;  // entries found incomplete or corrupt (not served)
+  uint64_t breaker_opens = 0;
+  bool breaker_open = false;
+  uint64_t redirections = 0;  // Redis Cluster MOVED / ASK followed
+};
+
+// Trips after `threshold` consecutive failures; stays open for a cool-down
+// that doubles (up to a minute) while probes keep failing.
+class CircuitBreaker {
+ public:
+  explicit CircuitBreaker(int threshold = 3) : threshold_(threshold) {}
+  bool Allow();
+  void Success();
+  // True when this failure opened the breaker.
+  bool Failure();
+  bool open() const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  mutable std::mutex mu_;
+  int threshold_;
+  int failures_ = 0;
+  bool open_ = false;
+  bool probing_ = false;
+  Clock::duration cooldown_ = std::chrono::seconds(1);
+  Clock::time_point retry_at_{};
+};
+
+class RemoteTier {
+ public:
+  // Validates the URLs (no connection yet: Redis being down is not an error).
+  static Result<std::unique_ptr<RemoteTier>> Open(const RemoteTierOptions& options);
+  ~RemoteTier();
+
+  // The layer if the remote tier holds a complete, intact copy; nullopt on a
+  // miss, or when Redis cannot be used now.
+  // `count_miss`: whether a missing manifest counts as a miss in stats().
+  std::optional<LayerPtr> Get(const LayerKey& key, bool count_miss = true);
+  // Publishes in the background (then releases `lease`, if any).
+  class Lease;
+  void PublishAsync(const LayerKey& key, LayerPtr layer, std::unique_ptr<Lease> lease);
+  Status Publish(const LayerKey& key, const Layer& layer);
+  // Waits until every background publication has finished.
+  void Flush();
+
+  // Cluster-wide single flight. Acquire: the lease if nobody holds it
+  // (renewed in the background until released); nullptr when another node
+  // holds it or Redis cannot be used.
+  std::unique_ptr<Lease> TryAcquireLease(const LayerKey& key, bool* held_elsewhere);
+  // Waits while another node holds the lease and no manifest is there, up
+  // to wait_ms; returns the layer once published, nullopt when the holder
+  // gave up or died (the caller loads it then).
+  std::optional<LayerPtr> WaitForPeer(const LayerKey& key);
+
+  RemoteStats stats() const;
+  RedisClient& client() { return *client_; }
+  static std::string ManifestKey(const std::string& digest);
+  static std::string LeaseKey(const std::string& digest);
+
+ private:
+  explicit RemoteTier(const RemoteTierOptions& options, std::vector<RedisEndpoint> seeds);
+  // Runs commands if the breaker allows; counts and logs failures.
+  Result<std::vector<RedisReply>> Run(const std::vector<RedisCommand>& commands);
+  void Miss(const std::string& why, const std::string& digest, bool corrupt);
+
+  RemoteTierOptions options_;
+  std::unique_ptr<RedisClient> client_;
+  CircuitBreaker breaker_;
+  std::string node_id_;  // this process, in lease values
+
+  std::atomic<uint64_t> hits_{0}, misses_{0}, bytes_read_{0}, bytes_written_{0}, publishes_{0},
+      lease_waits_{0}, errors_{0}, corrupt_{0}, breaker_opens_{0};
+
+  std::mutex pending_mu_;
+  std::condition_variable pending_cv_;
+  int pending_ = 0;
+  std::unique_ptr<ThreadPool> publisher_;  // last: its tasks use the members above
+};
+
+// A held lease, renewed by a background thread; released when destroyed.
+class RemoteTier::Lease {
+ public:
+  Lease(RemoteTier* tier, std::string key, std::string token);
+  ~Lease();
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+
+ private:
+  RemoteTier* tier_;
+  std::string key_;
+  std::string token_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread renewer_;
+};
+
+}  // namespace layercache

@@ -1,0 +1,415 @@
+// The cluster tier against real Redis servers (Debian's redis-server, started
+// by the tests on loopback): one node, and a 3-master Redis Cluster.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include "hub_server.h"
+#include "layercache/layer_cache.h"
+#include "redis_server.h"
+#include "remote/redis_client.h"
+#include "source/checkpoint.h"
+#include "source/synthetic_model.h"
+#include "test_support.h"
+
+namespace layercache {
+namespace {
+
+using testing::MakeLayer;
+using testing::RedisCluster;
+using testing::RedisServer;
+using testing::SeedOf;
+using testing::TempDir;
+
+#define REQUIRE_REDIS()           \
+  if (!testing::RedisInstalled()) \
+  GTEST_SKIP() << "redis-server is not installed (scripts/install-deps.sh installs it)"
+
+LayerCacheOptions Node(const TempDir& dir, const std::string& name,
+                       const std::vector<std::string>& urls) {
+  LayerCacheOptions o;
+  o.cache_dir = dir / name;
+  o.remote_urls = urls;
+  o.remote_timeout_ms = 300;
+  o.remote_chunk_mb = 1;
+  return o;
+}
+
+// get_or_load that counts how often the source is asked.
+LayerPtr Load(LayerCache& cache, int64_t i, LayerPtr layer, std::atomic<int>* loads) {
+  auto r = cache.get_or_load(LayerKey{"m", i, "", ""}, [&]() -> Result<LayerPtr> {
+    ++*loads;
+    return layer;
+  });
+  return r.ok() ? *r : nullptr;
+}
+
+// Keys of chunks (not manifests, not leases) on a server.
+std::vector<std::string> ChunkKeys(const RedisServer& server) {
+  std::istringstream out(server.Cli({"--scan", "--pattern", "lc:v1:*"}));
+  std::vector<std::string> keys;
+  for (std::string k; std::getline(out, k);) {
+    if (k.size() > 2 && k.substr(k.size() - 2) != ":m" && k.find(":lease") == std::string::npos)
+      keys.push_back(k);
+  }
+  return keys;
+}
+
+TEST(RedisUrl, ParsesAndRefusesClearly) {
+  auto e = ParseRedisUrl("redis://alice:s3cret@10.0.0.7:7000/");
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(e->host, "10.0.0.7");
+  EXPECT_EQ(e->port, 7000);
+  EXPECT_EQ(e->user, "alice");
+  EXPECT_EQ(e->password, "s3cret");
+  auto p = ParseRedisUrl("redis://:only-password@cache");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->port, 6379);
+  EXPECT_EQ(p->user, "");
+  EXPECT_EQ(p->password, "only-password");
+  EXPECT_EQ(RedactRedisUrl("redis://alice:s3cret@h:1"), "redis://***@h:1");
+  for (const char* bad : {"rediss://h:1", "http://h:1", "redis://h:99999", "redis://h:1/2",
+                          "redis://:pw@:1", "redis://x:y@h:port"}) {
+    auto r = ParseRedisUrl(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().message().find("pw"), std::string::npos) << "no secret in errors";
+    EXPECT_EQ(r.status().message().find(":y@"), std::string::npos) << "no secret in errors";
+  }
+  EXPECT_NE(ParseRedisUrl("rediss://h:1").status().message().find("TLS"), std::string::npos);
+  LayerCacheOptions o;
+  o.cache_dir = TempDir().path();
+  o.remote_urls = {"memcached://h:1"};
+  EXPECT_THROW(LayerCache{o}, std::invalid_argument);
+}
+
+TEST(RedisUrl, KeySlotsAreRedisClusters) {
+  // Values from the Redis Cluster specification (CRC16-XMODEM of "123456789"
+  // is 0x31C3) and from redis-cli CLUSTER KEYSLOT.
+  EXPECT_EQ(RedisKeySlot("123456789"), 0x31C3 % 16384);
+  EXPECT_EQ(RedisKeySlot("foo"), 12182);
+  EXPECT_EQ(RedisKeySlot("{user1000}.following"), RedisKeySlot("{user1000}.followers"));
+  EXPECT_EQ(RedisKeySlot("foo{}{bar}"), RedisKeySlot("foo{}{bar}"));
+  EXPECT_NE(RedisKeySlot("foo{}{bar}"), RedisKeySlot("bar"));  // empty tag: the whole key
+}
+
+TEST(RemoteTier, ASecondNodeGetsTheLayerFromRedisNotTheSource) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisServer redis(dir.path(), false);
+  ASSERT_TRUE(redis.up());
+  const LayerPtr layer = MakeLayer(SeedOf("m", 0), 3 << 20);  // 3 MiB: several 1 MiB chunks
+  std::atomic<int> loads{0};
+  uint64_t published = 0;
+  {
+    LayerCache a(Node(dir, "a", {redis.url()}));
+    ASSERT_NE(Load(a, 0, layer, &loads), nullptr);
+    a.flush();
+    const CacheStats s = a.get_stats();
+    EXPECT_EQ(s.remote_publishes, 1u);
+    EXPECT_GT(s.bytes_to_remote, layer->nbytes());
+    published = s.bytes_to_remote;
+  }
+  EXPECT_EQ(loads, 1);
+  EXPECT_GE(ChunkKeys(redis).size(), 3u);
+
+  LayerCache b(Node(dir, "b", {redis.url()}));
+  LayerPtr got = Load(b, 0, layer, &loads);
+  ASSERT_NE(got, nullptr);
+  EXPECT_TRUE(got->ContentEquals(*layer));
+  EXPECT_EQ(loads, 1) << "the source must not be asked again";
+  CacheStats s = b.get_stats();
+  EXPECT_EQ(s.remote_hits, 1u);
+  EXPECT_EQ(s.disk_cache_entries, 1u) << "a remote hit is written to the local disk tier";
+  EXPECT_EQ(s.bytes_from_remote, published);
+  EXPECT_NE(s.ToJson().find("\"remote_hits\": 1"), std::string::npos);
+  EXPECT_NE(s.ToText().find("Remote Hits: 1"), std::string::npos);
+
+  // get_layer (no source at all) looks in Redis too.
+  LayerCache c(Node(dir, "c", {redis.url()}));
+  LayerPtr plain = c.get_layer("m", 0);
+  ASSERT_NE(plain, nullptr);
+  EXPECT_TRUE(plain->ContentEquals(*layer));
+  EXPECT_EQ(c.get_layer("m", 1), nullptr);
+  EXPECT_EQ(c.get_stats().remote_misses, 1u);
+}
+
+TEST(RemoteTier, CorruptMissingOrGarbledEntriesAreNeverServed) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisServer redis(dir.path(), false);
+  ASSERT_TRUE(redis.up());
+  const LayerPtr layer = MakeLayer(SeedOf("m", 0), 3 << 20);
+  std::atomic<int> loads{0};
+  auto publish = [&](const std::string& name) {
+    LayerCache a(Node(dir, name, {redis.url()}));
+    ASSERT_NE(Load(a, 0, layer, &loads), nullptr);
+  };
+  // A node that finds the entry damaged loads from the source, serves the
+  // right bytes, and publishes a whole copy again.
+  auto expect_refused = [&](const std::string& name, const std::string& what) {
+    const int before = loads;
+    LayerCache b(Node(dir, name, {redis.url()}));
+    LayerPtr got = Load(b, 0, layer, &loads);
+    ASSERT_NE(got, nullptr) << what;
+    EXPECT_TRUE(got->ContentEquals(*layer)) << what;
+    EXPECT_EQ(loads, before + 1) << what << ": must come from the source";
+    EXPECT_EQ(b.get_stats().remote_corrupt, 1u) << what;
+    EXPECT_EQ(b.get_stats().remote_hits, 0u) << what;
+  };
+  publish("a");
+  auto chunks = ChunkKeys(redis);
+  ASSERT_FALSE(chunks.empty());
+  redis.Cli({"SETRANGE", chunks[0], "1000", "CORRUPT!"});
+  expect_refused("b", "a corrupted chunk");
+
+  chunks = ChunkKeys(redis);  // b published anew (the old chunks stay until evicted)
+  const std::string manifest_key = [&] {
+    std::istringstream out(redis.Cli({"--scan", "--pattern", "lc:v1:*:m"}));
+    std::string k;
+    std::getline(out, k);
+    return k;
+  }();
+  ASSERT_FALSE(manifest_key.empty());
+  const std::string manifest = redis.Cli({"GET", manifest_key});
+  const std::string id = manifest.substr(manifest.find("\"id\":\"") + 6, 16);
+  std::string victim;
+  for (const auto& k : chunks)
+    if (k.find(":" + id + ":") != std::string::npos) victim = k;
+  ASSERT_FALSE(victim.empty());
+  redis.Cli({"DEL", victim});  // as Redis's LRU eviction would
+  expect_refused("c", "a missing chunk");
+
+  redis.Cli({"SET", manifest_key, "{\"format\":1,\"digest\":\"no\"}"});
+  expect_refused("d", "a garbled manifest");
+
+  // And a whole copy is served again after all that.
+  LayerCache e(Node(dir, "e", {redis.url()}));
+  const int before = loads;
+  LayerPtr got = Load(e, 0, layer, &loads);
+  ASSERT_NE(got, nullptr);
+  EXPECT_TRUE(got->ContentEquals(*layer));
+  EXPECT_EQ(loads, before);
+  EXPECT_EQ(e.get_stats().remote_hits, 1u);
+}
+
+TEST(RemoteTier, RedisFrozenOrDeadNeverBreaksTheCache) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisServer redis(dir.path(), false);
+  ASSERT_TRUE(redis.up());
+  std::atomic<int> loads{0};
+  {
+    LayerCache a(Node(dir, "a", {redis.url()}));
+    for (int i = 0; i < 4; ++i)
+      ASSERT_NE(Load(a, i, MakeLayer(SeedOf("m", i), 4096), &loads), nullptr);
+  }
+  for (const char* how : {"frozen", "dead"}) {
+    if (std::string(how) == "frozen") {
+      redis.Pause();  // accepts connections, answers nothing: every read times out
+    } else {
+      redis.Resume();
+      redis.Kill();
+    }
+    loads = 0;
+    LayerCache b(Node(dir, std::string("b-") + how, {redis.url()}));
+    for (int i = 0; i < 4; ++i) {
+      LayerPtr got = Load(b, i, MakeLayer(SeedOf("m", i), 4096), &loads);
+      ASSERT_NE(got, nullptr) << how;
+      EXPECT_TRUE(got->ContentEquals(*MakeLayer(SeedOf("m", i), 4096))) << how;
+    }
+    EXPECT_EQ(loads, 4) << how << ": every layer from the source";
+    const CacheStats s = b.get_stats();
+    EXPECT_GE(s.remote_errors, 3u) << how;
+    EXPECT_GE(s.remote_breaker_opens, 1u) << how;
+    EXPECT_NE(s.ToText().find("Redis set aside"), std::string::npos) << how;
+    // The local tiers keep working.
+    EXPECT_NE(b.get_layer("m", 2), nullptr) << how;
+  }
+}
+
+TEST(RemoteTier, ConfiguredFromTheEnvironment) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisServer redis(dir.path(), false);
+  ::setenv("LAYERCACHE_REMOTE", (redis.url() + ", redis://127.0.0.1:1").c_str(), 1);
+  LayerCacheOptions o;
+  o.cache_dir = dir / "env";
+  EXPECT_EQ(o.ResolvedRemoteUrls().size(), 2u);
+  LayerCache cache(o);
+  ::unsetenv("LAYERCACHE_REMOTE");
+  EXPECT_TRUE(cache.get_stats().remote_enabled);
+}
+
+// ---- Redis Cluster ---------------------------------------------------------
+
+TEST(RedisClusterTier, ChunksSpreadOverTheMastersAndRedirectionsAreFollowed) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisCluster cluster(dir.path());
+  ASSERT_TRUE(cluster.ok()) << cluster.error();
+  const LayerPtr layer = MakeLayer(SeedOf("m", 0), 12 << 20);  // 12+ chunks of 1 MiB
+  std::atomic<int> loads{0};
+  {
+    LayerCache a(Node(dir, "a", cluster.urls()));
+    ASSERT_NE(Load(a, 0, layer, &loads), nullptr);
+  }
+  size_t total = 0;
+  for (auto& node : cluster.nodes()) {
+    const size_t n = ChunkKeys(*node).size();
+    EXPECT_GT(n, 0u) << "every master holds some of the chunks";
+    total += n;
+  }
+  EXPECT_GE(total, 12u);
+
+  // ASK: move one chunk to another master while its slot is migrating.
+  auto& from = *cluster.nodes()[0];
+  auto& to = *cluster.nodes()[1];
+  const std::string key = ChunkKeys(from).front();
+  const std::string slot = from.Cli({"CLUSTER", "KEYSLOT", key});
+  auto id = [](RedisServer& s) {
+    std::string out = s.Cli({"CLUSTER", "MYID"});
+    return out.substr(0, out.find('\n'));
+  };
+  const std::string slot_n = slot.substr(0, slot.find('\n'));
+  const std::string from_id = id(from), to_id = id(to);
+  ASSERT_NE(to.Cli({"CLUSTER", "SETSLOT", slot_n, "IMPORTING", from_id}).find("OK"),
+            std::string::npos);
+  ASSERT_NE(from.Cli({"CLUSTER", "SETSLOT", slot_n, "MIGRATING", to_id}).find("OK"),
+            std::string::npos);
+  ASSERT_NE(
+      from.Cli({"MIGRATE", "127.0.0.1", std::to_string(to.port()), key, "0", "5000"}).find("OK"),
+      std::string::npos);
+  LayerCache b(Node(dir, "b", cluster.urls()));
+  LayerPtr got = Load(b, 0, layer, &loads);
+  ASSERT_NE(got, nullptr);
+  EXPECT_TRUE(got->ContentEquals(*layer));
+  EXPECT_EQ(loads, 1);
+  EXPECT_GE(b.get_stats().remote_redirections, 1u) << "ASK followed";
+
+  // MOVED: a client that learned the slot map before the migration finished.
+  LayerCache c(Node(dir, "c", cluster.urls()));
+  EXPECT_EQ(c.get_layer("m", 99), nullptr);  // contacts the cluster
+  for (auto& node : cluster.nodes()) node->Cli({"CLUSTER", "SETSLOT", slot_n, "NODE", to_id});
+  got = Load(c, 0, layer, &loads);
+  ASSERT_NE(got, nullptr);
+  EXPECT_TRUE(got->ContentEquals(*layer));
+  EXPECT_EQ(loads, 1);
+  EXPECT_GE(c.get_stats().remote_redirections, 1u) << "MOVED followed";
+}
+
+struct NodeTotals {
+  int ok = 0;
+  uint64_t remote_hits = 0, lease_waits = 0, errors = 0, publishes = 0;
+  std::string out;
+};
+
+// Runs `n` worker processes as cluster nodes; `during` runs while they work.
+NodeTotals RunNodes(const TempDir& dir, int n, const std::string& endpoint, int layers,
+                    const std::vector<std::string>& urls, const std::string& model_dir,
+                    const std::function<void()>& during = nullptr) {
+  std::string joined;
+  for (const auto& u : urls) joined += (joined.empty() ? "" : ",") + u;
+  std::vector<std::future<testing::CommandResult>> runs;
+  for (int p = 0; p < n; ++p) {
+    runs.push_back(std::async(std::launch::async, [&, p] {
+      return testing::RunCommand({testing::WorkerPath(), "node", dir / ("node" + std::to_string(p)),
+                                  endpoint, "acme/model", std::to_string(layers), joined,
+                                  model_dir});
+    }));
+  }
+  if (during) during();
+  NodeTotals t;
+  for (auto& r : runs) {
+    auto result = r.get();
+    t.out += result.out;
+    if (result.exit_code == 0) ++t.ok;
+    unsigned long long hits, waits, errors, publishes, corrupt;
+    const size_t at = result.out.find("NODE ");
+    if (at != std::string::npos &&
+        std::sscanf(result.out.c_str() + at,
+                    "NODE remote_hits=%llu lease_waits=%llu errors=%llu publishes=%llu "
+                    "corrupt=%llu",
+                    &hits, &waits, &errors, &publishes, &corrupt) == 5) {
+      t.remote_hits += hits;
+      t.lease_waits += waits;
+      t.errors += errors;
+      t.publishes += publishes;
+    }
+  }
+  return t;
+}
+
+struct ServedModel {
+  TempDir model;
+  SyntheticModelInfo info;
+  uint64_t layer_bytes = 0;  // all decoder layers
+  uint64_t overhead = 0;     // index and shard headers, per process
+  HubServer server;
+  int port = -1;
+  explicit ServedModel(int layers) {
+    SyntheticModelSpec spec;
+    spec.num_layers = layers;
+    spec.layers_per_shard = 2;
+    spec.hidden_size = 512;
+    spec.intermediate_size = 1376;
+    info = WriteSyntheticModel(model.path(), spec).value();
+    layer_bytes = info.bytes_per_layer * static_cast<uint64_t>(layers);
+    overhead = std::filesystem::file_size(model / "model.safetensors.index.json") +
+               static_cast<uint64_t>(info.num_shards) * 100'000;
+    server.AddRepo("acme/model", model.path());
+    port = server.Start();
+  }
+  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port); }
+};
+
+TEST(RedisClusterTier, FourNodesLoadingAtOnceFetchEachLayerFromTheSourceOnce) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisCluster cluster(dir.path());
+  ASSERT_TRUE(cluster.ok()) << cluster.error();
+  ServedModel m(8);
+  ASSERT_GT(m.port, 0);
+  const NodeTotals t = RunNodes(dir, 4, m.endpoint(), 8, cluster.urls(), m.model.path());
+  EXPECT_EQ(t.ok, 4) << t.out;
+  const uint64_t sent = m.server.bytes_sent();
+  std::printf(
+      "source sent %llu bytes for %llu bytes of layers (4 nodes); remote hits %llu, "
+      "lease waits %llu, publications %llu\n",
+      static_cast<unsigned long long>(sent), static_cast<unsigned long long>(m.layer_bytes),
+      static_cast<unsigned long long>(t.remote_hits),
+      static_cast<unsigned long long>(t.lease_waits), static_cast<unsigned long long>(t.publishes));
+  EXPECT_GE(sent, m.layer_bytes);
+  EXPECT_LE(sent, m.layer_bytes + m.layer_bytes / 100 + 4 * m.overhead)
+      << "each layer's bytes must cross from the source once";
+  EXPECT_EQ(t.publishes, 8u);
+  EXPECT_EQ(t.remote_hits, 3u * 8u);
+}
+
+TEST(RedisClusterTier, KillingAMasterMidRunServesNoWrongBytes) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisCluster cluster(dir.path());
+  ASSERT_TRUE(cluster.ok()) << cluster.error();
+  ServedModel m(8);
+  ASSERT_GT(m.port, 0);
+  bool killed = false;
+  const NodeTotals t = RunNodes(dir, 4, m.endpoint(), 8, cluster.urls(), m.model.path(), [&] {
+    // Once two layers have come from the source, a master dies.
+    for (int i = 0; i < 60'000 && m.server.bytes_sent() < 2 * m.info.bytes_per_layer; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    cluster.nodes()[1]->Kill();
+    killed = true;
+  });
+  ASSERT_TRUE(killed);
+  EXPECT_EQ(t.ok, 4) << "every node got every layer, with the right bytes:\n" << t.out;
+  EXPECT_GT(t.errors, 0u) << "the dead master was noticed";
+}
+
+}  // namespace
+}  // namespace layercache
