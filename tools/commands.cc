@@ -1,5 +1,7 @@
 #include "commands.h"
 
+#include "remote/remote_tier.h"
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -34,6 +36,8 @@ std::string Shape(const std::vector<uint64_t>& shape) {
 
 }  // namespace
 
+int DescribeRemote(const Global& g);
+
 int Stats(const Global& g) {
   LayerCache cache(g.options);
   CacheStats s = cache.get_stats();
@@ -45,6 +49,38 @@ int Stats(const Global& g) {
                 Progress::HumanBytes(static_cast<double>(s.disk_cache_bytes)).c_str(),
                 Progress::HumanBytes(static_cast<double>(s.disk_cache_logical_bytes)).c_str(),
                 s.disk_compression_ratio());
+  }
+  return DescribeRemote(g);
+}
+
+// The cluster tier as Redis sees it (with --remote or $LAYERCACHE_REMOTE).
+int DescribeRemote(const Global& g) {
+  const std::vector<std::string> urls = g.options.ResolvedRemoteUrls();
+  if (urls.empty()) return 0;
+  RemoteTierOptions o;
+  o.urls = urls;
+  o.timeout_ms = g.options.remote_timeout_ms;
+  auto remote = RemoteTier::Open(o);
+  if (!remote.ok()) throw Error(remote.status());
+  auto masters = (*remote)->Describe();
+  if (!masters.ok()) {
+    std::cerr << "remote tier: " << masters.status().message() << "\n";
+    return 1;
+  }
+  if (g.json) return 0;  // the counters are in the JSON already
+  std::cout << "Remote tier (" << ((*remote)->client().is_cluster() ? "Redis Cluster" : "Redis")
+            << "):\n";
+  for (const auto& m : *masters) {
+    std::cout << "  " << m.address << ": " << m.layers << " layers, "
+              << Progress::HumanBytes(static_cast<double>(m.used_memory)) << " used of "
+              << (m.maxmemory == 0 ? std::string("no maxmemory")
+                                   : Progress::HumanBytes(static_cast<double>(m.maxmemory)))
+              << ", policy " << m.policy;
+    if (m.maxmemory == 0 || m.policy.rfind("allkeys-", 0) != 0) {
+      std::cout << "  (expected: maxmemory set and maxmemory-policy allkeys-lru; see "
+                   "docs/SCALE_OUT.md)";
+    }
+    std::cout << "\n";
   }
   return 0;
 }

@@ -19,6 +19,11 @@ int main(int argc, char** argv) {
   app.add_flag("--compress", g.options.enable_compression,
                "store new entries compressed (zstd, byte-grouped)");
   app.add_option("--compression-level", g.options.compression_level, "1-9 (default 6)");
+  app.add_option("--remote", g.options.remote_urls,
+                 "Redis of the cluster tier, redis://[user:password@]host:port; repeat for "
+                 "Redis Cluster seeds (default: $LAYERCACHE_REMOTE)");
+  app.add_option("--remote-timeout-ms", g.options.remote_timeout_ms,
+                 "Redis connect and read timeout (default 1000)");
 
   auto* stats = app.add_subcommand("stats", "print cache statistics");
   stats->add_flag("--json", g.json, "print JSON (the get_stats() shape)");

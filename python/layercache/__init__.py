@@ -180,12 +180,17 @@ class LayerCache:
     def __init__(self, cache_dir=None, max_cache_size_gb=50.0, max_memory_cache_size_gb=2.0,
                  enable_compression=False, compression_level=6, persist_metadata=True,
                  checksum_algorithm="xxh3-128", eviction_policy="lru", disk_read_mode="buffered",
-                 prefetch_threads=2):
+                 prefetch_threads=2, remote=None, remote_timeout_ms=1000):
+        # remote: a redis:// URL or a list of them (Redis Cluster seeds); None
+        # uses $LAYERCACHE_REMOTE if set (docs/SCALE_OUT.md).
+        if isinstance(remote, (str, os.PathLike)):
+            remote = [os.fspath(remote)]
         self._core = _core.Cache(os.fspath(cache_dir) if cache_dir is not None else "",
                                  float(max_cache_size_gb), float(max_memory_cache_size_gb),
                                  bool(enable_compression), int(compression_level), bool(persist_metadata),
                                  str(checksum_algorithm), str(eviction_policy), str(disk_read_mode),
-                                 int(prefetch_threads))
+                                 int(prefetch_threads), [str(u) for u in (remote or [])],
+                                 int(remote_timeout_ms))
         self._skeletons = {}  # model_id -> meta skeleton of its layers
         self._factories = {}  # model_id -> callable(layer_index) -> module
         self._lock = threading.Lock()
@@ -304,6 +309,10 @@ class LayerCache:
         """The corrupted entries: dicts with model_id, layer_index,
         quantization_mode, path and reason. Changes nothing."""
         return self._core.verify_cache_integrity()
+
+    def flush(self):
+        """Waits until layers being published to the remote tier are there."""
+        self._core.flush()
 
     def optimize_cache(self):
         """Removes corrupted entries, temp files and orphans; enforces the budget."""

@@ -146,7 +146,8 @@ PYBIND11_MODULE(_core, m) {
                        double max_memory_cache_size_gb, bool enable_compression,
                        int compression_level, bool persist_metadata,
                        const std::string& checksum_algorithm, const std::string& eviction_policy,
-                       const std::string& disk_read_mode, int prefetch_threads) {
+                       const std::string& disk_read_mode, int prefetch_threads,
+                       const std::vector<std::string>& remote_urls, int remote_timeout_ms) {
         LayerCacheOptions o;
         o.cache_dir = cache_dir;
         o.max_cache_size_gb = max_cache_size_gb;
@@ -163,6 +164,8 @@ PYBIND11_MODULE(_core, m) {
         o.disk_read_mode =
             disk_read_mode == "direct" ? DiskReadMode::kDirect : DiskReadMode::kBuffered;
         o.prefetch_threads = prefetch_threads;
+        o.remote_urls = remote_urls;
+        o.remote_timeout_ms = remote_timeout_ms;
         py::gil_scoped_release release;
         return std::make_unique<LayerCache>(o);
       }))
@@ -228,6 +231,11 @@ PYBIND11_MODULE(_core, m) {
                out.append(d);
              }
              return out;
+           })
+      .def("flush",
+           [](LayerCache& c) {
+             py::gil_scoped_release release;
+             c.flush();
            })
       .def("optimize_cache",
            [](LayerCache& c) {

@@ -183,3 +183,46 @@ def test_prefetch_and_get_layer_with_prefetch(cache_dir):
     assert fresh.prefetch("p", [0])[0].result() is not None
     with pytest.raises(ValueError):
         LayerCache(cache_dir=cache_dir, eviction_policy="fifo")
+
+
+def test_two_caches_share_layers_through_redis(cache_dir, tmp_path):
+    """The cluster tier from Python: a second node gets the layer from Redis."""
+    cli = os.environ.get("LAYERCACHE_CLI")
+    if not cli or not os.path.exists("/usr/bin/redis-server"):
+        pytest.skip("needs LAYERCACHE_CLI (run through ctest) and redis-server")
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    redis = subprocess.Popen(["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    model = tmp_path / "model"
+    model.mkdir()
+    from safetensors_writer import write_model  # noqa: E402  (tests/ helper)
+    tensors = write_model(model, layers=2)
+    server = subprocess.Popen([cli, "serve", str(model), "--repo-id", "acme/tiny"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        endpoint = [server.stdout.readline(), server.stdout.readline()][1].split("=", 1)[1].strip()
+        url = f"redis://127.0.0.1:{port}"
+        for _ in range(2000):  # bounded wait for redis-server to listen
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+        a = LayerCache(cache_dir=str(tmp_path / "a"), remote=url)
+        a.download_and_cache("tiny", 1, "acme/tiny", endpoint=endpoint, quiet=True)
+        a.flush()
+        assert a.get_stats()["remote"]["remote_publishes"] == 1
+        b = LayerCache(cache_dir=str(tmp_path / "b"), remote=[url])
+        layer = b.download_and_cache("tiny", 1, "acme/tiny", endpoint=endpoint, quiet=True)
+        assert torch.equal(layer["self_attn.q_proj.weight"], tensors["model.layers.1.self_attn.q_proj.weight"])
+        stats = b.get_stats()
+        assert stats["remote"]["remote_hits"] == 1
+        assert stats["performance"]["bytes_downloaded"] == 0
+        with pytest.raises(ValueError):
+            LayerCache(cache_dir=str(tmp_path / "c"), remote="rediss://127.0.0.1:1")
+    finally:
+        server.terminate()
+        server.wait()
+        redis.terminate()
+        redis.wait()

@@ -349,6 +349,12 @@ Result<RedisReply> RedisClient::Execute(const RedisCommand& command) {
   return (*r)[0];
 }
 
+Result<RedisReply> RedisClient::ExecuteOn(const std::string& address, const RedisCommand& command) {
+  auto r = RunOn(address, {&command}, false);
+  if (!r.ok()) return r.status();
+  return (*r)[0];
+}
+
 Result<std::vector<RedisReply>> RedisClient::Execute(const std::vector<RedisCommand>& commands) {
   if (Status s = EnsureTopology(); !s.ok()) return s;
   std::vector<Group> groups;

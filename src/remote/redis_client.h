@@ -86,6 +86,8 @@ class RedisClient {
   // reached or a connection breaks.
   Result<std::vector<RedisReply>> Execute(const std::vector<RedisCommand>& commands);
   Result<RedisReply> Execute(const RedisCommand& command);
+  // Runs one command on the node at `address` ("host:port"), wherever keys live.
+  Result<RedisReply> ExecuteOn(const std::string& address, const RedisCommand& command);
 
   // True once the first contact found a cluster (cluster_enabled).
   bool is_cluster() const { return cluster_.load(); }

@@ -1,10 +1,13 @@
 #include "remote/remote_tier.h"
 
+#include <hiredis/hiredis.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "layercache/safetensors.h"
@@ -390,6 +393,41 @@ RemoteStats RemoteTier::stats() const {
   s.breaker_open = breaker_.open();
   s.redirections = client_->redirections();
   return s;
+}
+
+Result<std::vector<RemoteTier::MasterInfo>> RemoteTier::Describe() {
+  std::vector<MasterInfo> out;
+  const std::vector<std::string> masters = client_->Masters();
+  if (masters.empty()) return Status::IOError("no Redis node reachable");
+  for (const std::string& node : masters) {
+    MasterInfo m;
+    m.address = node;
+    std::string cursor = "0";
+    do {
+      auto r = client_->ExecuteOn(
+          node, Cmd({"SCAN", cursor, "MATCH", std::string(kPrefix) + "*:m", "COUNT", "1000"}));
+      if (!r.ok()) return r.status();
+      const redisReply* raw = r->raw();
+      if (raw == nullptr || raw->type != REDIS_REPLY_ARRAY || raw->elements != 2)
+        return Status::IOError("unexpected SCAN reply from " + node);
+      cursor.assign(raw->element[0]->str, raw->element[0]->len);
+      m.layers += raw->element[1]->elements;
+    } while (cursor != "0");
+    auto field = [&](const std::string& info, const std::string& name) {
+      const size_t at = info.find(name + ":");
+      if (at == std::string::npos) return std::string();
+      const size_t end = info.find_first_of("\r\n", at);
+      return info.substr(at + name.size() + 1, end - at - name.size() - 1);
+    };
+    auto info = client_->ExecuteOn(node, Cmd({"INFO", "memory"}));
+    if (!info.ok()) return info.status();
+    const std::string text(info->str());
+    m.used_memory = std::strtoull(field(text, "used_memory").c_str(), nullptr, 10);
+    m.maxmemory = std::strtoull(field(text, "maxmemory").c_str(), nullptr, 10);
+    m.policy = field(text, "maxmemory_policy");
+    out.push_back(std::move(m));
+  }
+  return out;
 }
 
 // ---- Lease -----------------------------------------------------------------

@@ -110,6 +110,17 @@ class RemoteTier {
   std::optional<LayerPtr> WaitForPeer(const LayerKey& key);
 
   RemoteStats stats() const;
+
+  // What the Redis masters hold and how they are set up, for `layercache
+  // stats`: layers (manifests), memory used, maxmemory and its policy.
+  struct MasterInfo {
+    std::string address;
+    uint64_t layers = 0;
+    uint64_t used_memory = 0;
+    uint64_t maxmemory = 0;
+    std::string policy;
+  };
+  Result<std::vector<MasterInfo>> Describe();
   RedisClient& client() { return *client_; }
   static std::string ManifestKey(const std::string& digest);
   static std::string LeaseKey(const std::string& digest);
