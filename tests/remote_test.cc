@@ -233,6 +233,38 @@ TEST(RemoteTier, RedisFrozenOrDeadNeverBreaksTheCache) {
   }
 }
 
+TEST(RemoteTier, PasswordsAreUsedAndNeverShown) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisServer redis(dir.path(), false, {"--requirepass", "s3cret-pw"});
+  ASSERT_TRUE(redis.up());
+  const std::string good = "redis://:s3cret-pw@" + redis.address();
+  const std::string bad = "redis://:wrong-pw@" + redis.address();
+  std::atomic<int> loads{0};
+  {
+    LayerCache a(Node(dir, "a", {good}));
+    ASSERT_NE(Load(a, 0, MakeLayer(1, 4096), &loads), nullptr);
+    a.flush();
+    EXPECT_EQ(a.get_stats().remote_publishes, 1u);
+    EXPECT_EQ(a.get_stats().remote_errors, 0u);
+  }
+  LayerCache b(Node(dir, "b", {bad}));
+  ASSERT_NE(Load(b, 0, MakeLayer(1, 4096), &loads), nullptr);
+  EXPECT_EQ(loads, 2) << "a refused AUTH means the source, not an error to the caller";
+  EXPECT_GE(b.get_stats().remote_errors, 1u);
+  // The CLI reports the refusal without the password.
+  auto cli = testing::RunCommand(
+      {testing::CliPath(), "--cache-dir", dir / "cli", "--remote", bad, "stats"});
+  EXPECT_NE(cli.exit_code, 0);
+  EXPECT_NE(cli.out.find("AUTH"), std::string::npos) << cli.out;
+  EXPECT_EQ(cli.out.find("wrong-pw"), std::string::npos) << cli.out;
+  auto ok = testing::RunCommand(
+      {testing::CliPath(), "--cache-dir", dir / "cli", "--remote", good, "stats"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.out;
+  EXPECT_NE(ok.out.find("1 layers"), std::string::npos) << ok.out;
+  EXPECT_EQ(ok.out.find("s3cret-pw"), std::string::npos) << ok.out;
+}
+
 TEST(RemoteTier, ConfiguredFromTheEnvironment) {
   REQUIRE_REDIS();
   TempDir dir;

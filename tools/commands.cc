@@ -1,7 +1,5 @@
 #include "commands.h"
 
-#include "remote/remote_tier.h"
-
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +12,7 @@
 #include "hub_server.h"
 #include "layercache/layer_cache.h"
 #include "layercache/safetensors.h"
+#include "remote/remote_tier.h"
 #include "util/progress.h"
 
 namespace layercache::cli {

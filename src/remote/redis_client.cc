@@ -337,8 +337,8 @@ std::string RedisClient::NodeFor(const RedisCommand& command) {
   return nodes_.empty() ? options_.seeds.front().Address() : nodes_.front();
 }
 
-std::vector<std::string> RedisClient::Masters() {
-  (void)EnsureTopology();
+Result<std::vector<std::string>> RedisClient::Masters() {
+  if (Status s = EnsureTopology(); !s.ok()) return s;
   std::lock_guard lock(mu_);
   return nodes_;
 }

@@ -92,7 +92,7 @@ class RedisClient {
   // True once the first contact found a cluster (cluster_enabled).
   bool is_cluster() const { return cluster_.load(); }
   // The masters known from the slot map (the seed when not a cluster).
-  std::vector<std::string> Masters();
+  Result<std::vector<std::string>> Masters();
   // Redirections followed so far (MOVED + ASK), for tests and stats.
   uint64_t redirections() const { return redirections_.load(); }
 

@@ -397,9 +397,9 @@ RemoteStats RemoteTier::stats() const {
 
 Result<std::vector<RemoteTier::MasterInfo>> RemoteTier::Describe() {
   std::vector<MasterInfo> out;
-  const std::vector<std::string> masters = client_->Masters();
-  if (masters.empty()) return Status::IOError("no Redis node reachable");
-  for (const std::string& node : masters) {
+  auto masters = client_->Masters();
+  if (!masters.ok()) return masters.status();
+  for (const std::string& node : *masters) {
     MasterInfo m;
     m.address = node;
     std::string cursor = "0";
