@@ -233,6 +233,30 @@ TEST(RemoteTier, RedisFrozenOrDeadNeverBreaksTheCache) {
   }
 }
 
+// A node that took the lease and died (it never publishes, never renews):
+// the others wait while the lease lives, then load the layer themselves.
+TEST(RemoteTier, WhenTheLeaseHolderDiesTheWaiterLoadsItself) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisServer redis(dir.path(), false);
+  ASSERT_TRUE(redis.up());
+  const LayerKey key{"m", 0, "", ""};
+  ASSERT_NE(redis.Cli({"SET", "lc:v1:" + key.Digest() + ":lease", "dead-node", "PX", "400"})
+                .find("OK"),
+            std::string::npos);
+  std::atomic<int> loads{0};
+  LayerCache b(Node(dir, "b", {redis.url()}));
+  LayerPtr got = Load(b, 0, MakeLayer(7, 4096), &loads);
+  ASSERT_NE(got, nullptr);
+  EXPECT_TRUE(got->ContentEquals(*MakeLayer(7, 4096)));
+  EXPECT_EQ(loads, 1);
+  EXPECT_EQ(b.get_stats().remote_lease_waits, 1u) << "it waited for the holder first";
+  b.flush();
+  EXPECT_EQ(b.get_stats().remote_publishes, 1u) << "and published the layer itself";
+  EXPECT_EQ(redis.Cli({"EXISTS", "lc:v1:" + key.Digest() + ":lease"}).substr(0, 1), "0")
+      << "its own lease is released";
+}
+
 TEST(RemoteTier, PasswordsAreUsedAndNeverShown) {
   REQUIRE_REDIS();
   TempDir dir;

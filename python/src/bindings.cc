@@ -157,12 +157,17 @@ PYBIND11_MODULE(_core, m) {
         o.persist_metadata = persist_metadata;
         o.checksum_algorithm = ParseChecksumAlgorithm(checksum_algorithm);
         o.eviction_policy = ParseEvictionPolicy(eviction_policy);
-        if (disk_read_mode != "buffered" && disk_read_mode != "direct") {
-          throw std::invalid_argument("disk_read_mode must be \"buffered\" or \"direct\", got \"" +
-                                      disk_read_mode + "\"");
+        if (disk_read_mode == "buffered") {
+          o.disk_read_mode = DiskReadMode::kBuffered;
+        } else if (disk_read_mode == "direct") {
+          o.disk_read_mode = DiskReadMode::kDirect;
+        } else if (disk_read_mode == "mapped") {
+          o.disk_read_mode = DiskReadMode::kMapped;
+        } else {
+          throw std::invalid_argument(
+              "disk_read_mode must be \"buffered\", \"direct\" or \"mapped\", got \"" +
+              disk_read_mode + "\"");
         }
-        o.disk_read_mode =
-            disk_read_mode == "direct" ? DiskReadMode::kDirect : DiskReadMode::kBuffered;
         o.prefetch_threads = prefetch_threads;
         o.remote_urls = remote_urls;
         o.remote_timeout_ms = remote_timeout_ms;

@@ -226,3 +226,14 @@ def test_two_caches_share_layers_through_redis(cache_dir, tmp_path):
         server.wait()
         redis.terminate()
         redis.wait()
+
+
+@pytest.mark.parametrize("mode", ["buffered", "direct", "mapped"])
+def test_every_disk_read_mode_serves_the_same_bytes(cache_dir, mode):
+    state = {"w": torch.randn(2048, 2048), "b": torch.randn(64).to(torch.bfloat16)}  # 16 MiB: mappable
+    LayerCache(cache_dir=cache_dir).cache_layer("m", 0, state)
+    cache = LayerCache(cache_dir=cache_dir, max_memory_cache_size_gb=0, disk_read_mode=mode)
+    layer = cache.get_layer("m", 0)
+    assert torch.equal(layer["w"], state["w"]) and torch.equal(layer["b"], state["b"])
+    with pytest.raises(ValueError):
+        LayerCache(cache_dir=cache_dir, disk_read_mode="fast")
