@@ -15,7 +15,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::memcpy(&file_size, data, 8);
   file_size %= (uint64_t{1} << 44);
   std::span<const std::byte> prefix(reinterpret_cast<const std::byte*>(data + 8), size - 8);
-  auto n = ParseSafetensorsHeaderLength(prefix.first(std::min<size_t>(8, prefix.size())), file_size, "fuzz");
+  auto n = ParseSafetensorsHeaderLength(prefix.first(std::min<size_t>(8, prefix.size())), file_size,
+                                        "fuzz");
   if (!n.ok() || 8 + *n > prefix.size()) return 0;
   std::string_view text(reinterpret_cast<const char*>(prefix.data()) + 8, *n);
   auto header = ParseSafetensorsHeader(text, file_size, "fuzz");

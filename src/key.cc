@@ -76,7 +76,8 @@ std::string LayerKey::Digest() const {
 namespace {
 
 inline uint64_t Mix(uint64_t a, uint64_t b) {
-  const __uint128_t m = static_cast<__uint128_t>(a ^ 0xa0761d6478bd642fULL) * (b ^ 0xe7037ed1a0b428dbULL);
+  const __uint128_t m =
+      static_cast<__uint128_t>(a ^ 0xa0761d6478bd642fULL) * (b ^ 0xe7037ed1a0b428dbULL);
   return static_cast<uint64_t>(m) ^ static_cast<uint64_t>(m >> 64);
 }
 
@@ -109,7 +110,8 @@ inline uint64_t HashBytes(std::string_view s, uint64_t seed) {
   } else if (n > 0) {
     a = seed;
     b = (static_cast<uint64_t>(static_cast<uint8_t>(p[0])) << 16) |
-        (static_cast<uint64_t>(static_cast<uint8_t>(p[n >> 1])) << 8) | static_cast<uint8_t>(p[n - 1]);
+        (static_cast<uint64_t>(static_cast<uint8_t>(p[n >> 1])) << 8) |
+        static_cast<uint8_t>(p[n - 1]);
   } else {
     a = seed;
     b = 0;

@@ -241,9 +241,9 @@ TEST(RemoteTier, WhenTheLeaseHolderDiesTheWaiterLoadsItself) {
   RedisServer redis(dir.path(), false);
   ASSERT_TRUE(redis.up());
   const LayerKey key{"m", 0, "", ""};
-  ASSERT_NE(redis.Cli({"SET", "lc:v1:" + key.Digest() + ":lease", "dead-node", "PX", "400"})
-                .find("OK"),
-            std::string::npos);
+  ASSERT_NE(
+      redis.Cli({"SET", "lc:v1:" + key.Digest() + ":lease", "dead-node", "PX", "400"}).find("OK"),
+      std::string::npos);
   std::atomic<int> loads{0};
   LayerCache b(Node(dir, "b", {redis.url()}));
   LayerPtr got = Load(b, 0, MakeLayer(7, 4096), &loads);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "format/safetensors_stream.h"
 #include "test_support.h"
 
 namespace layercache {
@@ -313,6 +314,43 @@ TEST(SafetensorsReader, HeaderOnlyReadReportsOffsetsInFileOrder) {
   EXPECT_EQ(header->tensors[0].name, "B");
   EXPECT_EQ(header->tensors[4].name, "d");
   EXPECT_EQ(header->tensors[4].offset, 48u);  // file offset 582: not 8-aligned
+}
+
+// The cluster tier's reader: a file fed in pieces of any size gives the same
+// layer as parsing it whole; short, long and foreign-layout files are errors.
+TEST(SafetensorsStream, PiecesOfAnySizeGiveTheSameLayer) {
+  const LayerPtr layer = testing::MakeLayer(11, 50'000);
+  const std::vector<std::byte> file = SerializeSafetensors(*layer);
+  const std::string_view bytes(reinterpret_cast<const char*>(file.data()), file.size());
+  for (size_t piece : {size_t{1}, size_t{7}, size_t{4096}, file.size()}) {
+    SafetensorsStreamReader reader(file.size(), "stream");
+    for (size_t at = 0; at < bytes.size(); at += piece)
+      ASSERT_TRUE(reader.Feed(bytes.substr(at, piece)).ok()) << piece;
+    auto got = reader.Finish();
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_TRUE((*got)->ContentEquals(*layer)) << piece;
+  }
+  SafetensorsStreamReader short_reader(file.size(), "stream");
+  ASSERT_TRUE(short_reader.Feed(bytes.substr(0, bytes.size() - 1)).ok());
+  EXPECT_FALSE(short_reader.Finish().ok());
+  SafetensorsStreamReader long_reader(file.size() - 1, "stream");
+  EXPECT_FALSE(long_reader.Feed(bytes).ok());
+}
+
+TEST(SafetensorsStream, FilesNotInTheReferenceLayoutAreRefused) {
+  // Two tensors stored in the reverse of the reference order.
+  const std::string header =
+      R"({"b":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})";
+  std::string file(8, '\0');
+  const uint64_t n = header.size();
+  std::memcpy(file.data(), &n, 8);
+  file += header + "bbaa";
+  ASSERT_TRUE(
+      ParseSafetensors(std::as_bytes(std::span<const char>(file.data(), file.size())), "x").ok());
+  SafetensorsStreamReader reader(file.size(), "foreign");
+  Status s = reader.Feed(file);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("reference layout"), std::string::npos) << s.ToString();
 }
 
 }  // namespace

@@ -8,16 +8,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <nlohmann/json.hpp>
+#include <future>
 
+#include "format/safetensors_stream.h"
 #include "layercache/safetensors.h"
+#include "remote/manifest.h"
 #include "util/logging.h"
 #include "util/path.h"
 
 namespace layercache {
 namespace {
 
-constexpr int kFormat = 1;
 constexpr const char* kPrefix = "lc:v1:";
 constexpr size_t kChunksPerBatch = 8;  // bounds hiredis's buffers to ~8 chunks
 
@@ -47,37 +48,6 @@ RedisCommand Cmd(std::vector<std::string> args, size_t key_arg = 1) {
   c.args = std::move(args);
   c.key_arg = key_arg;
   return c;
-}
-
-struct Manifest {
-  std::string id;
-  uint64_t size = 0;
-  uint64_t chunk_bytes = 0;
-  std::vector<std::string> chunk_sums;
-  std::string sum;
-};
-
-Result<Manifest> ParseManifest(std::string_view text, const std::string& digest) {
-  try {
-    const auto j = nlohmann::json::parse(text);
-    if (j.at("format").get<int>() != kFormat)
-      return Status::Corruption("manifest of another format version");
-    if (j.at("digest").get<std::string>() != digest)
-      return Status::Corruption("manifest of another key");
-    Manifest m;
-    m.id = j.at("id").get<std::string>();
-    m.size = j.at("size").get<uint64_t>();
-    m.chunk_bytes = j.at("chunk_bytes").get<uint64_t>();
-    m.chunk_sums = j.at("xxh3_64").get<std::vector<std::string>>();
-    m.sum = j.at("xxh3_128").get<std::string>();
-    if (m.id.empty() || m.id.find(':') != std::string::npos || m.chunk_bytes == 0 || m.size == 0 ||
-        m.chunk_sums.size() != (m.size + m.chunk_bytes - 1) / m.chunk_bytes) {
-      return Status::Corruption("manifest with inconsistent sizes");
-    }
-    return m;
-  } catch (const std::exception& e) {
-    return Status::Corruption(std::string("unreadable manifest: ") + e.what());
-  }
 }
 
 }  // namespace
@@ -215,52 +185,71 @@ std::optional<LayerPtr> RemoteTier::Get(const LayerKey& key, bool count_miss) {
     if (count_miss) Miss("", digest, false);
     return std::nullopt;
   }
-  auto manifest = ParseManifest(reply.str(), digest);
+  auto manifest = ParseRemoteManifest(reply.str(), digest);
   if (!manifest.ok()) {
     Miss(manifest.status().message(), digest, true);
     return std::nullopt;
   }
-  std::vector<std::byte> data(manifest->size);
+  SafetensorsStreamReader builder(manifest->size, "remote entry " + key.ToString());
+  XXH3_state_t* whole = XXH3_createState();
+  std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> whole_owner(whole,
+                                                                              XXH3_freeState);
+  XXH3_128bits_reset(whole);
   const uint64_t n = manifest->chunk_sums.size();
-  for (uint64_t first = 0; first < n; first += kChunksPerBatch) {
-    const uint64_t last = std::min<uint64_t>(n, first + kChunksPerBatch);
+  // Chunks come in batches; the next batch is on the wire while this one is
+  // checked and copied into the layer.
+  auto fetch = [&](uint64_t first) {
     std::vector<RedisCommand> gets;
-    for (uint64_t i = first; i < last; ++i)
+    for (uint64_t i = first; i < std::min<uint64_t>(n, first + kChunksPerBatch); ++i)
       gets.push_back(Cmd({"GET", ChunkKey(digest, manifest->id, i)}));
-    auto chunks = Run(gets);
+    return Run(gets);
+  };
+  auto next = std::async(std::launch::async, fetch, 0);
+  for (uint64_t first = 0; first < n; first += kChunksPerBatch) {
+    auto chunks = next.get();
     if (!chunks.ok()) return std::nullopt;
+    if (first + kChunksPerBatch < n)
+      next = std::async(std::launch::async, fetch, first + kChunksPerBatch);
+    const uint64_t last = std::min<uint64_t>(n, first + kChunksPerBatch);
     for (uint64_t i = first; i < last; ++i) {
       const RedisReply& c = (*chunks)[i - first];
       const uint64_t offset = i * manifest->chunk_bytes;
       const uint64_t want = std::min(manifest->chunk_bytes, manifest->size - offset);
+      std::string why;
       if (c.is_nil() || !c.is_string()) {
-        Miss("chunk " + std::to_string(i) + " is missing (evicted or expired)", digest, true);
+        why = "chunk " + std::to_string(i) + " is missing (evicted or expired)";
+      } else if (c.str().size() != want) {
+        why = "chunk " + std::to_string(i) + " has " + std::to_string(c.str().size()) +
+              " bytes, not " + std::to_string(want);
+      } else if (Hex64(XXH3_64bits(c.str().data(), c.str().size())) != manifest->chunk_sums[i]) {
+        why = "chunk " + std::to_string(i) + " fails its checksum";
+      } else {
+        try {
+          if (Status s = builder.Feed(c.str()); !s.ok()) why = s.message();
+        } catch (const std::bad_alloc&) {  // a header claiming absurd sizes
+          why = "its header asks for more memory than there is";
+        }
+      }
+      if (!why.empty()) {
+        if (next.valid()) (void)next.get();  // let the batch in flight land first
+        Miss(why, digest, true);
         return std::nullopt;
       }
-      if (c.str().size() != want) {
-        Miss("chunk " + std::to_string(i) + " has " + std::to_string(c.str().size()) +
-                 " bytes, not " + std::to_string(want),
-             digest, true);
-        return std::nullopt;
-      }
-      if (Hex64(XXH3_64bits(c.str().data(), c.str().size())) != manifest->chunk_sums[i]) {
-        Miss("chunk " + std::to_string(i) + " fails its checksum", digest, true);
-        return std::nullopt;
-      }
-      std::memcpy(data.data() + offset, c.str().data(), want);
+      XXH3_128bits_update(whole, c.str().data(), c.str().size());
     }
   }
-  if (Hex128(data.data(), data.size()) != manifest->sum) {
+  const XXH128_hash_t h = XXH3_128bits_digest(whole);
+  if (Hex64(h.high64) + Hex64(h.low64) != manifest->sum) {
     Miss("the whole fails its checksum", digest, true);
     return std::nullopt;
   }
-  auto layer = ParseSafetensors(data, "remote entry " + key.ToString());
+  auto layer = builder.Finish();
   if (!layer.ok()) {
     Miss(layer.status().message(), digest, true);
     return std::nullopt;
   }
   hits_.fetch_add(1, std::memory_order_relaxed);
-  bytes_read_.fetch_add(data.size(), std::memory_order_relaxed);
+  bytes_read_.fetch_add(manifest->size, std::memory_order_relaxed);
   return std::move(*layer);
 }
 
@@ -269,13 +258,12 @@ Status RemoteTier::Publish(const LayerKey& key, const Layer& layer) {
   const std::vector<std::byte> data = SerializeSafetensors(layer);
   const std::string id = RandomHex(8);
   const uint64_t n = (data.size() + options_.chunk_bytes - 1) / options_.chunk_bytes;
-  nlohmann::ordered_json j;
-  j["format"] = kFormat;
-  j["digest"] = digest;
-  j["key"] = key.ToString();
-  j["id"] = id;
-  j["size"] = data.size();
-  j["chunk_bytes"] = options_.chunk_bytes;
+  RemoteManifest manifest;
+  manifest.digest = digest;
+  manifest.key = key.ToString();
+  manifest.id = id;
+  manifest.size = data.size();
+  manifest.chunk_bytes = options_.chunk_bytes;
   std::vector<std::string> sums;
   const std::string px = std::to_string(options_.ttl_s * 1000);
   std::vector<std::string> written;
@@ -304,9 +292,10 @@ Status RemoteTier::Publish(const LayerKey& key, const Layer& layer) {
       return r.status();
     }
   }
-  j["xxh3_64"] = sums;
-  j["xxh3_128"] = Hex128(data.data(), data.size());
-  std::vector<RedisCommand> commit = {Cmd({"SET", ManifestKey(digest), j.dump(), "NX"})};
+  manifest.chunk_sums = std::move(sums);
+  manifest.sum = Hex128(data.data(), data.size());
+  std::vector<RedisCommand> commit = {
+      Cmd({"SET", ManifestKey(digest), SerializeRemoteManifest(manifest), "NX"})};
   if (options_.ttl_s > 0) commit[0].args.insert(commit[0].args.end(), {"PX", px});
   auto r = Run(commit);
   if (!r.ok()) {

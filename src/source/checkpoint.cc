@@ -17,7 +17,8 @@ Status CheckShardName(const std::string& name) {
   return Status::OK();
 }
 
-Result<std::map<std::string, std::string>> ParseWeightMap(const std::string& text, const std::string& what) {
+Result<std::map<std::string, std::string>> ParseWeightMap(const std::string& text,
+                                                          const std::string& what) {
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(text);

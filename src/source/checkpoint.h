@@ -61,6 +61,7 @@ Status CheckShardName(const std::string& name);
 
 // Parses a model.safetensors.index.json: its weight_map (tensor -> shard
 // file), every shard name checked. `what` names the file in errors.
-Result<std::map<std::string, std::string>> ParseWeightMap(const std::string& text, const std::string& what);
+Result<std::map<std::string, std::string>> ParseWeightMap(const std::string& text,
+                                                          const std::string& what);
 
 }  // namespace layercache

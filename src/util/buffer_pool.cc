@@ -22,7 +22,8 @@ struct PoolState {
 };
 
 PoolState& State() {
-  static PoolState* state = new PoolState();  // never destroyed: buffers may outlive static destruction
+  static PoolState* state =
+      new PoolState();  // never destroyed: buffers may outlive static destruction
   return *state;
 }
 
