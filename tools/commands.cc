@@ -315,7 +315,13 @@ int Fetch(const Global& g, const FetchOptions& f, const DownloadOptions& d) {
   const CacheStats s = cache.get_stats();
   std::cout << "fetched " << layers.size() << " layers of " << f.repo_id << " ("
             << Progress::HumanBytes(static_cast<double>(s.bytes_downloaded)) << " downloaded, "
-            << s.total_hits << " already cached)\n";
+            << s.memory_hits + s.disk_hits << " already cached";
+  if (s.remote_enabled) {
+    std::cout << ", " << s.remote_hits << " from the cluster tier ("
+              << Progress::HumanBytes(static_cast<double>(s.bytes_from_remote)) << ")";
+    if (s.remote_errors > 0) std::cout << ", " << s.remote_errors << " Redis errors";
+  }
+  std::cout << ")\n";
   return 0;
 }
 
