@@ -289,6 +289,34 @@ TEST(RemoteTier, PasswordsAreUsedAndNeverShown) {
   EXPECT_EQ(ok.out.find("s3cret-pw"), std::string::npos) << ok.out;
 }
 
+// Connections pooled from before Redis died: writing a big chunk to one gets
+// EPIPE, and must not raise a SIGPIPE that kills the process.
+TEST(RemoteTier, ARedisThatDiesUnderAWriteDoesNotKillTheProcess) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisServer redis(dir.path(), false);
+  ASSERT_TRUE(redis.up());
+  std::atomic<int> loads{0};
+  LayerCacheOptions o = Node(dir, "a", {redis.url()});
+  LayerCache a(o);
+  // Several loads at once leave several connections in the pool.
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&, i] { Load(a, i, MakeLayer(SeedOf("m", i), 4 << 20), &loads); });
+  for (auto& t : threads) t.join();
+  a.flush();
+  ASSERT_EQ(a.get_stats().remote_publishes, 4u);
+  redis.Kill();
+  for (int i = 4; i < 8; ++i) {
+    LayerPtr got = Load(a, i, MakeLayer(SeedOf("m", i), 8 << 20), &loads);
+    ASSERT_NE(got, nullptr);
+    EXPECT_TRUE(got->ContentEquals(*MakeLayer(SeedOf("m", i), 8 << 20)));
+  }
+  a.flush();  // the publications fail on the dead connections
+  EXPECT_GE(a.get_stats().remote_errors, 1u);
+  EXPECT_EQ(loads, 8);
+}
+
 TEST(RemoteTier, ConfiguredFromTheEnvironment) {
   REQUIRE_REDIS();
   TempDir dir;

@@ -1,9 +1,12 @@
 #include "remote/redis_client.h"
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/time.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <future>
 
@@ -33,6 +36,42 @@ bool ParseRedirect(std::string_view error, std::string_view kind, int* slot, std
   *node = std::string(rest.substr(space + 1));
   return *slot >= 0 && *slot < 16384 && !node->empty();
 }
+
+// hiredis writes with write(2): a peer that died makes the kernel send
+// SIGPIPE, which would kill the process. While a guard lives, SIGPIPE is
+// blocked in this thread, and one raised meanwhile is consumed on the way
+// out (what libcurl does for the same reason); the write then fails with
+// EPIPE and the connection reports the error.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &old_);
+    was_blocked_ = sigismember(&old_, SIGPIPE) == 1;
+  }
+  ~SigpipeGuard() {
+    if (was_blocked_) return;
+    sigset_t pending;
+    sigemptyset(&pending);
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+      sigset_t pipe;
+      sigemptyset(&pipe);
+      sigaddset(&pipe, SIGPIPE);
+      const timespec zero{0, 0};
+      while (sigtimedwait(&pipe, nullptr, &zero) == -1 && errno == EINTR) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  sigset_t old_;
+  bool was_blocked_ = false;
+};
 
 }  // namespace
 
@@ -155,6 +194,7 @@ class RedisClient::Connection {
 
   Result<std::vector<RedisReply>> Run(const std::vector<const RedisCommand*>& commands,
                                       bool asking) {
+    SigpipeGuard no_sigpipe;
     static const char* kAsking = "ASKING";
     static const size_t kAskingLen = 6;
     std::vector<const char*> argv;
