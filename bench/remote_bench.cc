@@ -122,7 +122,13 @@ int main(int argc, char** argv) {
     servers.push_back(Spawn(args, true));
     urls.push_back("redis://127.0.0.1:" + std::to_string(port));
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // bench only: servers start
+  // Wait (bounded) until every server answers PING.
+  for (int port : ports) {
+    for (int i = 0; i < 500; ++i) {
+      if (Wait(Spawn({"redis-cli", "-p", std::to_string(port), "ping"}, true)) == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
   if (cluster) {
     std::vector<std::string> args = {"redis-cli", "--cluster", "create"};
     for (int port : ports) args.push_back("127.0.0.1:" + std::to_string(port));
@@ -131,7 +137,15 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "redis-cli --cluster create failed\n");
       return 1;
     }
-    std::this_thread::sleep_for(std::chrono::seconds(2));  // bench only: cluster converges
+    // Wait (bounded) until every node reports cluster_state:ok.
+    for (int port : ports) {
+      for (int i = 0; i < 1000; ++i) {
+        const std::string cmd =
+            "redis-cli -p " + std::to_string(port) + " cluster info | grep -q cluster_state:ok";
+        if (Wait(Spawn({"sh", "-c", cmd}, true)) == 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
   }
 
   SyntheticModelSpec spec;
