@@ -317,6 +317,28 @@ TEST(RemoteTier, ARedisThatDiesUnderAWriteDoesNotKillTheProcess) {
   EXPECT_EQ(loads, 8);
 }
 
+TEST(RemoteTier, PublishedKeysExpireWhenATtlIsSet) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisServer redis(dir.path(), false);
+  ASSERT_TRUE(redis.up());
+  LayerCacheOptions o = Node(dir, "a", {redis.url()});
+  o.remote_ttl_s = 3600;
+  std::atomic<int> loads{0};
+  LayerCache a(o);
+  ASSERT_NE(Load(a, 0, MakeLayer(1, 3 << 20), &loads), nullptr);
+  a.flush();
+  const auto chunks = ChunkKeys(redis);
+  ASSERT_GE(chunks.size(), 3u);
+  auto ttl_ms = [&](const std::string& k) { return std::atoll(redis.Cli({"PTTL", k}).c_str()); };
+  for (const auto& k : chunks) {
+    EXPECT_GT(ttl_ms(k), 3'500'000) << k;
+    EXPECT_LE(ttl_ms(k), 3'600'000) << k;
+  }
+  const std::string manifest = "lc:v1:" + LayerKey{"m", 0, "", ""}.Digest() + ":m";
+  EXPECT_GT(ttl_ms(manifest), 3'500'000);
+}
+
 TEST(RemoteTier, ConfiguredFromTheEnvironment) {
   REQUIRE_REDIS();
   TempDir dir;
