@@ -339,6 +339,40 @@ TEST(RemoteTier, PublishedKeysExpireWhenATtlIsSet) {
   EXPECT_GT(ttl_ms(manifest), 3'500'000);
 }
 
+// Two nodes in one process, four threads each, all asking for the same eight
+// layers at once: every layer comes from the source exactly once.
+TEST(RemoteTier, ThreadsOfTwoNodesLoadEachLayerOnce) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisServer redis(dir.path(), false);
+  ASSERT_TRUE(redis.up());
+  LayerCache a(Node(dir, "a", {redis.url()}));
+  LayerCache b(Node(dir, "b", {redis.url()}));
+  std::atomic<int> loads[8] = {};
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      LayerCache& cache = t % 2 == 0 ? a : b;
+      for (int k = 0; k < 8; ++k) {
+        const int i = (k + t) % 8;
+        const LayerPtr want = MakeLayer(SeedOf("m", i), 1 << 20);
+        auto r = cache.get_or_load(LayerKey{"m", i, "", ""}, [&]() -> Result<LayerPtr> {
+          ++loads[i];
+          return want;
+        });
+        if (!r.ok() || !(*r)->ContentEquals(*want)) ++wrong;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong, 0);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(loads[i], 1) << "layer " << i;
+  a.flush();
+  b.flush();
+  EXPECT_EQ(a.get_stats().remote_publishes + b.get_stats().remote_publishes, 8u);
+}
+
 TEST(RemoteTier, ConfiguredFromTheEnvironment) {
   REQUIRE_REDIS();
   TempDir dir;
