@@ -160,6 +160,26 @@ TEST(DiskTier, GarbageIndexIsReplacedAndRebuilt) {
   EXPECT_NE(reopened.get_layer("m", 2), nullptr);
 }
 
+// A cache that stays open while another process finds the index corrupt and
+// rebuilds it must follow the new index, not keep writing to the old file.
+TEST(DiskTier, ACacheThatKeptTheOldIndexFollowsARebuild) {
+  TempDir dir;
+  LayerCache first(Opts(dir));
+  ASSERT_TRUE(first.cache_layer("m", 0, MakeLayer(0)));
+  fs::remove(dir / "index.sqlite-wal");
+  fs::remove(dir / "index.sqlite-shm");
+  fs::remove(dir / "index.sqlite");
+  testing::WriteText(dir / "index.sqlite", std::string(8192, 'g'));
+  LayerCache second(Opts(dir));  // finds garbage: rebuilds from the entry files
+  EXPECT_EQ(second.get_stats().disk_cache_entries, 1u);
+  ASSERT_TRUE(first.cache_layer("m", 1, MakeLayer(1)));
+  EXPECT_EQ(second.get_stats().disk_cache_entries, 2u) << "the first cache wrote to the new index";
+  EXPECT_EQ(first.get_stats().disk_cache_entries, 2u);
+  EXPECT_EQ(first.invalidate_cache("m", 0), 1u);
+  EXPECT_EQ(second.get_stats().disk_cache_entries, 1u);
+  EXPECT_TRUE(second.verify_cache_integrity().empty());
+}
+
 TEST(DiskTier, ReconciliationRemovesTempFilesAndStaleRowsAndAdoptsOrphans) {
   TempDir dir;
   std::string entry_path;

@@ -147,6 +147,8 @@ Status DiskTier::OpenIndex() {
   auto index = Index::Open(path);
   if (index.ok()) {
     index_ = std::move(*index);
+    auto st = env_->Stat(path);
+    index_inode_ = st.ok() ? st->inode : 0;
     return Status::OK();
   }
   if (!index.status().IsCorruption()) return index.status();
@@ -159,7 +161,26 @@ Status DiskTier::OpenIndex() {
   auto fresh = Index::Open(path);
   if (!fresh.ok()) return fresh.status();
   index_ = std::move(*fresh);
+  auto st = env_->Stat(path);
+  index_inode_ = st.ok() ? st->inode : 0;
   return Status::OK();
+}
+
+void DiskTier::RefreshIndexLocked() {
+  if (!persist_index_) return;
+  // Another process that found the index corrupt replaced it with a rebuilt
+  // one: this connection still has the old, unlinked file. Reopen.
+  const std::string path = JoinPath(root_, kIndexFile);
+  auto st = env_->Stat(path);
+  if (!st.ok() || st->inode == index_inode_) return;
+  auto index = Index::Open(path);
+  if (!index.ok()) {
+    LogWarn("the index was replaced but cannot be reopened yet: " + index.status().message());
+    return;
+  }
+  index_ = std::move(*index);
+  index_inode_ = st->inode;
+  LogInfo("the index " + path + " was rebuilt by another process; reopened it");
 }
 
 // ---- paths and locks -------------------------------------------------------
@@ -364,6 +385,7 @@ Result<LayerPtr> DiskTier::Get(const LayerKey& key) {
   advisor_.Access(std::hash<std::string>()(digest), read->size);
   {
     std::lock_guard lock(index_mu_);
+    RefreshIndexLocked();
     Status s = index_->Touch(digest, NowNs());
     if (!s.ok()) LogWarn("cannot record access to " + key.ToString() + ": " + s.message());
   }
@@ -430,6 +452,7 @@ Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock*
   if (s.ok()) s = env_->SyncDir(dir);
   if (!s.ok()) {
     std::lock_guard lock(index_mu_);
+    RefreshIndexLocked();
     (void)index_->Unreserve(digest);  // else it goes stale with our lock
     return s.WithContext(context);
   }
@@ -445,6 +468,7 @@ Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock*
   row.checksum = encoded.checksum;
   {
     std::lock_guard lock(index_mu_);
+    RefreshIndexLocked();
     s = index_->Begin();
     if (s.ok()) s = index_->Unreserve(digest);
     if (s.ok()) s = index_->Upsert(row);
@@ -463,6 +487,7 @@ Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock*
   own_lock.reset();
   Result<IndexTotals> totals = [&] {
     std::lock_guard lock(index_mu_);
+    RefreshIndexLocked();
     return index_->Totals();
   }();
   if (totals.ok() && totals->file_bytes > capacity_) {
@@ -484,6 +509,7 @@ Status DiskTier::ReserveSpace(const std::string& digest, uint64_t size, bool* ad
     Status s;
     {
       std::lock_guard lock(index_mu_);
+      RefreshIndexLocked();
       s = index_->Begin();
       if (s.ok() && advisor_.PreferMru()) {
         auto used = Committed(digest, size);
@@ -583,6 +609,7 @@ Status DiskTier::EnforceBudget(uint64_t* evicted) {
   Status s;
   {
     std::lock_guard lock(index_mu_);
+    RefreshIndexLocked();
     s = index_->Begin();
     if (s.ok()) s = CollectEvictions("", 0, &doomed, evicted, nullptr);
     if (s.ok()) {
@@ -602,6 +629,7 @@ Status DiskTier::RemoveLocked(const std::string& digest) {
   Status s = env_->Remove(EntryPath(digest));
   if (!s.ok() && !s.IsNotFound()) return s;
   std::lock_guard lock(index_mu_);
+  RefreshIndexLocked();
   return index_->Delete(digest);
 }
 
@@ -611,6 +639,7 @@ Result<size_t> DiskTier::Invalidate(const std::optional<std::string>& model_id,
                                     const std::optional<int64_t>& layer_index) {
   Result<std::vector<IndexRow>> rows = [&] {
     std::lock_guard lock(index_mu_);
+    RefreshIndexLocked();
     return index_->Match(model_id, layer_index);
   }();
   if (!rows.ok()) return rows.status();
@@ -655,6 +684,7 @@ Result<std::vector<std::string>> DiskTier::ListEntryFiles() {
 Result<std::vector<CorruptEntry>> DiskTier::Verify() {
   Result<std::vector<IndexRow>> rows = [&] {
     std::lock_guard lock(index_mu_);
+    RefreshIndexLocked();
     return index_->All();
   }();
   if (!rows.ok()) return rows.status();
@@ -672,6 +702,7 @@ Result<std::vector<CorruptEntry>> DiskTier::Verify() {
       auto key_lock = LockDigest(row.digest);
       if (!key_lock.ok()) return key_lock.status();
       std::lock_guard lock(index_mu_);
+      RefreshIndexLocked();
       auto still = index_->Get(row.digest);
       if (!still.ok() || !still->has_value()) continue;
       corrupt.push_back({row.key, path, "the index lists it but the file is missing"});
@@ -719,6 +750,7 @@ Status DiskTier::Reconcile(OptimizeReport* report) {
   // 2. Rows and files.
   Result<std::vector<IndexRow>> rows = [&] {
     std::lock_guard lock(index_mu_);
+    RefreshIndexLocked();
     return index_->All();
   }();
   if (!rows.ok()) return rows.status();
@@ -760,6 +792,7 @@ Status DiskTier::Reconcile(OptimizeReport* report) {
     row.checksum_algorithm = ChecksumAlgorithmName(read->header.algorithm);
     row.checksum = read->header.checksum;
     std::lock_guard index_lock(index_mu_);
+    RefreshIndexLocked();
     if (Status s = index_->Upsert(row); !s.ok()) return s;
     ++report->orphans_adopted;
   }
@@ -770,6 +803,7 @@ Status DiskTier::Reconcile(OptimizeReport* report) {
     if (!lock->has_value()) continue;
     if (env_->Stat(EntryPath(row.digest)).ok()) continue;  // written meanwhile
     std::lock_guard index_lock(index_mu_);
+    RefreshIndexLocked();
     if (Status s = index_->Delete(row.digest); !s.ok()) return s;
     ++report->rows_dropped;
   }
@@ -801,6 +835,7 @@ Result<OptimizeReport> DiskTier::Optimize() {
   if (Status s = EnforceBudget(&report.evicted); !s.ok()) return s;
   {
     std::lock_guard lock(index_mu_);
+    RefreshIndexLocked();
     if (Status s = index_->Compact(); !s.ok()) LogInfo("index compaction skipped: " + s.message());
   }
   return report;
@@ -808,11 +843,13 @@ Result<OptimizeReport> DiskTier::Optimize() {
 
 Result<std::vector<IndexRow>> DiskTier::List() {
   std::lock_guard lock(index_mu_);
+  RefreshIndexLocked();
   return index_->All();
 }
 
 Result<IndexTotals> DiskTier::Totals() {
   std::lock_guard lock(index_mu_);
+  RefreshIndexLocked();
   return index_->Totals();
 }
 

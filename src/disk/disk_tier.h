@@ -80,6 +80,9 @@ class DiskTier {
   DiskTier(const DiskTierOptions& options, std::string root);
 
   Status OpenIndex();
+  // Reopens the index if another process replaced the file (rebuilt it).
+  // Call with index_mu_ held.
+  void RefreshIndexLocked();
   // Reads and verifies the entry file at `path`; `expect` (if any) must match
   // its key. Returns the layer and its file's inode.
   struct ReadResult {
@@ -130,6 +133,7 @@ class DiskTier {
 
   std::mutex index_mu_;
   std::unique_ptr<Index> index_;
+  uint64_t index_inode_ = 0;  // of the file index_ was opened from
 
   std::atomic<uint64_t> evictions_{0};
   std::atomic<uint64_t> checksum_failures_{0};
