@@ -188,6 +188,19 @@ TEST(RemoteTier, CorruptMissingOrGarbledEntriesAreNeverServed) {
   redis.Cli({"SET", manifest_key, "{\"format\":1,\"digest\":\"no\"}"});
   expect_refused("d", "a garbled manifest");
 
+  // Chunks after the first are received straight into the layer's buffer:
+  // a longer one, and one with a flipped byte, are refused all the same.
+  auto current_chunk = [&](int i) {
+    const std::string m = redis.Cli({"GET", manifest_key});
+    const std::string current = m.substr(m.find("\"id\":\"") + 6, 16);
+    return "lc:v1:" + LayerKey{"m", 0, "", ""}.Digest() + ":" + current + ":" + std::to_string(i);
+  };
+  redis.Cli({"APPEND", current_chunk(2), "extra"});
+  expect_refused("d2", "a chunk longer than the manifest says");
+  redis.Cli({"SETRANGE", current_chunk(1), "4096", "X"});
+  redis.Cli({"SETRANGE", current_chunk(1), "4097", "Y"});
+  expect_refused("d3", "a flipped byte in a later chunk");
+
   // And a whole copy is served again after all that.
   LayerCache e(Node(dir, "e", {redis.url()}));
   const int before = loads;

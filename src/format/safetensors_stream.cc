@@ -37,6 +37,24 @@ Status SafetensorsStreamReader::Feed(std::string_view piece) {
   return Status::OK();
 }
 
+Result<std::byte*> SafetensorsStreamReader::Destination(uint64_t file_offset, uint64_t n) {
+  if (!header_ || file_offset < header_->data_offset ||
+      file_offset - header_->data_offset > header_->data_bytes ||
+      n > header_->data_bytes - (file_offset - header_->data_offset)) {
+    return Status::Corruption(what_ + ": bytes outside the data the header describes");
+  }
+  return buffer_.data() + (file_offset - header_->data_offset);
+}
+
+Status SafetensorsStreamReader::Commit(uint64_t file_offset, uint64_t n) {
+  if (!header_ || file_offset != header_->data_offset + filled_ ||
+      n > header_->data_bytes - filled_) {
+    return Status::Corruption(what_ + ": bytes committed out of order");
+  }
+  filled_ += n;
+  return Status::OK();
+}
+
 Result<LayerPtr> SafetensorsStreamReader::Finish() {
   if (!header_ || filled_ != header_->data_bytes)
     return Status::Corruption(what_ + ": fewer bytes than the header describes");

@@ -29,6 +29,13 @@ class SafetensorsStreamReader {
   // The layer, once exactly file_size bytes were fed.
   Result<LayerPtr> Finish();
 
+  // For callers that receive data bytes straight into place: once the header
+  // is parsed (header_parsed()), where the file's bytes [offset, offset + n)
+  // go in the layer; Commit them, in file order, once they are there.
+  bool header_parsed() const { return header_.has_value(); }
+  Result<std::byte*> Destination(uint64_t file_offset, uint64_t n);
+  Status Commit(uint64_t file_offset, uint64_t n);
+
  private:
   Status ParseHeader();
 

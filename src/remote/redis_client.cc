@@ -3,11 +3,13 @@
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <future>
 
 #include "util/logging.h"
@@ -231,10 +233,136 @@ class RedisClient::Connection {
     return out;
   }
 
+  // Pipelined GETs whose values are received straight into their
+  // destinations: hiredis writes the commands; the replies are parsed here
+  // from the socket (hiredis's reader holds nothing between calls).
+  Result<std::vector<RedisGetOutcome>> GetInto(const std::vector<const RedisGetInto*>& gets) {
+    SigpipeGuard no_sigpipe;
+    if (c_->reader->len != c_->reader->pos) {
+      return Status::IOError("Redis connection has unread data");  // never expected
+    }
+    for (const RedisGetInto* g : gets) {
+      const char* argv[2] = {"GET", g->key.data()};
+      const size_t lens[2] = {3, g->key.size()};
+      if (redisAppendCommandArgv(c_, 2, argv, lens) != REDIS_OK) return Broken();
+    }
+    int done = 0;
+    do {
+      if (redisBufferWrite(c_, &done) == REDIS_ERR) return Broken();
+    } while (done == 0);
+    std::vector<RedisGetOutcome> out(gets.size());
+    std::string line;
+    for (size_t i = 0; i < gets.size(); ++i) {
+      if (Status s = ReadLine(&line); !s.ok()) return s;
+      RedisGetOutcome& o = out[i];
+      if (line[0] == '-') {
+        o.kind = RedisGetOutcome::kError;
+        o.error = line.substr(1);
+        continue;
+      }
+      if (line[0] != '$') return Protocol("unexpected reply to GET: " + line.substr(0, 40));
+      char* end = nullptr;
+      const long long n = std::strtoll(line.c_str() + 1, &end, 10);
+      if (end == line.c_str() + 1 || *end != '\0' || n < -1) return Protocol("bad bulk length");
+      if (n == -1) {
+        o.kind = RedisGetOutcome::kNil;
+        continue;
+      }
+      o.size = static_cast<uint64_t>(n);
+      if (o.size == gets[i]->expected) {
+        if (Status s = ReadExact(reinterpret_cast<char*>(gets[i]->dst), o.size); !s.ok()) return s;
+        o.kind = RedisGetOutcome::kOk;
+      } else {
+        if (Status s = Skip(o.size); !s.ok()) return s;
+        o.kind = RedisGetOutcome::kWrongSize;
+      }
+      char crlf[2];
+      if (Status s = ReadExact(crlf, 2); !s.ok()) return s;
+      if (crlf[0] != '\r' || crlf[1] != '\n') return Protocol("bulk string not terminated");
+    }
+    if (rpos_ != rlen_) return Protocol("more bytes than replies");
+    return out;
+  }
+
   bool broken() const { return broken_; }
 
  private:
   Connection(redisContext* c, int timeout_ms) : c_(c), timeout_ms_(timeout_ms) {}
+
+  // Socket reads for GetInto: a small buffer for reply headers; big values
+  // go from the socket to their destination directly.
+  Status Fill() {
+    if (rpos_ == rlen_) rpos_ = rlen_ = 0;
+    if (rlen_ == rbuf_.size()) {
+      std::memmove(rbuf_.data(), rbuf_.data() + rpos_, rlen_ - rpos_);
+      rlen_ -= rpos_;
+      rpos_ = 0;
+    }
+    const ssize_t n = Recv(rbuf_.data() + rlen_, rbuf_.size() - rlen_);
+    if (n <= 0) return RecvFailed(n);
+    rlen_ += static_cast<size_t>(n);
+    return Status::OK();
+  }
+  Status ReadLine(std::string* line) {
+    for (;;) {
+      const char* begin = rbuf_.data() + rpos_;
+      const void* nl = std::memchr(begin, '\n', rlen_ - rpos_);
+      if (nl != nullptr) {
+        const size_t n = static_cast<size_t>(static_cast<const char*>(nl) - begin);
+        if (n == 0 || begin[n - 1] != '\r') return Protocol("line not ended by CRLF");
+        line->assign(begin, n - 1);
+        rpos_ += n + 1;
+        if (line->empty()) return Protocol("empty reply line");
+        return Status::OK();
+      }
+      if (rlen_ - rpos_ > 4096) return Protocol("reply line too long");
+      if (Status s = Fill(); !s.ok()) return s;
+    }
+  }
+  Status ReadExact(char* dst, uint64_t n) {
+    const size_t have = std::min<uint64_t>(n, rlen_ - rpos_);
+    std::memcpy(dst, rbuf_.data() + rpos_, have);
+    rpos_ += have;
+    for (uint64_t done = have; done < n;) {
+      const ssize_t got = Recv(dst + done, static_cast<size_t>(n - done));
+      if (got <= 0) return RecvFailed(got);
+      done += static_cast<uint64_t>(got);
+    }
+    return Status::OK();
+  }
+  Status Skip(uint64_t n) {
+    while (n > 0) {
+      if (rpos_ == rlen_) {
+        if (Status s = Fill(); !s.ok()) return s;
+      }
+      const size_t take = std::min<uint64_t>(n, rlen_ - rpos_);
+      rpos_ += take;
+      n -= take;
+    }
+    return Status::OK();
+  }
+  ssize_t Recv(char* dst, size_t n) {
+    for (;;) {
+      const ssize_t got = ::recv(c_->fd, dst, n, 0);
+      if (got < 0 && errno == EINTR) continue;
+      return got;
+    }
+  }
+  Status RecvFailed(ssize_t n) {
+    broken_ = true;
+    if (n == 0) return Status::IOError("Redis closed the connection");
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return Status::IOError("Redis did not answer within " + std::to_string(timeout_ms_) + " ms");
+    return Status::IOError(std::string("Redis connection failed: ") + std::strerror(errno));
+  }
+  Status Protocol(const std::string& what) {
+    broken_ = true;
+    return Status::IOError("Redis protocol error: " + what);
+  }
+
+  std::vector<char> rbuf_ = std::vector<char>(64 << 10);
+  size_t rpos_ = 0;
+  size_t rlen_ = 0;
   Status Broken() {
     broken_ = true;
     const std::string why = c_->errstr[0] != '\0' ? c_->errstr : "unknown error";
@@ -387,6 +515,71 @@ Result<RedisReply> RedisClient::Execute(const RedisCommand& command) {
   auto r = Execute(std::vector<RedisCommand>{command});
   if (!r.ok()) return r.status();
   return (*r)[0];
+}
+
+Result<std::vector<RedisGetOutcome>> RedisClient::GetInto(const std::vector<RedisGetInto>& gets) {
+  if (Status s = EnsureTopology(); !s.ok()) return s;
+  std::vector<Group> groups;
+  for (size_t i = 0; i < gets.size(); ++i) {
+    RedisCommand probe;
+    probe.args = {"GET", gets[i].key};
+    const std::string node = NodeFor(probe);
+    auto it =
+        std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.node == node; });
+    if (it == groups.end()) {
+      groups.push_back({node, {}});
+      it = groups.end() - 1;
+    }
+    it->indices.push_back(i);
+  }
+  std::vector<RedisGetOutcome> out(gets.size());
+  auto run_group = [&](const Group& g) -> Status {
+    std::vector<const RedisGetInto*> mine;
+    for (size_t i : g.indices) mine.push_back(&gets[i]);
+    auto conn = Take(g.node);
+    if (!conn.ok()) return conn.status();
+    auto r = (*conn)->GetInto(mine);
+    Give(g.node, std::move(*conn));
+    if (!r.ok()) return r.status().WithContext("Redis at " + g.node);
+    for (size_t k = 0; k < g.indices.size(); ++k) out[g.indices[k]] = std::move((*r)[k]);
+    return Status::OK();
+  };
+  Status first;
+  if (groups.size() == 1) {
+    first = run_group(groups[0]);
+  } else {
+    std::vector<std::future<Status>> runs;
+    for (const Group& g : groups)
+      runs.push_back(std::async(std::launch::async, [&, gp = &g] { return run_group(*gp); }));
+    for (auto& f : runs) {
+      Status s = f.get();
+      if (!s.ok() && first.ok()) first = s;
+    }
+  }
+  if (!first.ok()) {
+    topology_known_ = !cluster_;
+    return first;
+  }
+  // Redirected GETs go through Execute, which follows MOVED / ASK.
+  for (size_t i = 0; i < gets.size(); ++i) {
+    if (out[i].kind != RedisGetOutcome::kError) continue;
+    if (out[i].error.rfind("MOVED ", 0) != 0 && out[i].error.rfind("ASK ", 0) != 0) continue;
+    RedisCommand get;
+    get.args = {"GET", gets[i].key};
+    auto r = Execute(get);
+    if (!r.ok()) return r.status();
+    RedisGetOutcome& o = out[i];
+    if (r->is_error()) {
+      o.error = std::string(r->str());
+    } else if (r->is_nil()) {
+      o.kind = RedisGetOutcome::kNil;
+    } else {
+      o.size = r->str().size();
+      o.kind = o.size == gets[i].expected ? RedisGetOutcome::kOk : RedisGetOutcome::kWrongSize;
+      if (o.kind == RedisGetOutcome::kOk) std::memcpy(gets[i].dst, r->str().data(), o.size);
+    }
+  }
+  return out;
 }
 
 Result<RedisReply> RedisClient::ExecuteOn(const std::string& address, const RedisCommand& command) {

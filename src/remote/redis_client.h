@@ -69,6 +69,19 @@ struct RedisCommand {
   std::string_view value;  // appended as the last argument when not empty
 };
 
+// A GET whose value is read from the socket straight into caller memory
+// (no copy through hiredis), when it has the expected length.
+struct RedisGetInto {
+  std::string key;
+  std::byte* dst = nullptr;
+  uint64_t expected = 0;
+};
+struct RedisGetOutcome {
+  enum Kind { kOk, kNil, kWrongSize, kError } kind = kError;
+  uint64_t size = 0;  // the value's length (kOk, kWrongSize)
+  std::string error;  // kError: the error reply
+};
+
 struct RedisClientOptions {
   std::vector<RedisEndpoint> seeds;
   int connect_timeout_ms = 500;
@@ -86,6 +99,11 @@ class RedisClient {
   // reached or a connection breaks.
   Result<std::vector<RedisReply>> Execute(const std::vector<RedisCommand>& commands);
   Result<RedisReply> Execute(const RedisCommand& command);
+  // GETs pipelined per node (nodes in parallel), each value read straight
+  // into its destination when it has the expected length. Redirections are
+  // followed (through Execute, with a copy). Fails only when a node cannot
+  // be reached or a connection breaks.
+  Result<std::vector<RedisGetOutcome>> GetInto(const std::vector<RedisGetInto>& gets);
   // Runs one command on the node at `address` ("host:port"), wherever keys live.
   Result<RedisReply> ExecuteOn(const std::string& address, const RedisCommand& command);
 

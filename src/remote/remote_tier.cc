@@ -156,6 +156,10 @@ Result<std::vector<RedisReply>> RemoteTier::Run(const std::vector<RedisCommand>&
       return r;
     }
   }
+  return Failed(failure);
+}
+
+Status RemoteTier::Failed(const Status& failure) {
   errors_.fetch_add(1, std::memory_order_relaxed);
   if (breaker_.Failure()) {
     breaker_opens_.fetch_add(1, std::memory_order_relaxed);
@@ -196,46 +200,114 @@ std::optional<LayerPtr> RemoteTier::Get(const LayerKey& key, bool count_miss) {
                                                                               XXH3_freeState);
   XXH3_128bits_reset(whole);
   const uint64_t n = manifest->chunk_sums.size();
-  // Chunks come in batches; the next batch is on the wire while this one is
-  // checked and copied into the layer.
-  auto fetch = [&](uint64_t first) {
-    std::vector<RedisCommand> gets;
-    for (uint64_t i = first; i < std::min<uint64_t>(n, first + kChunksPerBatch); ++i)
-      gets.push_back(Cmd({"GET", ChunkKey(digest, manifest->id, i)}));
-    return Run(gets);
+  auto chunk_size = [&](uint64_t i) {
+    return std::min(manifest->chunk_bytes, manifest->size - i * manifest->chunk_bytes);
   };
-  auto next = std::async(std::launch::async, fetch, 0);
-  for (uint64_t first = 0; first < n; first += kChunksPerBatch) {
-    auto chunks = next.get();
-    if (!chunks.ok()) return std::nullopt;
-    if (first + kChunksPerBatch < n)
-      next = std::async(std::launch::async, fetch, first + kChunksPerBatch);
-    const uint64_t last = std::min<uint64_t>(n, first + kChunksPerBatch);
-    for (uint64_t i = first; i < last; ++i) {
-      const RedisReply& c = (*chunks)[i - first];
-      const uint64_t offset = i * manifest->chunk_bytes;
-      const uint64_t want = std::min(manifest->chunk_bytes, manifest->size - offset);
-      std::string why;
-      if (c.is_nil() || !c.is_string()) {
-        why = "chunk " + std::to_string(i) + " is missing (evicted or expired)";
-      } else if (c.str().size() != want) {
-        why = "chunk " + std::to_string(i) + " has " + std::to_string(c.str().size()) +
-              " bytes, not " + std::to_string(want);
-      } else if (Hex64(XXH3_64bits(c.str().data(), c.str().size())) != manifest->chunk_sums[i]) {
-        why = "chunk " + std::to_string(i) + " fails its checksum";
-      } else {
-        try {
-          if (Status s = builder.Feed(c.str()); !s.ok()) why = s.message();
-        } catch (const std::bad_alloc&) {  // a header claiming absurd sizes
-          why = "its header asks for more memory than there is";
-        }
+  // Chunk 0 holds the header (for any layer of a sane size): it goes
+  // through the stream reader, which then knows where every data byte goes.
+  // The other chunks are received straight into the layer's buffer, a batch
+  // on the wire while the previous one is checked.
+  uint64_t next_chunk = 0;
+  while (next_chunk < n && !builder.header_parsed()) {
+    auto c = Run({Cmd({"GET", ChunkKey(digest, manifest->id, next_chunk)})});
+    if (!c.ok()) return std::nullopt;
+    const RedisReply& chunk = (*c)[0];
+    std::string why;
+    if (chunk.is_nil() || !chunk.is_string()) {
+      why = "chunk " + std::to_string(next_chunk) + " is missing (evicted or expired)";
+    } else if (chunk.str().size() != chunk_size(next_chunk)) {
+      why = "chunk " + std::to_string(next_chunk) + " has " + std::to_string(chunk.str().size()) +
+            " bytes, not " + std::to_string(chunk_size(next_chunk));
+    } else if (Hex64(XXH3_64bits(chunk.str().data(), chunk.str().size())) !=
+               manifest->chunk_sums[next_chunk]) {
+      why = "chunk " + std::to_string(next_chunk) + " fails its checksum";
+    } else {
+      try {
+        if (Status s = builder.Feed(chunk.str()); !s.ok()) why = s.message();
+      } catch (const std::bad_alloc&) {  // a header claiming absurd sizes
+        why = "its header asks for more memory than there is";
       }
-      if (!why.empty()) {
-        if (next.valid()) (void)next.get();  // let the batch in flight land first
-        Miss(why, digest, true);
+    }
+    if (!why.empty()) {
+      Miss(why, digest, true);
+      return std::nullopt;
+    }
+    XXH3_128bits_update(whole, chunk.str().data(), chunk.str().size());
+    ++next_chunk;
+  }
+  struct Batch {
+    uint64_t first = 0, last = 0;
+    std::vector<RedisGetInto> gets;
+  };
+  auto plan = [&](uint64_t first) -> Result<Batch> {
+    Batch b;
+    b.first = first;
+    b.last = std::min<uint64_t>(n, first + kChunksPerBatch);
+    for (uint64_t i = b.first; i < b.last; ++i) {
+      auto dst = builder.Destination(i * manifest->chunk_bytes, chunk_size(i));
+      if (!dst.ok()) return dst.status();
+      b.gets.push_back({ChunkKey(digest, manifest->id, i), *dst, chunk_size(i)});
+    }
+    return b;
+  };
+  auto fetch = [&](const Batch& b) -> Result<std::vector<RedisGetOutcome>> {
+    if (!breaker_.Allow()) return Status::IOError("remote tier paused after errors");
+    auto r = client_->GetInto(b.gets);
+    if (r.ok()) {
+      breaker_.Success();
+    } else {
+      (void)Failed(r.status());
+    }
+    return r;
+  };
+  std::optional<Batch> current;
+  std::future<Result<std::vector<RedisGetOutcome>>> in_flight;
+  if (next_chunk < n) {
+    auto b = plan(next_chunk);
+    if (!b.ok()) {
+      Miss(b.status().message(), digest, true);
+      return std::nullopt;
+    }
+    current = std::move(*b);
+    in_flight = std::async(std::launch::async, fetch, std::cref(*current));
+  }
+  while (current) {
+    auto outcomes = in_flight.get();
+    if (!outcomes.ok()) return std::nullopt;
+    Batch batch = std::move(*current);
+    current.reset();
+    if (batch.last < n) {
+      auto b = plan(batch.last);
+      if (!b.ok()) {
+        Miss(b.status().message(), digest, true);
         return std::nullopt;
       }
-      XXH3_128bits_update(whole, c.str().data(), c.str().size());
+      current = std::move(*b);
+      in_flight = std::async(std::launch::async, fetch, std::cref(*current));
+    }
+    for (uint64_t i = batch.first; i < batch.last; ++i) {
+      const RedisGetOutcome& o = (*outcomes)[i - batch.first];
+      const std::byte* bytes = batch.gets[i - batch.first].dst;
+      std::string why;
+      if (o.kind == RedisGetOutcome::kNil) {
+        why = "chunk " + std::to_string(i) + " is missing (evicted or expired)";
+      } else if (o.kind == RedisGetOutcome::kWrongSize) {
+        why = "chunk " + std::to_string(i) + " has " + std::to_string(o.size) + " bytes, not " +
+              std::to_string(chunk_size(i));
+      } else if (o.kind == RedisGetOutcome::kError) {
+        why = "Redis replied: " + o.error;
+      } else if (Hex64(XXH3_64bits(bytes, chunk_size(i))) != manifest->chunk_sums[i]) {
+        why = "chunk " + std::to_string(i) + " fails its checksum";
+      } else if (Status s = builder.Commit(i * manifest->chunk_bytes, chunk_size(i)); !s.ok()) {
+        why = s.message();
+      }
+      if (!why.empty()) {
+        if (in_flight.valid()) (void)in_flight.get();  // it writes into the buffer
+        Miss(why, digest, o.kind != RedisGetOutcome::kError);
+        if (o.kind == RedisGetOutcome::kError) (void)Failed(Status::IOError(why));
+        return std::nullopt;
+      }
+      XXH3_128bits_update(whole, bytes, chunk_size(i));
     }
   }
   const XXH128_hash_t h = XXH3_128bits_digest(whole);

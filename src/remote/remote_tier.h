@@ -130,6 +130,8 @@ class RemoteTier {
   // Runs commands if the breaker allows; counts and logs failures.
   Result<std::vector<RedisReply>> Run(const std::vector<RedisCommand>& commands);
   void Miss(const std::string& why, const std::string& digest, bool corrupt);
+  // Counts a failed Redis operation and trips the breaker; returns `failure`.
+  Status Failed(const Status& failure);
 
   RemoteTierOptions options_;
   std::unique_ptr<RedisClient> client_;
