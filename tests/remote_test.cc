@@ -1,10 +1,15 @@
 // The cluster tier against real Redis servers (Debian's redis-server, started
 // by the tests on loopback): one node, and a 3-master Redis Cluster.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <sstream>
@@ -96,6 +101,79 @@ TEST(RedisUrl, KeySlotsAreRedisClusters) {
   EXPECT_EQ(RedisKeySlot("{user1000}.following"), RedisKeySlot("{user1000}.followers"));
   EXPECT_EQ(RedisKeySlot("foo{}{bar}"), RedisKeySlot("foo{}{bar}"));
   EXPECT_NE(RedisKeySlot("foo{}{bar}"), RedisKeySlot("bar"));  // empty tag: the whole key
+}
+
+// A fake "Redis" on loopback that says it is not a cluster, then answers the
+// first batch of GETs with `payload` and closes: for replies real servers do
+// not send.
+class ScriptedServer {
+ public:
+  explicit ScriptedServer(std::string payload) : payload_(std::move(payload)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    ::listen(fd_, 4);
+    thread_ = std::thread([this] {
+      const int c = ::accept(fd_, nullptr, nullptr);
+      char buf[4096];
+      if (::recv(c, buf, sizeof buf, 0) > 0) {  // CLUSTER SLOTS
+        const std::string no = "-ERR This instance has cluster support disabled\r\n";
+        (void)!::send(c, no.data(), no.size(), MSG_NOSIGNAL);
+      }
+      if (::recv(c, buf, sizeof buf, 0) > 0)  // the GETs
+        (void)!::send(c, payload_.data(), payload_.size(), MSG_NOSIGNAL);
+      ::close(c);
+    });
+  }
+  ~ScriptedServer() {
+    thread_.join();
+    ::close(fd_);
+  }
+  int port() const { return port_; }
+
+ private:
+  std::string payload_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+TEST(RedisClientProtocol, MalformedGetRepliesAreErrorsNotCrashes) {
+  struct Case {
+    std::string payload;
+    std::string error;  // expected in the message; "" for success
+  };
+  const std::vector<Case> cases = {
+      {"$8\r\n12345678\r\n", ""},
+      {"$8\r\n1234", "closed the connection"},
+      {"+OK\r\n", "unexpected reply"},
+      {"$-5\r\n", "bad bulk length"},
+      {"$8\r\n12345678XY", "not terminated"},
+      {std::string(5000, '$'), "too long"},
+      {"$99999999999999\r\n12", "closed the connection"},
+      {"$8\n", "CRLF"},
+  };
+  for (const Case& c : cases) {
+    ScriptedServer server(c.payload);
+    RedisClientOptions o;
+    o.seeds = {*ParseRedisUrl("redis://127.0.0.1:" + std::to_string(server.port()))};
+    RedisClient client(o);
+    std::vector<std::byte> dst(8, std::byte{0});
+    auto r = client.GetInto({{"k", dst.data(), 8}});
+    if (c.error.empty()) {
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_EQ((*r)[0].kind, RedisGetOutcome::kOk);
+      EXPECT_EQ(std::memcmp(dst.data(), "12345678", 8), 0);
+      continue;
+    }
+    ASSERT_FALSE(r.ok()) << "payload " << c.payload.substr(0, 20);
+    EXPECT_NE(r.status().message().find(c.error), std::string::npos) << r.status().ToString();
+  }
 }
 
 TEST(RemoteTier, ASecondNodeGetsTheLayerFromRedisNotTheSource) {
