@@ -18,6 +18,7 @@
 #include "hub_server.h"
 #include "layercache/layer_cache.h"
 #include "redis_server.h"
+#include "remote/manifest.h"
 #include "remote/redis_client.h"
 #include "source/checkpoint.h"
 #include "source/synthetic_model.h"
@@ -91,6 +92,36 @@ TEST(RedisUrl, ParsesAndRefusesClearly) {
   o.cache_dir = TempDir().path();
   o.remote_urls = {"memcached://h:1"};
   EXPECT_THROW(LayerCache{o}, std::invalid_argument);
+}
+
+TEST(RemoteManifest, RoundTripsAndRefusesWhatIsNotAManifest) {
+  RemoteManifest m;
+  m.digest = std::string(32, 'a');
+  m.key = "m/0";
+  m.id = "00ff00ff00ff00ff";
+  m.size = 10;
+  m.chunk_bytes = 4;
+  m.chunk_sums = {"1", "2", "3"};
+  m.sum = "s";
+  auto back = ParseRemoteManifest(SerializeRemoteManifest(m), m.digest);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->chunks(), 3u);
+  EXPECT_EQ(back->id, m.id);
+  EXPECT_FALSE(ParseRemoteManifest(SerializeRemoteManifest(m), std::string(32, 'b')).ok());
+  const std::string good = SerializeRemoteManifest(m);
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string t = good;
+    t.replace(t.find(from), from.size(), to);
+    return ParseRemoteManifest(t, m.digest);
+  };
+  EXPECT_FALSE(with("\"format\":1", "\"format\":1.5e27").ok());  // found by remote_entry_fuzz
+  EXPECT_FALSE(with("\"size\":10", "\"size\":-10").ok());
+  EXPECT_FALSE(with("\"size\":10", "\"size\":10.5").ok());
+  EXPECT_FALSE(with("\"chunk_bytes\":4", "\"chunk_bytes\":0").ok());
+  EXPECT_FALSE(with("\"chunk_bytes\":4", "\"chunk_bytes\":5").ok());  // 2 chunks, 3 sums
+  EXPECT_FALSE(with("00ff00ff00ff00ff", "../../etc").ok());
+  EXPECT_FALSE(ParseRemoteManifest("[]", m.digest).ok());
+  EXPECT_FALSE(ParseRemoteManifest("{", m.digest).ok());
 }
 
 TEST(RedisUrl, KeySlotsAreRedisClusters) {

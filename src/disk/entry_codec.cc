@@ -197,8 +197,14 @@ Result<LayerPtr> DecodeEntryLayer(const EntryHeader& entry, std::vector<TensorIn
     for (const auto& item : nlohmann::json::parse(entry.tensors_json)) {
       auto dtype = ParseDType(item.at(1).get<std::string>());
       if (!dtype) return bad("unknown dtype in the tensor table");
-      specs.push_back(
-          {item.at(0).get<std::string>(), *dtype, item.at(2).get<std::vector<uint64_t>>()});
+      // Checked before converting: nlohmann turns floats and negative
+      // numbers into integers unchecked (undefined out of range).
+      std::vector<uint64_t> shape;
+      for (const auto& dim : item.at(2)) {
+        if (!dim.is_number_unsigned()) return bad("a shape in the tensor table is not unsigned");
+        shape.push_back(dim.get<uint64_t>());
+      }
+      specs.push_back({item.at(0).get<std::string>(), *dtype, std::move(shape)});
     }
   } catch (const nlohmann::json::exception& e) {
     return bad(std::string("the tensor table is not valid (") + e.what() + ")");

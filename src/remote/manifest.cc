@@ -1,6 +1,7 @@
 #include "remote/manifest.h"
 
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 namespace layercache {
 
@@ -17,19 +18,32 @@ std::string SerializeRemoteManifest(const RemoteManifest& m) {
   return j.dump();
 }
 
+namespace {
+
+// A JSON unsigned integer. nlohmann converts floats and negative numbers
+// to integers without a check (undefined behaviour out of range: found by
+// remote_entry_fuzz), so the type is checked first.
+uint64_t Unsigned(const nlohmann::json& j, const char* name) {
+  const nlohmann::json& v = j.at(name);
+  if (!v.is_number_unsigned()) throw std::invalid_argument(std::string(name) + " is not a count");
+  return v.get<uint64_t>();
+}
+
+}  // namespace
+
 Result<RemoteManifest> ParseRemoteManifest(std::string_view text, const std::string& digest) {
   try {
     const auto j = nlohmann::json::parse(text);
     if (!j.is_object()) return Status::Corruption("manifest is not a JSON object");
-    if (j.at("format").get<int>() != kRemoteFormat)
+    if (Unsigned(j, "format") != static_cast<uint64_t>(kRemoteFormat))
       return Status::Corruption("manifest of another format version");
     RemoteManifest m;
     m.digest = j.at("digest").get<std::string>();
     if (m.digest != digest) return Status::Corruption("manifest of another key");
     m.key = j.value("key", "");
     m.id = j.at("id").get<std::string>();
-    m.size = j.at("size").get<uint64_t>();
-    m.chunk_bytes = j.at("chunk_bytes").get<uint64_t>();
+    m.size = Unsigned(j, "size");
+    m.chunk_bytes = Unsigned(j, "chunk_bytes");
     m.chunk_sums = j.at("xxh3_64").get<std::vector<std::string>>();
     m.sum = j.at("xxh3_128").get<std::string>();
     if (m.id.empty() || m.id.size() > 64 ||
