@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "hub_server.h"
 #include "layercache/layer_cache.h"
 #include "remote/remote_tier.h"
@@ -35,42 +36,7 @@
 using namespace layercache;
 namespace fs = std::filesystem;
 
-namespace {
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-template <class F>
-double Seconds(F&& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-pid_t Spawn(const std::vector<std::string>& args, bool quiet) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    if (quiet) {
-      (void)!std::freopen("/dev/null", "w", stdout);
-    }
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execvp(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int Wait(pid_t pid) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-}
-
-}  // namespace
+using namespace layercache::bench;
 
 int main(int argc, char** argv) {
   uint64_t hidden = 4096, intermediate = 11008;

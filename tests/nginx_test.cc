@@ -1,10 +1,7 @@
 // download_and_cache against a real nginx (Debian's nginx-light) serving a
 // sharded model with real Range semantics, started by the test on loopback.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,36 +23,13 @@ using testing::TempDir;
 
 constexpr const char* kNginx = "/usr/sbin/nginx";
 
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-bool CanConnect(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
 class Nginx {
  public:
   // Serves `www` over HTTPS when `cert` and `key` (PEM files) are given.
   Nginx(const std::string& dir, const std::string& www, const std::string& cert = "",
         const std::string& key = "")
       : dir_(dir) {
-    port_ = FreePort();
+    port_ = testing::FreeLoopbackPort();
     std::ofstream conf(dir + "/nginx.conf");
     conf << (::geteuid() == 0 ? "user root;\n" : "") << "daemon off;\nworker_processes 1;\n"
          << "error_log " << dir << "/error.log;\npid " << dir << "/nginx.pid;\n"
@@ -77,7 +51,7 @@ class Nginx {
       ::_exit(127);
     }
     // Wait (bounded) until it accepts connections.
-    for (int i = 0; i < 500 && !CanConnect(port_); ++i) {
+    for (int i = 0; i < 500 && !testing::CanConnectLoopback(port_); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
@@ -112,7 +86,8 @@ TEST(Nginx, StreamsLayersFromARealServerWithRangeRequests) {
   spec.intermediate_size = 1376;
   ASSERT_TRUE(WriteSyntheticModel(model, spec).ok());
   Nginx nginx(dir.path(), dir / "www");
-  ASSERT_TRUE(CanConnect(nginx.port())) << "nginx did not start; see " << dir / "error.log";
+  ASSERT_TRUE(testing::CanConnectLoopback(nginx.port()))
+      << "nginx did not start; see " << dir / "error.log";
   auto local = Checkpoint::Open(model);
   ASSERT_TRUE(local.ok());
 
@@ -179,7 +154,7 @@ TEST(Nginx, AnUntrustedCertificateIsRefusedWithAClearError) {
   d.max_retries = 0;
   {
     Nginx nginx(dir / "right", dir / "www", dir / "right/cert.pem", dir / "right/key.pem");
-    ASSERT_TRUE(CanConnect(nginx.port()));
+    ASSERT_TRUE(testing::CanConnectLoopback(nginx.port()));
     d.endpoint = "https://127.0.0.1:" + std::to_string(nginx.port());
     auto refused = cache.download_and_cache_status("tiny", 0, "acme/tiny", "", d);
     ASSERT_FALSE(refused.ok());
@@ -200,7 +175,7 @@ TEST(Nginx, AnUntrustedCertificateIsRefusedWithAClearError) {
   }
   {
     Nginx nginx(dir / "wrong", dir / "www", dir / "wrong/cert.pem", dir / "wrong/key.pem");
-    ASSERT_TRUE(CanConnect(nginx.port()));
+    ASSERT_TRUE(testing::CanConnectLoopback(nginx.port()));
     d.endpoint = "https://127.0.0.1:" + std::to_string(nginx.port());
     d.ca_bundle = dir / "wrong/cert.pem";
     cache.clear_cache();

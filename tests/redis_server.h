@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "test_support.h"  // FreeLoopbackPort, CanConnectLoopback
+
 namespace layercache::testing {
 
 bool RedisInstalled();
-int FreeLoopbackPort();
-bool CanConnectLoopback(int port);
 
 class RedisServer {
  public:

@@ -38,6 +38,11 @@ struct CommandResult {
 // Runs `argv` (argv[0] is a path), capturing its output.
 CommandResult RunCommand(const std::vector<std::string>& argv);
 
+// A TCP port on 127.0.0.1 that was free a moment ago, and whether something
+// accepts connections on one.
+int FreeLoopbackPort();
+bool CanConnectLoopback(int port);
+
 // Paths of the built tools.
 std::string CliPath();
 std::string WorkerPath();

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <future>
 
 #include "util/logging.h"
@@ -495,11 +496,9 @@ Status RedisClient::EnsureTopology() {
   return RefreshSlots();
 }
 
-std::string RedisClient::NodeFor(const RedisCommand& command) {
+std::string RedisClient::NodeFor(std::string_view key) {
   std::lock_guard lock(mu_);
   if (!cluster_) return nodes_.empty() ? options_.seeds.front().Address() : nodes_.front();
-  const std::string& key =
-      command.key_arg < command.args.size() ? command.args[command.key_arg] : command.args.back();
   const int32_t idx = slots_[RedisKeySlot(key)];
   if (idx >= 0) return nodes_[static_cast<size_t>(idx)];
   return nodes_.empty() ? options_.seeds.front().Address() : nodes_.front();
@@ -517,49 +516,50 @@ Result<RedisReply> RedisClient::Execute(const RedisCommand& command) {
   return (*r)[0];
 }
 
-Result<std::vector<RedisGetOutcome>> RedisClient::GetInto(const std::vector<RedisGetInto>& gets) {
+Status RedisClient::RunByNode(size_t n, const std::function<std::string(size_t)>& key_of,
+                              const std::function<Status(const Group&)>& run) {
   if (Status s = EnsureTopology(); !s.ok()) return s;
   std::vector<Group> groups;
-  for (size_t i = 0; i < gets.size(); ++i) {
-    RedisCommand probe;
-    probe.args = {"GET", gets[i].key};
-    const std::string node = NodeFor(probe);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string node = NodeFor(key_of(i));
     auto it =
         std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.node == node; });
-    if (it == groups.end()) {
-      groups.push_back({node, {}});
-      it = groups.end() - 1;
-    }
+    if (it == groups.end()) it = groups.insert(groups.end(), Group{node, {}});
     it->indices.push_back(i);
   }
-  std::vector<RedisGetOutcome> out(gets.size());
-  auto run_group = [&](const Group& g) -> Status {
-    std::vector<const RedisGetInto*> mine;
-    for (size_t i : g.indices) mine.push_back(&gets[i]);
-    auto conn = Take(g.node);
-    if (!conn.ok()) return conn.status();
-    auto r = (*conn)->GetInto(mine);
-    Give(g.node, std::move(*conn));
-    if (!r.ok()) return r.status().WithContext("Redis at " + g.node);
-    for (size_t k = 0; k < g.indices.size(); ++k) out[g.indices[k]] = std::move((*r)[k]);
-    return Status::OK();
-  };
   Status first;
   if (groups.size() == 1) {
-    first = run_group(groups[0]);
+    first = run(groups[0]);
   } else {
     std::vector<std::future<Status>> runs;
     for (const Group& g : groups)
-      runs.push_back(std::async(std::launch::async, [&, gp = &g] { return run_group(*gp); }));
+      runs.push_back(std::async(std::launch::async, [&, gp = &g] { return run(*gp); }));
     for (auto& f : runs) {
       Status s = f.get();
       if (!s.ok() && first.ok()) first = s;
     }
   }
-  if (!first.ok()) {
-    topology_known_ = !cluster_;
-    return first;
-  }
+  // A dead master, or a moved slot: a cluster is asked for its map again.
+  if (!first.ok()) topology_known_ = !cluster_;
+  return first;
+}
+
+Result<std::vector<RedisGetOutcome>> RedisClient::GetInto(const std::vector<RedisGetInto>& gets) {
+  std::vector<RedisGetOutcome> out(gets.size());
+  Status sent = RunByNode(
+      gets.size(), [&](size_t i) { return gets[i].key; },
+      [&](const Group& g) -> Status {
+        std::vector<const RedisGetInto*> mine;
+        for (size_t i : g.indices) mine.push_back(&gets[i]);
+        auto conn = Take(g.node);
+        if (!conn.ok()) return conn.status();
+        auto r = (*conn)->GetInto(mine);
+        Give(g.node, std::move(*conn));
+        if (!r.ok()) return r.status().WithContext("Redis at " + g.node);
+        for (size_t k = 0; k < g.indices.size(); ++k) out[g.indices[k]] = std::move((*r)[k]);
+        return Status::OK();
+      });
+  if (!sent.ok()) return sent;
   // Redirected GETs go through Execute, which follows MOVED / ASK.
   for (size_t i = 0; i < gets.size(); ++i) {
     if (out[i].kind != RedisGetOutcome::kError) continue;
@@ -589,46 +589,22 @@ Result<RedisReply> RedisClient::ExecuteOn(const std::string& address, const Redi
 }
 
 Result<std::vector<RedisReply>> RedisClient::Execute(const std::vector<RedisCommand>& commands) {
-  if (Status s = EnsureTopology(); !s.ok()) return s;
-  std::vector<Group> groups;
-  for (size_t i = 0; i < commands.size(); ++i) {
-    const std::string node = NodeFor(commands[i]);
-    auto it =
-        std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.node == node; });
-    if (it == groups.end()) {
-      groups.push_back({node, {}});
-      it = groups.end() - 1;
-    }
-    it->indices.push_back(i);
-  }
   std::vector<RedisReply> out(commands.size());
-  auto run_group = [&](const Group& g) -> Status {
-    std::vector<const RedisCommand*> cmds;
-    for (size_t i : g.indices) cmds.push_back(&commands[i]);
-    auto r = RunOn(g.node, cmds, false);
-    if (!r.ok()) return r.status();
-    for (size_t k = 0; k < g.indices.size(); ++k) out[g.indices[k]] = std::move((*r)[k]);
-    return Status::OK();
-  };
-  if (groups.size() == 1) {
-    if (Status s = run_group(groups[0]); !s.ok()) {
-      topology_known_ = !cluster_;  // a dead master: ask the cluster again next time
-      return s;
-    }
-  } else {
-    std::vector<std::future<Status>> runs;
-    for (const Group& g : groups)
-      runs.push_back(std::async(std::launch::async, [&, gp = &g] { return run_group(*gp); }));
-    Status first;
-    for (auto& f : runs) {
-      Status s = f.get();
-      if (!s.ok() && first.ok()) first = s;
-    }
-    if (!first.ok()) {
-      topology_known_ = false;
-      return first;
-    }
-  }
+  Status sent = RunByNode(
+      commands.size(),
+      [&](size_t i) {
+        const RedisCommand& c = commands[i];
+        return c.key_arg < c.args.size() ? c.args[c.key_arg] : c.args.back();
+      },
+      [&](const Group& g) -> Status {
+        std::vector<const RedisCommand*> cmds;
+        for (size_t i : g.indices) cmds.push_back(&commands[i]);
+        auto r = RunOn(g.node, cmds, false);
+        if (!r.ok()) return r.status();
+        for (size_t k = 0; k < g.indices.size(); ++k) out[g.indices[k]] = std::move((*r)[k]);
+        return Status::OK();
+      });
+  if (!sent.ok()) return sent;
   // Redirections: MOVED updates the slot map; ASK is a one-off.
   bool moved = false;
   for (size_t i = 0; i < commands.size(); ++i) {

@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -123,7 +124,11 @@ class RedisClient {
 
   Status EnsureTopology();
   Status RefreshSlots();
-  std::string NodeFor(const RedisCommand& command);
+  std::string NodeFor(std::string_view key);
+  // Groups items 0..n-1 by the node serving key_of(i) and runs `run` for
+  // each group, groups in parallel; the first failure.
+  Status RunByNode(size_t n, const std::function<std::string(size_t)>& key_of,
+                   const std::function<Status(const Group&)>& run);
   Result<std::unique_ptr<Connection>> Take(const std::string& node);
   void Give(const std::string& node, std::unique_ptr<Connection> c);
   // Runs commands on one node (with ASKING first when `asking`).

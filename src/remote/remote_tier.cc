@@ -203,6 +203,18 @@ std::optional<LayerPtr> RemoteTier::Get(const LayerKey& key, bool count_miss) {
   auto chunk_size = [&](uint64_t i) {
     return std::min(manifest->chunk_bytes, manifest->size - i * manifest->chunk_bytes);
   };
+  // Why chunk i, as received, cannot be used; "" when it can.
+  auto problem = [&](uint64_t i, bool present, uint64_t size, const void* bytes) -> std::string {
+    const std::string chunk = "chunk " + std::to_string(i);
+    if (!present) return chunk + " is missing (evicted or expired)";
+    if (size != chunk_size(i)) {
+      return chunk + " has " + std::to_string(size) + " bytes, not " +
+             std::to_string(chunk_size(i));
+    }
+    if (Hex64(XXH3_64bits(bytes, size)) != manifest->chunk_sums[i])
+      return chunk + " fails its checksum";
+    return "";
+  };
   // Chunk 0 holds the header (for any layer of a sane size): it goes
   // through the stream reader, which then knows where every data byte goes.
   // The other chunks are received straight into the layer's buffer, a batch
@@ -212,16 +224,9 @@ std::optional<LayerPtr> RemoteTier::Get(const LayerKey& key, bool count_miss) {
     auto c = Run({Cmd({"GET", ChunkKey(digest, manifest->id, next_chunk)})});
     if (!c.ok()) return std::nullopt;
     const RedisReply& chunk = (*c)[0];
-    std::string why;
-    if (chunk.is_nil() || !chunk.is_string()) {
-      why = "chunk " + std::to_string(next_chunk) + " is missing (evicted or expired)";
-    } else if (chunk.str().size() != chunk_size(next_chunk)) {
-      why = "chunk " + std::to_string(next_chunk) + " has " + std::to_string(chunk.str().size()) +
-            " bytes, not " + std::to_string(chunk_size(next_chunk));
-    } else if (Hex64(XXH3_64bits(chunk.str().data(), chunk.str().size())) !=
-               manifest->chunk_sums[next_chunk]) {
-      why = "chunk " + std::to_string(next_chunk) + " fails its checksum";
-    } else {
+    std::string why = problem(next_chunk, !chunk.is_nil() && chunk.is_string(), chunk.str().size(),
+                              chunk.str().data());
+    if (why.empty()) {
       try {
         if (Status s = builder.Feed(chunk.str()); !s.ok()) why = s.message();
       } catch (const std::bad_alloc&) {  // a header claiming absurd sizes
@@ -288,18 +293,12 @@ std::optional<LayerPtr> RemoteTier::Get(const LayerKey& key, bool count_miss) {
     for (uint64_t i = batch.first; i < batch.last; ++i) {
       const RedisGetOutcome& o = (*outcomes)[i - batch.first];
       const std::byte* bytes = batch.gets[i - batch.first].dst;
-      std::string why;
-      if (o.kind == RedisGetOutcome::kNil) {
-        why = "chunk " + std::to_string(i) + " is missing (evicted or expired)";
-      } else if (o.kind == RedisGetOutcome::kWrongSize) {
-        why = "chunk " + std::to_string(i) + " has " + std::to_string(o.size) + " bytes, not " +
-              std::to_string(chunk_size(i));
-      } else if (o.kind == RedisGetOutcome::kError) {
-        why = "Redis replied: " + o.error;
-      } else if (Hex64(XXH3_64bits(bytes, chunk_size(i))) != manifest->chunk_sums[i]) {
-        why = "chunk " + std::to_string(i) + " fails its checksum";
-      } else if (Status s = builder.Commit(i * manifest->chunk_bytes, chunk_size(i)); !s.ok()) {
-        why = s.message();
+      std::string why = o.kind == RedisGetOutcome::kError
+                            ? "Redis replied: " + o.error
+                            : problem(i, o.kind != RedisGetOutcome::kNil, o.size, bytes);
+      if (why.empty()) {
+        if (Status s = builder.Commit(i * manifest->chunk_bytes, chunk_size(i)); !s.ok())
+          why = s.message();
       }
       if (!why.empty()) {
         if (in_flight.valid()) (void)in_flight.get();  // it writes into the buffer
