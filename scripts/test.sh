@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# The virtualenv with the real Hub clients (huggingface_hub, transformers) that
+# tests/hub_clients runs with; LAYERCACHE_TEST_PYTHON=/path/to/python reuses one.
+LAYERCACHE_TEST_PYTHON=$(scripts/install-python-env.sh | tail -n 1)
+export LAYERCACHE_TEST_PYTHON
 
 jobs=$(nproc)
 run_suite() {  # name, build dir, extra cmake args...
