@@ -48,6 +48,7 @@ TEST(Checkpoint, ReadsEachLayerOfAShardedSyntheticModel) {
 // Builds tiny shards holding every tensor of the real Granite index in the
 // shard the index names, then reads layer 22, which is split across both.
 TEST(Checkpoint, AssemblesALayerSplitAcrossShardsFromTheGraniteIndex) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   TempDir dir;
   const std::string index_path =
       testing::FixturePath("hub/granite_moe_model.safetensors.index.json");
@@ -94,6 +95,7 @@ TEST(Checkpoint, RejectsShardNamesThatEscapeTheDirectory) {
 }
 
 TEST(Checkpoint, MissingModelAndLfsPointerAreClearErrors) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   TempDir dir;
   auto none = Checkpoint::Open(dir.path());
   ASSERT_FALSE(none.ok());

@@ -20,6 +20,7 @@ testing::CommandResult Cli(const TempDir& dir, std::vector<std::string> args) {
 }
 
 TEST(Cli, PutGetRoundTripIsByteIdenticalToTheReferenceWriter) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   TempDir dir;
   const std::string src = testing::FixturePath("safetensors/burn_multi_layer.safetensors");
   auto put = Cli(dir, {"put", "burn/model", "3", src, "--quant", "fp32"});
@@ -33,6 +34,7 @@ TEST(Cli, PutGetRoundTripIsByteIdenticalToTheReferenceWriter) {
 }
 
 TEST(Cli, LsAndStatsReportEntriesAsJson) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   TempDir dir;
   ASSERT_EQ(
       Cli(dir, {"put", "m", "0", testing::FixturePath("safetensors/samples_overall.safetensors")})
@@ -60,6 +62,7 @@ TEST(Cli, LsAndStatsReportEntriesAsJson) {
 }
 
 TEST(Cli, VerifyExitsOneOnCorruptionAndOptimizeRepairs) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   TempDir dir;
   ASSERT_EQ(
       Cli(dir, {"put", "m", "0", testing::FixturePath("safetensors/burn_multi_layer.safetensors")})
@@ -79,6 +82,7 @@ TEST(Cli, VerifyExitsOneOnCorruptionAndOptimizeRepairs) {
 }
 
 TEST(Cli, InvalidateAndClearRemoveEntries) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   TempDir dir;
   const std::string f = testing::FixturePath("safetensors/samples_f.safetensors");
   for (const char* l : {"0", "1", "2"}) ASSERT_EQ(Cli(dir, {"put", "m", l, f}).exit_code, 0);
@@ -93,6 +97,7 @@ TEST(Cli, InvalidateAndClearRemoveEntries) {
 }
 
 TEST(Cli, InspectListsTensorsOrExplainsWhyAFileIsInvalid) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   TempDir dir;
   auto ok = RunCommand(
       {CliPath(), "inspect", testing::FixturePath("safetensors/samples_overall.safetensors")});
@@ -109,6 +114,7 @@ TEST(Cli, InspectListsTensorsOrExplainsWhyAFileIsInvalid) {
 }
 
 TEST(Cli, BadArgumentsFailWithAMessage) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   TempDir dir;
   auto r = Cli(dir, {"put", "m", "-1", testing::FixturePath("safetensors/samples_f.safetensors")});
   EXPECT_NE(r.exit_code, 0);

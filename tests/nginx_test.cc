@@ -74,8 +74,8 @@ class Nginx {
 };
 
 TEST(Nginx, StreamsLayersFromARealServerWithRangeRequests) {
-  if (!fs::exists(kNginx))
-    GTEST_SKIP() << "nginx is not installed (scripts/install-deps.sh installs nginx-light)";
+  LAYERCACHE_REQUIRE(fs::exists(kNginx),
+                     "nginx is not installed (scripts/install-deps.sh installs nginx-light)");
   TempDir dir;
   const std::string model = dir / "www/acme/llama/resolve/main";
   fs::create_directories(model);
@@ -128,8 +128,8 @@ bool MakeCertificate(const std::string& dir, const std::string& san) {
 // ca_bundle option or CURL_CA_BUNDLE) works; a trusted certificate for
 // another host is still refused.
 TEST(Nginx, AnUntrustedCertificateIsRefusedWithAClearError) {
-  if (!fs::exists(kNginx) || !fs::exists("/usr/bin/openssl"))
-    GTEST_SKIP() << "nginx or openssl is not installed (scripts/install-deps.sh installs both)";
+  LAYERCACHE_REQUIRE(fs::exists(kNginx) && fs::exists("/usr/bin/openssl"),
+                     "nginx or openssl is not installed (scripts/install-deps.sh installs both)");
   TempDir dir;
   const std::string model = dir / "www/acme/tiny/resolve/main";
   fs::create_directories(model);

@@ -33,9 +33,9 @@ using testing::RedisServer;
 using testing::SeedOf;
 using testing::TempDir;
 
-#define REQUIRE_REDIS()           \
-  if (!testing::RedisInstalled()) \
-  GTEST_SKIP() << "redis-server is not installed (scripts/install-deps.sh installs it)"
+#define REQUIRE_REDIS()                         \
+  LAYERCACHE_REQUIRE(testing::RedisInstalled(), \
+                     "redis-server is not installed (scripts/install-deps.sh installs it)")
 
 LayerCacheOptions Node(const TempDir& dir, const std::string& name,
                        const std::vector<std::string>& urls) {

@@ -73,6 +73,7 @@ std::vector<double> Expected(DType dtype) {
 }
 
 TEST(SafetensorsFixtures, EverySingleDtypeSampleLoadsWithTheReferenceValues) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   for (const char* name : {"B", "H", "I", "b", "d", "e", "f", "h", "i"}) {
     SCOPED_TRACE(name);
     auto layer = ReadSafetensorsFile(
@@ -90,6 +91,7 @@ TEST(SafetensorsFixtures, EverySingleDtypeSampleLoadsWithTheReferenceValues) {
 }
 
 TEST(SafetensorsFixtures, OverallSampleWithMisalignedDataLoadsEveryDtype) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   auto layer = ReadSafetensorsFile(FixturePath("safetensors/samples_overall.safetensors"));
   ASSERT_TRUE(layer.ok()) << layer.status().ToString();
   EXPECT_EQ((*layer)->num_tensors(), 9u);
@@ -108,6 +110,7 @@ TEST(SafetensorsFixtures, OverallSampleWithMisalignedDataLoadsEveryDtype) {
 }
 
 TEST(SafetensorsFixtures, PyTorchStateDictWithScalarLoads) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   auto layer = ReadSafetensorsFile(FixturePath("safetensors/burn_multi_layer.safetensors"));
   ASSERT_TRUE(layer.ok()) << layer.status().ToString();
   EXPECT_EQ((*layer)->num_tensors(), 9u);
@@ -123,6 +126,7 @@ TEST(SafetensorsFixtures, PyTorchStateDictWithScalarLoads) {
 }
 
 TEST(SafetensorsFixtures, CandleCodesLoad) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   auto layer = ReadSafetensorsFile(FixturePath("safetensors/candle_jfk_codes.safetensors"));
   ASSERT_TRUE(layer.ok()) << layer.status().ToString();
   const TensorInfo* t = (*layer)->find("codes");
@@ -133,6 +137,7 @@ TEST(SafetensorsFixtures, CandleCodesLoad) {
 }
 
 TEST(SafetensorsWriter, ReproducesFilesWrittenByTheReferenceWriterByteForByte) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   for (const char* f :
        {"safetensors/burn_multi_layer.safetensors", "safetensors/candle_jfk_codes.safetensors"}) {
     SCOPED_TRACE(f);
@@ -290,6 +295,7 @@ TEST(SafetensorsReader, RejectsHostileFilesNamingTheFileAndTheRule) {
 }
 
 TEST(SafetensorsReader, RecognisesAGitLfsPointer) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   const std::string path = FixturePath("hub/lfs_pointer_model.safetensors");
   auto layer = ReadSafetensorsFile(path);
   ASSERT_FALSE(layer.ok());
@@ -306,6 +312,7 @@ TEST(SafetensorsReader, MissingFileIsNotFound) {
 }
 
 TEST(SafetensorsReader, HeaderOnlyReadReportsOffsetsInFileOrder) {
+  LAYERCACHE_REQUIRE_FIXTURES();
   auto header = ReadSafetensorsHeader(FixturePath("safetensors/samples_overall.safetensors"));
   ASSERT_TRUE(header.ok()) << header.status().ToString();
   EXPECT_EQ(header->header_length, 526u);

@@ -28,8 +28,23 @@ TempDir::~TempDir() {
   fs::remove_all(path_, ec);
 }
 
+std::string FixturesDir() {
+  const char* env = std::getenv("LAYERCACHE_FIXTURES");
+  const std::string dir = env != nullptr && *env != '\0' ? env : LAYERCACHE_FIXTURES_DIR;
+  std::error_code ec;
+  return fs::is_directory(dir, ec) ? dir : std::string();
+}
+
 std::string FixturePath(const std::string& relative) {
-  return std::string(LAYERCACHE_FIXTURES_DIR) + "/" + relative;
+  const std::string dir = FixturesDir();
+  return (dir.empty() ? std::string(LAYERCACHE_FIXTURES_DIR) : dir) + "/" + relative;
+}
+
+bool InCI() {
+  const char* ci = std::getenv("CI");
+  if (ci == nullptr) return false;
+  const std::string v = ci;
+  return !v.empty() && v != "0" && v != "false";
 }
 
 std::vector<std::byte> ReadBytes(const std::string& path) {

@@ -23,7 +23,34 @@ class TempDir {
   std::string path_;
 };
 
+// The third-party fixtures (safetensors files written by other projects,
+// Hub index files): $LAYERCACHE_FIXTURES, else ../shared/fixtures beside
+// the source tree. FixturesDir() is empty when neither exists.
+std::string FixturesDir();
 std::string FixturePath(const std::string& relative);
+
+// Whether the CI variable is set (to anything but "", "0" or "false"): a
+// missing server, module or fixture is then a failure, not a skip.
+bool InCI();
+
+}  // namespace layercache::testing
+
+// Skips the test with one line saying why when `available` is false, or
+// fails it when running in CI (a CI that lost an install step must not stay
+// green). Use at the top of a test body.
+#define LAYERCACHE_REQUIRE(available, why)                        \
+  do {                                                            \
+    if (!(available)) {                                           \
+      if (::layercache::testing::InCI()) FAIL() << "CI: " << why; \
+      GTEST_SKIP() << why;                                        \
+    }                                                             \
+  } while (0)
+#define LAYERCACHE_REQUIRE_FIXTURES()                                                      \
+  LAYERCACHE_REQUIRE(!::layercache::testing::FixturesDir().empty(),                        \
+                     "third-party fixtures not found: set LAYERCACHE_FIXTURES or provide " \
+                     "../shared/fixtures beside the source tree")
+
+namespace layercache::testing {
 std::vector<std::byte> ReadBytes(const std::string& path);
 void WriteBytes(const std::string& path, const std::vector<std::byte>& bytes);
 void WriteText(const std::string& path, const std::string& text);

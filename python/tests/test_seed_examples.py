@@ -3,9 +3,11 @@ import json
 import threading
 
 import pytest
-import torch
+from needs import need_module
 
-from nexus_final.sli.layer_cache import LayerCache, get_layer_cache, reset_layer_cache
+torch = need_module("torch")
+
+from nexus_final.sli.layer_cache import LayerCache, get_layer_cache, reset_layer_cache  # noqa: E402
 
 
 class TinyBlock(torch.nn.Module):

@@ -4,12 +4,14 @@ import subprocess
 import sys
 import threading
 
-import numpy as np
 import pytest
-import torch
+from needs import need, need_module
 
-import layercache
-from layercache import LayerCache
+np = need_module("numpy")
+torch = need_module("torch")
+
+import layercache  # noqa: E402 (after the module checks)
+from layercache import LayerCache  # noqa: E402
 
 TORCH_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.uint8,
                 torch.int16, torch.int32, torch.int64, torch.bool, torch.complex64]
@@ -139,8 +141,7 @@ def test_io_failures_raise_os_error(cache_dir, tmp_path):
 
 def test_download_and_cache_from_a_local_hub_server(cache_dir, tmp_path):
     cli = os.environ.get("LAYERCACHE_CLI")
-    if not cli:
-        pytest.skip("LAYERCACHE_CLI is not set (run through ctest)")
+    need(cli, "LAYERCACHE_CLI is not set (run through ctest)")
     model = tmp_path / "model"
     model.mkdir()
     from safetensors_writer import write_model  # noqa: E402  (tests/ helper)
@@ -188,8 +189,9 @@ def test_prefetch_and_get_layer_with_prefetch(cache_dir):
 def test_two_caches_share_layers_through_redis(cache_dir, tmp_path):
     """The cluster tier from Python: a second node gets the layer from Redis."""
     cli = os.environ.get("LAYERCACHE_CLI")
-    if not cli or not os.path.exists("/usr/bin/redis-server"):
-        pytest.skip("needs LAYERCACHE_CLI (run through ctest) and redis-server")
+    need(cli, "LAYERCACHE_CLI is not set (run through ctest)")
+    need(os.path.exists("/usr/bin/redis-server"),
+         "redis-server is not installed (scripts/install-deps.sh installs it)")
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
