@@ -49,7 +49,8 @@ TEST(QuantKernels, ThresholdsAreTheTableMidpoints) {
     const double exact = (double{t[k]} + double{t[k + 1]}) / 2.0;
     const float th = detail::kNF4Thresholds[k];
     EXPECT_LE(std::fabs(double{th} - exact),
-              std::fabs(double{std::nextafter(th, 2.0f)} - double{th})) << k;
+              std::fabs(double{std::nextafter(th, 2.0f)} - double{th}))
+        << k;
     differ += th != (t[k] + t[k + 1]) / 2.0f;
   }
   EXPECT_EQ(differ, 4);
@@ -77,7 +78,8 @@ TEST(QuantKernels, NF4KnownBlock) {
 TEST(QuantKernels, ScalarAndAvx2AgreeAndMatchReference) {
   const detail::Kernels* avx2 = detail::Avx2Kernels();
   for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
-    for (uint64_t n : {uint64_t{64}, uint64_t{4096}, uint64_t{4096 + 37}, uint64_t{1001}, uint64_t{1}}) {
+    for (uint64_t n :
+         {uint64_t{64}, uint64_t{4096}, uint64_t{4096 + 37}, uint64_t{1001}, uint64_t{1}}) {
       for (int bs : {32, 64, 256}) {
         std::mt19937 rng(static_cast<uint32_t>(n * 7 + bs));
         std::normal_distribution<float> d(0.0f, 0.02f);
@@ -98,7 +100,8 @@ TEST(QuantKernels, ScalarAndAvx2AgreeAndMatchReference) {
         const uint64_t blocks = NumBlocks(n, bs);
         std::vector<uint8_t> p1((n + 1) / 2), p2((n + 1) / 2);
         std::vector<float> a1(blocks), a2(blocks);
-        ASSERT_EQ(detail::ScalarKernels().nf4_quantize(dt, in.data(), n, bs, 0, blocks, p1.data(), a1.data()),
+        ASSERT_EQ(detail::ScalarKernels().nf4_quantize(dt, in.data(), n, bs, 0, blocks, p1.data(),
+                                                       a1.data()),
                   detail::kNoBadIndex);
         // Reference, written out here.
         for (uint64_t b = 0; b < blocks; ++b) {
@@ -108,7 +111,8 @@ TEST(QuantKernels, ScalarAndAvx2AgreeAndMatchReference) {
           ASSERT_EQ(a1[b], m);
           const float div = std::max(m, 1e-38f), inv = 1.0f / div;
           for (uint64_t i = s; i < e; ++i) {
-            const float scaled = e - s == static_cast<uint64_t>(bs) ? as_float[i] * inv : as_float[i] / div;
+            const float scaled =
+                e - s == static_cast<uint64_t>(bs) ? as_float[i] * inv : as_float[i] / div;
             const uint8_t code = (i % 2 == 0) ? p1[i / 2] >> 4 : p1[i / 2] & 15;
             ASSERT_EQ(code, RefCode(scaled)) << "element " << i << " n " << n << " bs " << bs;
           }
@@ -124,7 +128,8 @@ TEST(QuantKernels, ScalarAndAvx2AgreeAndMatchReference) {
           for (DType out : {DType::BF16, DType::F16, DType::F32}) {
             const size_t w = out == DType::F32 ? 4 : 2;
             std::vector<std::byte> o1(n * w), o2(n * w);
-            detail::ScalarKernels().nf4_dequantize(p1.data(), a1.data(), n, bs, 0, blocks, out, o1.data());
+            detail::ScalarKernels().nf4_dequantize(p1.data(), a1.data(), n, bs, 0, blocks, out,
+                                                   o1.data());
             avx2->nf4_dequantize(p1.data(), a1.data(), n, bs, 0, blocks, out, o2.data());
             ASSERT_EQ(o1, o2) << "dequantize to " << DTypeName(out) << " n=" << n << " bs=" << bs;
           }
@@ -170,13 +175,14 @@ TEST(QuantKernels, ZeroBlockAndNonFinite) {
 TEST(QuantKernels, Int8RoundsHalfToEvenPerRow) {
   // SCB 127 -> multiplier 1: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -3.5 -> -4.
   std::vector<float> x = {127.0f, 0.5f, 1.5f, 2.5f, -3.5f, 0.0f, 10.0f, -127.0f,
-                          0, 0, 0, 0, 0, 0, 0, 0};  // second row all zeros
+                          0,      0,    0,    0,    0,     0,    0,     0};  // second row all zeros
   std::vector<int8_t> q(16);
   std::vector<float> scb(2);
   for (int pass = 0; pass < 2; ++pass) {
     const detail::Kernels* k = pass == 0 ? &detail::ScalarKernels() : detail::Avx2Kernels();
     if (k == nullptr) continue;
-    ASSERT_EQ(k->int8_quantize(DType::F32, x.data(), 8, 0, 2, q.data(), scb.data()), detail::kNoBadIndex);
+    ASSERT_EQ(k->int8_quantize(DType::F32, x.data(), 8, 0, 2, q.data(), scb.data()),
+              detail::kNoBadIndex);
     EXPECT_EQ(scb[0], 127.0f);
     EXPECT_EQ(scb[1], 0.0f);
     EXPECT_EQ(std::vector<int8_t>(q.begin(), q.begin() + 8),
@@ -209,7 +215,8 @@ TEST(QuantKernels, Int8ScalarAndAvx2Agree) {
 
 #if defined(__x86_64__)
 __attribute__((target("f16c"))) uint16_t HardwareF16(float f) {
-  return static_cast<uint16_t>(_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0));
+  return static_cast<uint16_t>(
+      _mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0));
 }
 
 TEST(QuantKernels, HalfConversionMatchesF16C) {
@@ -243,9 +250,11 @@ TEST(QuantKernels, PythonFloatRepr) {
 
 LayerPtr SyntheticLayer(uint64_t hidden, uint64_t inter) {
   LayerBuilder b;
-  b.add_tensor("self_attn.q_proj.weight", DType::BF16, {hidden, hidden}, RandomBF16(hidden * hidden, 0.02f, 1));
+  b.add_tensor("self_attn.q_proj.weight", DType::BF16, {hidden, hidden},
+               RandomBF16(hidden * hidden, 0.02f, 1));
   b.add_tensor("self_attn.q_proj.bias", DType::BF16, {hidden}, RandomBF16(hidden, 0.02f, 2));
-  b.add_tensor("mlp.down_proj.weight", DType::BF16, {hidden, inter}, RandomBF16(hidden * inter, 0.02f, 3));
+  b.add_tensor("mlp.down_proj.weight", DType::BF16, {hidden, inter},
+               RandomBF16(hidden * inter, 0.02f, 3));
   b.add_tensor("input_layernorm.weight", DType::BF16, {hidden}, RandomBF16(hidden, 1.0f, 4));
   b.add_tensor("small.weight", DType::BF16, {8, 8}, RandomBF16(64, 0.02f, 5));
   b.set_metadata("source", "test");
@@ -365,7 +374,8 @@ TEST(QuantLayer, BadInputIsRefusedNamingTheTensor) {
   for (QuantConfig c : {QuantConfig::NF4(), QuantConfig::Int8()}) {
     auto q = QuantizeLayer(*layer, c);
     ASSERT_FALSE(q.ok());
-    EXPECT_NE(q.status().message().find("q_proj.weight"), std::string::npos) << q.status().message();
+    EXPECT_NE(q.status().message().find("q_proj.weight"), std::string::npos)
+        << q.status().message();
     EXPECT_NE(q.status().message().find("5000"), std::string::npos) << q.status().message();
   }
   QuantConfig bad = QuantConfig::NF4();

@@ -81,11 +81,11 @@ std::string_view QuantModeName(QuantMode mode);
 
 struct QuantConfig {
   QuantMode mode = QuantMode::kNF4;
-  int blocksize = 64;                 // nf4 only: 32, 64, ..., 4096
-  bool nested = false;                // nf4 only: double quantization of absmax
-  uint64_t min_elements = 4096;       // smaller weights are kept as they are
-  bool quantize_embeddings = false;   // also embed/lm_head/wte/wpe weights
-  int threads = 0;                    // 0: all hardware threads
+  int blocksize = 64;                // nf4 only: 32, 64, ..., 4096
+  bool nested = false;               // nf4 only: double quantization of absmax
+  uint64_t min_elements = 4096;      // smaller weights are kept as they are
+  bool quantize_embeddings = false;  // also embed/lm_head/wte/wpe weights
+  int threads = 0;                   // 0: all hardware threads
 
   static QuantConfig NF4(bool nested = false) { return {QuantMode::kNF4, 64, nested}; }
   static QuantConfig Int8() { return {QuantMode::kInt8}; }
@@ -138,7 +138,9 @@ const std::array<float, 256>& DynamicMap();
 // "avx2" or "scalar": the kernel in use.
 std::string_view KernelName();
 
-inline uint64_t NumBlocks(uint64_t n, uint64_t blocksize) { return (n + blocksize - 1) / blocksize; }
+inline uint64_t NumBlocks(uint64_t n, uint64_t blocksize) {
+  return (n + blocksize - 1) / blocksize;
+}
 
 // `n` elements of `dtype` (BF16, F16, F32) -> packed codes ((n + 1) / 2
 // bytes) and absmax (NumBlocks(n, blocksize) floats).

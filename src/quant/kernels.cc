@@ -96,10 +96,10 @@ const float kNF4Values[16] = {-1.0f,
 // bitsandbytes' dQuantizeNF4 (csrc/kernels.cu) thresholds, in order; each is
 // the float32 midpoint of two neighbouring table values.
 const float kNF4Thresholds[15] = {
-    -0.8480964004993439f,  -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
+    -0.8480964004993439f,  -0.6106329262256622f,  -0.4599952697753906f,   -0.33967943489551544f,
     -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
-    0.1202552504837513f,   0.2035212516784668f,  0.2920137718319893f,  0.3893125355243683f,
-    0.5016634166240692f,   0.6427869200706482f,  0.8614784181118011f};
+    0.1202552504837513f,   0.2035212516784668f,   0.2920137718319893f,    0.3893125355243683f,
+    0.5016634166240692f,   0.6427869200706482f,   0.8614784181118011f};
 
 namespace {
 
@@ -172,7 +172,8 @@ uint64_t ScalarNF4Quantize(DType dtype, const void* in, uint64_t n, uint64_t bs,
                            uint64_t b1, uint8_t* packed, float* absmax) {
   for (uint64_t b = b0; b < b1; ++b) {
     const uint64_t e = std::min(n, (b + 1) * bs);
-    const uint64_t bad = QuantizeBlockScalar(dtype, in, b * bs, e, e - b * bs != bs, packed, &absmax[b]);
+    const uint64_t bad =
+        QuantizeBlockScalar(dtype, in, b * bs, e, e - b * bs != bs, packed, &absmax[b]);
     if (bad != kNoBadIndex) return bad;
   }
   return kNoBadIndex;
@@ -244,7 +245,8 @@ void ScalarInt8Dequantize(const int8_t* q, const float* scb, uint64_t cols, uint
 
 LC_AVX2 inline __m256 Load8(DType dtype, const void* in, uint64_t i) {
   if (dtype == DType::F32) return _mm256_loadu_ps(static_cast<const float*>(in) + i);
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(in) + i));
+  const __m128i h =
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(in) + i));
   if (dtype == DType::F16) return _mm256_cvtph_ps(h);
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
@@ -267,7 +269,8 @@ LC_AVX2 uint64_t Avx2NF4Quantize(DType dtype, const void* in, uint64_t n, uint64
     const uint64_t s = b * bs;
     const uint64_t e = std::min(n, s + bs);
     if (e - s != bs || bs % 8 != 0) {  // a last, partial block
-      const uint64_t bad = QuantizeBlockScalar(dtype, in, s, e, e - s != bs, packed, &absmax_out[b]);
+      const uint64_t bad =
+          QuantizeBlockScalar(dtype, in, s, e, e - s != bs, packed, &absmax_out[b]);
       if (bad != kNoBadIndex) return bad;
       continue;
     }
@@ -316,7 +319,8 @@ LC_AVX2 inline int BlockPlanes(float absmax, DType out_dtype, __m128i* planes) {
     for (int k = 0; k < 16; ++k) {
       for (int j = 0; j < 4; ++j) bytes[j][k] = static_cast<uint8_t>(table[k] >> (8 * j));
     }
-    for (int j = 0; j < 4; ++j) planes[j] = _mm_load_si128(reinterpret_cast<const __m128i*>(bytes[j]));
+    for (int j = 0; j < 4; ++j)
+      planes[j] = _mm_load_si128(reinterpret_cast<const __m128i*>(bytes[j]));
     return out_dtype == DType::F32 ? 4 : 2;
   }
   const __m256 a = _mm256_set1_ps(absmax);
@@ -325,8 +329,8 @@ LC_AVX2 inline int BlockPlanes(float absmax, DType out_dtype, __m128i* planes) {
   __m128i w0, w1;  // 8 x 16-bit each, values 0..7 and 8..15
   if (out_dtype == DType::F32) {
     // Byte j of value k: shuffle each 32-bit value's bytes into planes.
-    const __m256i order = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
-                                           0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m256i order = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0,
+                                           4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     // After the shuffle each 128-bit lane holds 4 values as [b0 x4][b1 x4][b2 x4][b3 x4].
     const __m256i s0 = _mm256_shuffle_epi8(_mm256_castps_si256(v0), order);  // values 0-3 | 4-7
     const __m256i s1 = _mm256_shuffle_epi8(_mm256_castps_si256(v1), order);  // values 8-11 | 12-15
@@ -375,7 +379,8 @@ LC_AVX2 void Avx2NF4Dequantize(const uint8_t* packed, const float* absmax, uint6
       const __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed + i / 2));
       const __m128i hi = _mm_and_si128(_mm_srli_epi16(p, 4), low4);
       const __m128i lo = _mm_and_si128(p, low4);
-      const __m128i idx[2] = {_mm_unpacklo_epi8(hi, lo), _mm_unpackhi_epi8(hi, lo)};  // elements 0-15, 16-31
+      const __m128i idx[2] = {_mm_unpacklo_epi8(hi, lo),
+                              _mm_unpackhi_epi8(hi, lo)};  // elements 0-15, 16-31
       for (int h = 0; h < 2; ++h) {
         const __m128i c0 = _mm_shuffle_epi8(planes[0], idx[h]);
         const __m128i c1 = _mm_shuffle_epi8(planes[1], idx[h]);
@@ -429,8 +434,8 @@ LC_AVX2 uint64_t Avx2Int8Quantize(DType dtype, const void* in, uint64_t cols, ui
     const __m256 mult = _mm256_set1_ps(m == 0.0f ? 0.0f : 127.0f / m);
     for (uint64_t c = 0; c < cols; c += 8) {
       const __m256 x = _mm256_mul_ps(Load8(dtype, in, s + c), mult);
-      const __m256i q = _mm256_cvtps_epi32(
-          _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      const __m256i q =
+          _mm256_cvtps_epi32(_mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
       const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
       const __m128i bytes = _mm_packs_epi16(w, w);
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out + s + c), bytes);
@@ -452,7 +457,8 @@ LC_AVX2 void Avx2Int8Dequantize(const int8_t* q, const float* scb, uint64_t cols
     for (uint64_t c = 0; c < cols; c += 8) {
       const uint64_t i = r * cols + c;
       const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i));
-      const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), sv), k);
+      const __m256 v =
+          _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), sv), k);
       if (out_dtype == DType::F32) {
         _mm256_storeu_ps(static_cast<float*>(out) + i, v);
       } else {

@@ -21,8 +21,8 @@ struct Kernels {
   uint64_t (*nf4_quantize)(DType dtype, const void* in, uint64_t n, uint64_t blocksize, uint64_t b0,
                            uint64_t b1, uint8_t* packed, float* absmax);
   // Dequantizes blocks [b0, b1).
-  void (*nf4_dequantize)(const uint8_t* packed, const float* absmax, uint64_t n,
-                         uint64_t blocksize, uint64_t b0, uint64_t b1, DType out_dtype, void* out);
+  void (*nf4_dequantize)(const uint8_t* packed, const float* absmax, uint64_t n, uint64_t blocksize,
+                         uint64_t b0, uint64_t b1, DType out_dtype, void* out);
   // Int8-quantizes rows [r0, r1); returns the first non-finite element or kNoBadIndex.
   uint64_t (*int8_quantize)(DType dtype, const void* in, uint64_t cols, uint64_t r0, uint64_t r1,
                             int8_t* out, float* scb);

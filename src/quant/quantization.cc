@@ -10,8 +10,8 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <stdexcept>
 
 #include "quant/kernels.h"
@@ -27,9 +27,7 @@ constexpr const char* kQuantStateSuffix = ".quant_state.bitsandbytes__nf4";
 constexpr uint64_t kNestedBlocksize = 256;
 constexpr uint64_t kMinBlocksPerThread = 4096;  // 256 Ki elements at blocksize 64
 
-bool ValidBlocksize(int bs) {
-  return bs >= 32 && bs <= 4096 && (bs & (bs - 1)) == 0;
-}
+bool ValidBlocksize(int bs) { return bs >= 32 && bs <= 4096 && (bs & (bs - 1)) == 0; }
 
 bool QuantizableInput(DType d) { return d == DType::BF16 || d == DType::F16 || d == DType::F32; }
 
@@ -110,9 +108,10 @@ void QuantConfig::Validate() const {
     throw std::invalid_argument("quantization mode must be \"nf4\" or \"int8\"");
   }
   if (mode == QuantMode::kNF4 && !ValidBlocksize(blocksize)) {
-    throw std::invalid_argument("nf4 blocksize must be one of 32, 64, 128, 256, 512, 1024, 2048, "
-                                "4096 (as bitsandbytes); got " +
-                                std::to_string(blocksize));
+    throw std::invalid_argument(
+        "nf4 blocksize must be one of 32, 64, 128, 256, 512, 1024, 2048, "
+        "4096 (as bitsandbytes); got " +
+        std::to_string(blocksize));
   }
   if (threads < 0) throw std::invalid_argument("threads must be >= 0 (0: all hardware threads)");
 }
@@ -141,7 +140,8 @@ Status QuantizeNF4(DType dtype, const void* in, uint64_t n, int blocksize, uint8
   if (!QuantizableInput(dtype)) {
     return BadInput("nf4 quantizes BF16, F16 or F32 values, not " + std::string(DTypeName(dtype)));
   }
-  if (!ValidBlocksize(blocksize)) return BadInput("invalid nf4 blocksize " + std::to_string(blocksize));
+  if (!ValidBlocksize(blocksize))
+    return BadInput("invalid nf4 blocksize " + std::to_string(blocksize));
   const uint64_t bs = static_cast<uint64_t>(blocksize);
   std::atomic<uint64_t> bad{kNoBadIndex};
   const auto& k = ActiveKernels();
@@ -161,7 +161,8 @@ Status QuantizeNF4(DType dtype, const void* in, uint64_t n, int blocksize, uint8
 Status DequantizeNF4(const uint8_t* packed, const float* absmax, uint64_t n, int blocksize,
                      DType out_dtype, void* out, int threads) {
   if (!QuantizableInput(out_dtype)) {
-    return BadInput("nf4 dequantizes to BF16, F16 or F32, not " + std::string(DTypeName(out_dtype)));
+    return BadInput("nf4 dequantizes to BF16, F16 or F32, not " +
+                    std::string(DTypeName(out_dtype)));
   }
   if (blocksize <= 0 || blocksize % 2 != 0) {
     return BadInput("invalid nf4 blocksize " + std::to_string(blocksize));
@@ -202,7 +203,8 @@ static uint8_t DynamicCode(const float* code, float x) {
   return static_cast<uint8_t>(x < midpoint ? lower_pivot : pivot);
 }
 
-Status QuantizeBlockwise8(const float* in, uint64_t n, int blocksize, uint8_t* codes, float* absmax) {
+Status QuantizeBlockwise8(const float* in, uint64_t n, int blocksize, uint8_t* codes,
+                          float* absmax) {
   if (blocksize <= 0) return BadInput("invalid blocksize " + std::to_string(blocksize));
   const float* map = DynamicMap().data();
   const uint64_t bs = static_cast<uint64_t>(blocksize);
@@ -262,7 +264,8 @@ Status QuantizeInt8(DType dtype, const void* in, uint64_t rows, uint64_t cols, i
 Status DequantizeInt8(const int8_t* q, const float* scb, uint64_t rows, uint64_t cols,
                       DType out_dtype, void* out, int threads) {
   if (!QuantizableInput(out_dtype)) {
-    return BadInput("int8 dequantizes to BF16, F16 or F32, not " + std::string(DTypeName(out_dtype)));
+    return BadInput("int8 dequantizes to BF16, F16 or F32, not " +
+                    std::string(DTypeName(out_dtype)));
   }
   const auto& k = ActiveKernels();
   const uint64_t min_rows = std::max<uint64_t>(1, (1u << 18) / std::max<uint64_t>(cols, 1));
@@ -315,7 +318,8 @@ std::string PythonFloatRepr(double v) {
 std::string NF4QuantStateJson(int blocksize, DType dtype, const std::vector<uint64_t>& shape,
                               bool nested, float nested_offset) {
   std::string s = "{\"quant_type\": \"nf4\", \"blocksize\": " + std::to_string(blocksize) +
-                  ", \"dtype\": \"" + TorchDTypeName(dtype) + "\", \"shape\": " + ShapeString(shape);
+                  ", \"dtype\": \"" + TorchDTypeName(dtype) +
+                  "\", \"shape\": " + ShapeString(shape);
   if (nested) {
     s += ", \"nested_blocksize\": 256, \"nested_dtype\": \"float32\", \"nested_offset\": " +
          PythonFloatRepr(static_cast<double>(nested_offset));
@@ -418,8 +422,9 @@ Status CheckQuantMode(const Layer& layer, std::string_view mode) {
   auto wanted = ParseQuantMode(mode);
   auto info = GetQuantInfo(layer);
   if (!info.ok()) return info.status();
-  const std::string stored = info->mode == QuantMode::kNone ? std::string("not quantized")
-                                                            : std::string(QuantModeName(info->mode));
+  const std::string stored = info->mode == QuantMode::kNone
+                                 ? std::string("not quantized")
+                                 : std::string(QuantModeName(info->mode));
   if (!wanted) {
     // A mode this library does not implement is only a label: nothing to check
     // unless the layer claims to be quantized with one we know.
@@ -482,8 +487,8 @@ Result<LayerPtr> QuantizeLayer(const Layer& layer, const QuantConfig& config) {
       const uint64_t blocks = NumBlocks(n, static_cast<uint64_t>(config.blocksize));
       std::vector<uint8_t> packed((n + 1) / 2);
       std::vector<float> absmax(blocks);
-      Status s = QuantizeNF4(t.dtype, data.data(), n, config.blocksize, packed.data(), absmax.data(),
-                             config.threads);
+      Status s = QuantizeNF4(t.dtype, data.data(), n, config.blocksize, packed.data(),
+                             absmax.data(), config.threads);
       if (!s.ok()) return fail(s);
       builder.add_tensor(t.name, DType::U8, {packed.size(), 1}, packed);
       const auto& table = NF4Table();
@@ -508,14 +513,16 @@ Result<LayerPtr> QuantizeLayer(const Layer& layer, const QuantConfig& config) {
       } else {
         builder.add_tensor(t.name + ".absmax", DType::F32, {blocks}, absmax);
       }
-      const std::string state = NF4QuantStateJson(config.blocksize, t.dtype, t.shape, info.nested, offset);
+      const std::string state =
+          NF4QuantStateJson(config.blocksize, t.dtype, t.shape, info.nested, offset);
       builder.add_tensor(t.name + kQuantStateSuffix, DType::U8, {state.size()},
                          std::as_bytes(std::span<const char>(state.data(), state.size())));
     } else {
       const uint64_t rows = t.shape[0], cols = t.shape[1];
       std::vector<int8_t> q(n);
       std::vector<float> scb(rows);
-      Status s = QuantizeInt8(t.dtype, data.data(), rows, cols, q.data(), scb.data(), config.threads);
+      Status s =
+          QuantizeInt8(t.dtype, data.data(), rows, cols, q.data(), scb.data(), config.threads);
       if (!s.ok()) return fail(s);
       builder.add_tensor(t.name, DType::I8, t.shape, q);
       const std::string prefix = ModulePrefix(t.name);
@@ -538,7 +545,8 @@ Result<LayerPtr> DequantizeLayer(const Layer& layer, std::optional<DType> dtype)
   if (info->mode == QuantMode::kNone) {
     // Not quantized: the same tensors (a copy sharing nothing).
     LayerBuilder b;
-    for (const TensorInfo& t : layer.tensors()) b.add_tensor(t.name, t.dtype, t.shape, layer.tensor_data(t));
+    for (const TensorInfo& t : layer.tensors())
+      b.add_tensor(t.name, t.dtype, t.shape, layer.tensor_data(t));
     for (const auto& [k, v] : layer.metadata()) b.set_metadata(k, v);
     return b.build();
   }
@@ -551,7 +559,8 @@ Result<LayerPtr> DequantizeLayer(const Layer& layer, std::optional<DType> dtype)
   for (const QuantizedTensor& q : info->tensors) {
     quantized[q.name] = &q;
     if (info->mode == QuantMode::kNF4) {
-      for (const char* s : {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", kQuantStateSuffix}) {
+      for (const char* s :
+           {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", kQuantStateSuffix}) {
         aux.insert(q.name + s);
       }
     } else {
@@ -559,18 +568,36 @@ Result<LayerPtr> DequantizeLayer(const Layer& layer, std::optional<DType> dtype)
       aux.insert(ModulePrefix(q.name) + "weight_format");
     }
   }
-  LayerBuilder b;
+  // Plan the output first, then write every tensor once into its place.
+  std::vector<TensorSpec> specs;
+  std::map<std::string, const TensorInfo*> sources;
   for (const TensorInfo& t : layer.tensors()) {
     if (aux.count(t.name) != 0) continue;
     auto it = quantized.find(t.name);
     if (it == quantized.end()) {
-      b.add_tensor(t.name, t.dtype, t.shape, layer.tensor_data(t));
+      specs.push_back({t.name, t.dtype, t.shape});
+    } else {
+      const QuantizedTensor& q = *it->second;
+      specs.push_back(
+          {q.name, dtype.value_or(QuantizableInput(q.dtype) ? q.dtype : DType::F32), q.shape});
+    }
+    sources[t.name] = &t;
+  }
+  auto plan = PlanLayout(specs);
+  if (!plan.ok()) return plan.status();
+  const uint64_t total = plan->empty() ? 0 : plan->back().offset + plan->back().nbytes;
+  AlignedBuffer buffer(total);
+  for (const TensorInfo& o : *plan) {
+    const TensorInfo& t = *sources.at(o.name);
+    std::byte* dst = buffer.data() + o.offset;
+    auto it = quantized.find(t.name);
+    if (it == quantized.end()) {
+      if (t.nbytes != 0) std::memcpy(dst, layer.tensor_data(t).data(), t.nbytes);
       continue;
     }
     const QuantizedTensor& q = *it->second;
-    const DType out = dtype.value_or(QuantizableInput(q.dtype) ? q.dtype : DType::F32);
+    const DType out = o.dtype;
     const uint64_t n = Product(q.shape);
-    std::vector<std::byte> result(n * (out == DType::F32 ? 4 : 2));
     auto missing = [&](const std::string& name) {
       return Status::InvalidArgument("quantized tensor \"" + q.name + "\" lacks \"" + name +
                                      "\" or it has the wrong size");
@@ -584,16 +611,19 @@ Result<LayerPtr> DequantizeLayer(const Layer& layer, std::optional<DType> dtype)
       if (info->nested) {
         const TensorInfo* na = layer.find(q.name + ".nested_absmax");
         const TensorInfo* st = layer.find(q.name + kQuantStateSuffix);
-        if (a == nullptr || a->dtype != DType::U8 || a->nbytes != blocks) return missing(q.name + ".absmax");
-        if (na == nullptr || na->dtype != DType::F32 || na->nbytes != 4 * NumBlocks(blocks, kNestedBlocksize)) {
+        if (a == nullptr || a->dtype != DType::U8 || a->nbytes != blocks)
+          return missing(q.name + ".absmax");
+        if (na == nullptr || na->dtype != DType::F32 ||
+            na->nbytes != 4 * NumBlocks(blocks, kNestedBlocksize)) {
           return missing(q.name + ".nested_absmax");
         }
         if (st == nullptr) return missing(q.name + kQuantStateSuffix);
         auto sb = layer.tensor_data(*st);
         auto j = nlohmann::json::parse(reinterpret_cast<const char*>(sb.data()),
-                                       reinterpret_cast<const char*>(sb.data()) + sb.size(), nullptr,
-                                       false);
-        if (j.is_discarded() || !j.contains("nested_offset") || !j["nested_offset"].is_number()) {
+                                       reinterpret_cast<const char*>(sb.data()) + sb.size(),
+                                       nullptr, false);
+        if (j.is_discarded() || !j.is_object() || !j.contains("nested_offset") ||
+            !j["nested_offset"].is_number()) {
           return missing(q.name + kQuantStateSuffix);
         }
         const float offset = j["nested_offset"].get<float>();
@@ -603,11 +633,13 @@ Result<LayerPtr> DequantizeLayer(const Layer& layer, std::optional<DType> dtype)
                              nested.data(), blocks, kNestedBlocksize, absmax.data());
         for (float& x : absmax) x += offset;
       } else {
-        if (a == nullptr || a->dtype != DType::F32 || a->nbytes != 4 * blocks) return missing(q.name + ".absmax");
+        if (a == nullptr || a->dtype != DType::F32 || a->nbytes != 4 * blocks) {
+          return missing(q.name + ".absmax");
+        }
         std::memcpy(absmax.data(), layer.tensor_data(*a).data(), a->nbytes);
       }
       Status s = DequantizeNF4(reinterpret_cast<const uint8_t*>(layer.tensor_data(t).data()),
-                               absmax.data(), n, info->blocksize, out, result.data());
+                               absmax.data(), n, info->blocksize, out, dst);
       if (!s.ok()) return s;
     } else {
       if (t.dtype != DType::I8 || q.shape.size() != 2 || t.nbytes != n) return missing(q.name);
@@ -618,19 +650,15 @@ Result<LayerPtr> DequantizeLayer(const Layer& layer, std::optional<DType> dtype)
       std::vector<float> scales(q.shape[0]);
       std::memcpy(scales.data(), layer.tensor_data(*scb).data(), scb->nbytes);
       Status s = DequantizeInt8(reinterpret_cast<const int8_t*>(layer.tensor_data(t).data()),
-                                scales.data(), q.shape[0], q.shape[1], out, result.data());
+                                scales.data(), q.shape[0], q.shape[1], out, dst);
       if (!s.ok()) return s;
     }
-    b.add_tensor(q.name, out, q.shape, result);
   }
+  Metadata metadata;
   for (const auto& [k, v] : layer.metadata()) {
-    if (k != kQuantMetadataKey) b.set_metadata(k, v);
+    if (k != kQuantMetadataKey) metadata[k] = v;
   }
-  try {
-    return b.build();
-  } catch (const std::exception& e) {
-    return Status::InvalidArgument(std::string("cannot build the dequantized layer: ") + e.what());
-  }
+  return Layer::Create(std::move(*plan), std::move(buffer), std::move(metadata));
 }
 
 }  // namespace layercache::quant
