@@ -24,7 +24,7 @@
 #include "hub_server.h"
 #include "layercache/layer_cache.h"
 #include "layercache/safetensors.h"
-#include "source/synthetic_model.h"
+#include "layercache/synthetic_model.h"
 
 using namespace layercache;
 namespace fs = std::filesystem;

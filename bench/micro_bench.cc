@@ -6,10 +6,10 @@
 #include <cstring>
 #include <vector>
 
+#include "layercache/checksum.h"
 #include "layercache/layer.h"
 #include "layercache/layer_cache.h"
 #include "memory/memory_tier.h"
-#include "util/checksum.h"
 
 namespace {
 

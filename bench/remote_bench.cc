@@ -29,9 +29,9 @@
 #include "bench_util.h"
 #include "hub_server.h"
 #include "layercache/layer_cache.h"
+#include "layercache/synthetic_model.h"
 #include "remote/remote_tier.h"
 #include "source/checkpoint.h"
-#include "source/synthetic_model.h"
 
 using namespace layercache;
 namespace fs = std::filesystem;

@@ -12,12 +12,12 @@
 #include "disk/disk_tier.h"
 #include "disk/entry_codec.h"
 #include "hub/hub_source.h"
+#include "layercache/progress.h"
 #include "memory/memory_tier.h"
 #include "remote/remote_tier.h"
 #include "source/checkpoint.h"
 #include "util/logging.h"
 #include "util/path.h"
-#include "util/progress.h"
 #include "util/thread_pool.h"
 
 namespace layercache {
@@ -73,15 +73,8 @@ class LayerCache::Impl {
     if (!disk.ok()) throw Error(disk.status());
     disk_ = std::move(*disk);
     hub_ = std::make_unique<HubSource>(JoinPath(cache_dir_, "refs"));
-    const std::vector<std::string> urls = options_.ResolvedRemoteUrls();
-    if (!urls.empty()) {
-      RemoteTierOptions r;
-      r.urls = urls;
-      r.timeout_ms = options_.remote_timeout_ms;
-      r.chunk_bytes = static_cast<uint64_t>(options_.remote_chunk_mb) << 20;
-      r.lease_ms = options_.remote_lease_ms;
-      r.wait_ms = options_.remote_wait_ms;
-      r.ttl_s = options_.remote_ttl_s;
+    const RemoteTierOptions r = RemoteTierOptions::From(options_);
+    if (!r.urls.empty()) {
       auto remote = RemoteTier::Open(r);
       if (!remote.ok()) throw std::invalid_argument(remote.status().message());
       remote_ = std::move(*remote);

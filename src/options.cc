@@ -51,6 +51,26 @@ const char* EvictionPolicyName(EvictionPolicy policy) {
   return policy == EvictionPolicy::kLru ? "lru" : "scan-resistant";
 }
 
+DiskReadMode ParseDiskReadMode(const std::string& name) {
+  if (name == "buffered") return DiskReadMode::kBuffered;
+  if (name == "direct") return DiskReadMode::kDirect;
+  if (name == "mapped") return DiskReadMode::kMapped;
+  throw std::invalid_argument(
+      "disk_read_mode must be \"buffered\", \"direct\" or \"mapped\", got \"" + name + "\"");
+}
+
+const char* DiskReadModeName(DiskReadMode mode) {
+  switch (mode) {
+    case DiskReadMode::kBuffered:
+      return "buffered";
+    case DiskReadMode::kDirect:
+      return "direct";
+    case DiskReadMode::kMapped:
+      return "mapped";
+  }
+  return "unknown";
+}
+
 void LayerCacheOptions::Validate() const {
   if (!std::isfinite(max_cache_size_gb) || max_cache_size_gb <= 0) {
     throw std::invalid_argument("max_cache_size_gb must be a positive number of GiB, got " +

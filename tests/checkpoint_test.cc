@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "source/synthetic_model.h"
+#include "layercache/synthetic_model.h"
 #include "test_support.h"
 
 namespace layercache {

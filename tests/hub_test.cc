@@ -8,9 +8,9 @@
 
 #include "hub_server.h"
 #include "layercache/layer_cache.h"
+#include "layercache/synthetic_model.h"
 #include "mock_hub.h"
 #include "source/checkpoint.h"
-#include "source/synthetic_model.h"
 #include "test_support.h"
 
 namespace layercache {

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "util/checksum.h"
+#include "layercache/checksum.h"
 
 namespace layercache::testing {
 namespace {

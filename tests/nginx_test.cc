@@ -11,8 +11,8 @@
 #include <thread>
 
 #include "layercache/layer_cache.h"
+#include "layercache/synthetic_model.h"
 #include "source/checkpoint.h"
-#include "source/synthetic_model.h"
 #include "test_support.h"
 
 namespace layercache {

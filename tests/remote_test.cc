@@ -17,11 +17,11 @@
 
 #include "hub_server.h"
 #include "layercache/layer_cache.h"
+#include "layercache/synthetic_model.h"
 #include "redis_server.h"
 #include "remote/manifest.h"
 #include "remote/redis_client.h"
 #include "source/checkpoint.h"
-#include "source/synthetic_model.h"
 #include "test_support.h"
 
 namespace layercache {

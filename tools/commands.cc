@@ -8,12 +8,11 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "disk/entry_codec.h"
 #include "hub_server.h"
 #include "layercache/layer_cache.h"
+#include "layercache/progress.h"
+#include "layercache/remote.h"
 #include "layercache/safetensors.h"
-#include "remote/remote_tier.h"
-#include "util/progress.h"
 
 namespace layercache::cli {
 namespace {
@@ -56,20 +55,14 @@ int Stats(const Global& g) {
 int DescribeRemote(const Global& g) {
   const std::vector<std::string> urls = g.options.ResolvedRemoteUrls();
   if (urls.empty()) return 0;
-  RemoteTierOptions o;
-  o.urls = urls;
-  o.timeout_ms = g.options.remote_timeout_ms;
-  auto remote = RemoteTier::Open(o);
-  if (!remote.ok()) throw Error(remote.status());
-  auto masters = (*remote)->Describe();
-  if (!masters.ok()) {
-    std::cerr << "remote tier: " << masters.status().message() << "\n";
+  auto remote = DescribeRemoteTier(g.options);
+  if (!remote.ok()) {
+    std::cerr << "remote tier: " << remote.status().message() << "\n";
     return 1;
   }
   if (g.json) return 0;  // the counters are in the JSON already
-  std::cout << "Remote tier (" << ((*remote)->client().is_cluster() ? "Redis Cluster" : "Redis")
-            << "):\n";
-  for (const auto& m : *masters) {
+  std::cout << "Remote tier (" << (remote->cluster ? "Redis Cluster" : "Redis") << "):\n";
+  for (const RemoteNodeInfo& m : remote->nodes) {
     std::cout << "  " << m.address << ": " << m.layers << " layers, "
               << Progress::HumanBytes(static_cast<double>(m.used_memory)) << " used of "
               << (m.maxmemory == 0 ? std::string("no maxmemory")
@@ -197,10 +190,11 @@ int Inspect(const std::string& file, bool json) {
   }
   std::cout << file << ": valid safetensors, " << header->tensors.size() << " tensors, "
             << header->data_bytes << " data bytes, header " << header->header_length << " bytes\n";
-  auto entry = DecodeEntryHeader(*header, file);
+  auto entry = InspectEntryHeader(*header, file);
   if (entry.ok()) {
     std::cout << "layercache entry for " << entry->key.ToString() << " ("
-              << ChecksumAlgorithmName(entry->algorithm) << " " << entry->checksum << ")\n";
+              << ChecksumAlgorithmName(entry->checksum_algorithm) << " " << entry->checksum
+              << ")\n";
   }
   for (const auto& [k, v] : header->metadata) std::cout << "  metadata " << k << " = " << v << "\n";
   for (const TensorInfo& t : header->tensors) {

@@ -14,9 +14,8 @@
 #include "commands.h"
 #include "hub_server.h"
 #include "layercache/layer_cache.h"
-#include "source/checkpoint.h"
-#include "source/synthetic_model.h"
-#include "util/progress.h"
+#include "layercache/progress.h"
+#include "layercache/synthetic_model.h"
 
 namespace layercache::cli {
 namespace {
@@ -67,12 +66,7 @@ int Demo(const DemoOptions& d) {
   std::cout << "  " << info->num_shards << " shards + model.safetensors.index.json, "
             << Progress::HumanBytes(static_cast<double>(info->total_bytes)) << " in all, "
             << Progress::HumanBytes(static_cast<double>(info->bytes_per_layer)) << " per layer\n";
-  auto checkpoint = Checkpoint::Open(model_dir);
-  if (!checkpoint.ok()) {
-    std::cerr << "layercache demo: " << checkpoint.status().message() << "\n";
-    return 1;
-  }
-  const int64_t n = (*checkpoint)->num_layers();
+  const int64_t n = spec.num_layers;
 
   // Serve the model over the Hub protocol on loopback, and stream it from there.
   const std::string repo_id = "demo/llama-synthetic";

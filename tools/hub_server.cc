@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "layercache/checksum.h"
 #include "layercache/options.h"
-#include "util/checksum.h"
 
 namespace layercache {
 namespace {

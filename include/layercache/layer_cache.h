@@ -37,63 +37,16 @@
 #include <string_view>
 #include <vector>
 
+#include "layercache/download.h"
+#include "layercache/entry.h"
 #include "layercache/key.h"
 #include "layercache/layer.h"
+#include "layercache/maintenance.h"
 #include "layercache/options.h"
 #include "layercache/stats.h"
 #include "layercache/status.h"
 
 namespace layercache {
-
-// One corrupted or inconsistent disk entry found by verify_cache_integrity().
-struct CorruptEntry {
-  LayerKey key;        // as recorded in the index or the file (may be partial)
-  std::string path;    // the entry file
-  std::string reason;  // what is wrong with it
-};
-
-// What optimize_cache() did.
-struct OptimizeReport {
-  uint64_t corrupted_removed = 0;   // entries that failed verification
-  uint64_t temp_files_removed = 0;  // temp files left by dead writers
-  uint64_t orphans_adopted = 0;     // valid entry files the index lacked
-  uint64_t orphans_removed = 0;     // unreadable files in the entries folder
-  uint64_t rows_dropped = 0;        // index rows whose file was gone
-  uint64_t evicted = 0;             // entries evicted to meet the byte budget
-};
-
-// One disk entry, for listings (`layercache ls`).
-struct EntryInfo {
-  LayerKey key;
-  uint64_t size_bytes = 0;     // bytes on disk (the whole file)
-  uint64_t data_bytes = 0;     // tensor bytes
-  int64_t last_access_ns = 0;  // wall clock, nanoseconds since the epoch
-  int64_t created_ns = 0;
-  std::string checksum_algorithm;
-  std::string checksum;
-  bool in_memory = false;  // also held by this process's memory tier
-  std::string path;
-};
-
-// How download_and_cache() reaches the Hugging Face Hub.
-struct DownloadOptions {
-  std::string revision = "main";  // branch, tag or commit; resolved to a commit
-  int connections = 8;            // parallel range requests
-  bool quiet = false;             // no progress bar (there is none off a terminal)
-  std::string layer_pattern;      // e.g. "decoder.block.{i}."; "" detects it
-  std::string endpoint;           // "" : $HF_ENDPOINT or https://huggingface.co
-  std::string token;              // "" : $HF_TOKEN or the token file
-  bool offline = false;           // serve from the cache only (also HF_HUB_OFFLINE=1)
-  bool verify_tls = true;
-  // PEM file of the CAs to trust (a private Hub mirror); "" : $CURL_CA_BUNDLE,
-  // $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE, else the system's store.
-  std::string ca_bundle;
-  int max_retries = 5;  // per request, with exponential backoff
-};
-
-// The quantization_mode under which download_non_layer_tensors() caches a
-// model's embeddings, final norm and lm_head (as layer_index 0).
-inline constexpr const char* kNonLayerQuantizationMode = "non-layer";
 
 class LayerCache {
  public:

@@ -5,17 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "layercache/checksum.h"
+
 namespace layercache {
-
-// How entries are checksummed on disk. XXH3-128 is the default (tens of GB/s,
-// free next to disk bandwidth); MD5 is the seed's choice; SHA-256 for those
-// who need a cryptographic hash.
-enum class ChecksumAlgorithm { kXXH3_128, kMD5, kSHA256 };
-
-// "xxh3-128", "md5", "sha256".
-const char* ChecksumAlgorithmName(ChecksumAlgorithm algorithm);
-// Accepts the names above and "xxh3"; throws std::invalid_argument otherwise.
-ChecksumAlgorithm ParseChecksumAlgorithm(const std::string& name);
 
 // Which entry an eviction removes, in both tiers.
 enum class EvictionPolicy {
@@ -42,6 +34,9 @@ enum class DiskReadMode {
   // checksum was verified would show through.
   kMapped,
 };
+// "buffered", "direct" or "mapped"; throws std::invalid_argument otherwise.
+DiskReadMode ParseDiskReadMode(const std::string& name);
+const char* DiskReadModeName(DiskReadMode mode);
 
 struct LayerCacheOptions {
   // Directory for cached layers. Empty means the default: $LAYERCACHE_DIR if

@@ -21,11 +21,11 @@
 #include "disk/entry_codec.h"
 #include "disk/index.h"
 #include "io/env.h"
+#include "io/file_lock.h"
 #include "layercache/layer.h"
-#include "layercache/layer_cache.h"
+#include "layercache/maintenance.h"
 #include "layercache/options.h"
 #include "memory/eviction_advisor.h"
-#include "util/file_lock.h"
 
 namespace layercache {
 

@@ -11,7 +11,7 @@
 #include <cstring>
 
 #include "compress/container.h"
-#include "util/checksum.h"
+#include "layercache/checksum.h"
 #include "util/parallel.h"
 
 namespace layercache {
@@ -273,6 +273,20 @@ Result<EntryHeader> DecodeEntryHeader(const SafetensorsHeader& header, std::stri
     e.logical_bytes = static_cast<uint64_t>(n);
   }
   return e;
+}
+
+Result<EntryFileInfo> InspectEntryHeader(const SafetensorsHeader& header, std::string_view what) {
+  auto entry = DecodeEntryHeader(header, what);
+  if (!entry.ok()) return entry.status();
+  EntryFileInfo info;
+  info.key = std::move(entry->key);
+  info.checksum_algorithm = entry->algorithm;
+  info.checksum = std::move(entry->checksum);
+  info.created_ns = entry->created_ns;
+  info.user_metadata = std::move(entry->user_metadata);
+  info.compression = std::move(entry->compression);
+  info.logical_bytes = entry->logical_bytes;
+  return info;
 }
 
 }  // namespace layercache

@@ -12,16 +12,15 @@
 #include <string>
 #include <vector>
 
+#include "layercache/checksum.h"
+#include "layercache/entry.h"
 #include "layercache/key.h"
 #include "layercache/layer.h"
-#include "layercache/options.h"
 #include "layercache/safetensors.h"
-#include "util/checksum.h"
 
 namespace layercache {
 
 inline constexpr const char* kEntryFormatVersion = "1";
-inline constexpr const char* kReservedMetadataPrefix = "layercache.";
 // Entry data starts at a file offset that is a multiple of this, so that
 // entries can be read with O_DIRECT.
 inline constexpr size_t kEntryDataAlignment = 4096;
@@ -100,10 +99,5 @@ Result<LayerPtr> DecodeEntryLayer(const EntryHeader& entry, std::vector<TensorIn
 // Extracts the entry fields from a parsed header; Corruption when any is
 // missing or malformed. `what` names the file in errors.
 Result<EntryHeader> DecodeEntryHeader(const SafetensorsHeader& header, std::string_view what);
-
-// Whether `metadata` uses a key reserved for entries ("layercache.*").
-bool HasReservedMetadata(const Metadata& metadata);
-// `metadata` without the reserved keys.
-Metadata StripReservedMetadata(const Metadata& metadata);
 
 }  // namespace layercache

@@ -4,7 +4,7 @@
 #include <cstdlib>
 
 #include "io/env.h"
-#include "util/checksum.h"
+#include "layercache/checksum.h"
 #include "util/path.h"
 
 namespace layercache {

@@ -7,8 +7,8 @@
 #include <condition_variable>
 #include <thread>
 
+#include "layercache/progress.h"
 #include "source/checkpoint.h"
-#include "util/progress.h"
 
 namespace layercache {
 namespace {

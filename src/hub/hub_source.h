@@ -11,7 +11,7 @@
 #include <string>
 
 #include "hub/hub_model.h"
-#include "layercache/layer_cache.h"
+#include "layercache/download.h"
 
 namespace layercache {
 

@@ -11,6 +11,7 @@
 #include <future>
 
 #include "format/safetensors_stream.h"
+#include "layercache/remote.h"
 #include "layercache/safetensors.h"
 #include "remote/manifest.h"
 #include "util/logging.h"
@@ -488,6 +489,36 @@ Result<std::vector<RemoteTier::MasterInfo>> RemoteTier::Describe() {
     out.push_back(std::move(m));
   }
   return out;
+}
+
+RemoteTierOptions RemoteTierOptions::From(const LayerCacheOptions& options) {
+  RemoteTierOptions r;
+  r.urls = options.ResolvedRemoteUrls();
+  r.timeout_ms = options.remote_timeout_ms;
+  r.chunk_bytes = static_cast<uint64_t>(options.remote_chunk_mb) << 20;
+  r.lease_ms = options.remote_lease_ms;
+  r.wait_ms = options.remote_wait_ms;
+  r.ttl_s = options.remote_ttl_s;
+  return r;
+}
+
+Result<RemoteTierInfo> DescribeRemoteTier(const LayerCacheOptions& options) {
+  RemoteTierOptions o = RemoteTierOptions::From(options);
+  if (o.urls.empty()) {
+    return Status::InvalidArgument(
+        "no remote tier is configured; pass remote_urls or set LAYERCACHE_REMOTE");
+  }
+  auto remote = RemoteTier::Open(o);
+  if (!remote.ok()) return remote.status();
+  auto masters = (*remote)->Describe();
+  if (!masters.ok()) return masters.status();
+  RemoteTierInfo info;
+  info.cluster = (*remote)->client().is_cluster();
+  for (auto& m : *masters) {
+    info.nodes.push_back(RemoteNodeInfo{std::move(m.address), m.layers, m.used_memory, m.maxmemory,
+                                        std::move(m.policy)});
+  }
+  return info;
 }
 
 // ---- Lease -----------------------------------------------------------------

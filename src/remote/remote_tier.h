@@ -32,6 +32,7 @@
 
 #include "layercache/key.h"
 #include "layercache/layer.h"
+#include "layercache/options.h"
 #include "layercache/status.h"
 #include "remote/redis_client.h"
 #include "util/thread_pool.h"
@@ -45,6 +46,10 @@ struct RemoteTierOptions {
   int lease_ms = 15'000;  // renewed every lease_ms / 3 while loading
   int wait_ms = 300'000;  // longest wait for another node's load
   int64_t ttl_s = 0;      // expiry of published keys; 0: none (rely on maxmemory-policy)
+
+  // The remote_* fields of the cache's options (URLs resolved from
+  // $LAYERCACHE_REMOTE when the options have none).
+  static RemoteTierOptions From(const LayerCacheOptions& options);
 };
 
 struct RemoteStats {

@@ -1,4 +1,4 @@
-#include "source/synthetic_model.h"
+#include "layercache/synthetic_model.h"
 
 #include <cmath>
 #include <cstring>

@@ -1,4 +1,4 @@
-#include "util/checksum.h"
+#include "layercache/checksum.h"
 
 #include <openssl/evp.h>
 #include <xxhash.h>

@@ -1,4 +1,4 @@
-#include "util/progress.h"
+#include "layercache/progress.h"
 
 #include <unistd.h>
 

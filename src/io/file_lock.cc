@@ -1,4 +1,4 @@
-#include "util/file_lock.h"
+#include "io/file_lock.h"
 
 #include <fcntl.h>
 #include <unistd.h>

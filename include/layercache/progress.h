@@ -1,6 +1,6 @@
-// A progress bar for long work: on a terminal it redraws one line (count,
-// bytes, rate, ETA); elsewhere, or when quiet, it stays silent and Finish()
-// prints one summary line unless quiet.
+// A progress bar for long work (downloads, imports, the demo's passes): on a
+// terminal it redraws one line (count, bytes, rate, ETA); elsewhere, or when
+// quiet, it stays silent and Finish() prints one summary line unless quiet.
 #pragma once
 
 #include <chrono>
@@ -18,6 +18,7 @@ class Progress {
   // Final line: label, units, bytes, seconds, rate. Returns elapsed seconds.
   double Finish();
 
+  // "1.5 GiB", "12.0 MiB", "512 B": binary units, one decimal.
   static std::string HumanBytes(double bytes);
 
  private:

@@ -1,0 +1,28 @@
+// How LayerCache::download_and_cache() and friends reach the Hugging Face Hub.
+#pragma once
+
+#include <string>
+
+namespace layercache {
+
+struct DownloadOptions {
+  std::string revision = "main";  // branch, tag or commit; resolved to a commit
+  int connections = 8;            // parallel range requests, 1-64
+  bool quiet = false;             // no progress bar (there is none off a terminal)
+  std::string layer_pattern;      // e.g. "decoder.block.{i}."; "" detects it
+  std::string endpoint;           // "" : $HF_ENDPOINT or https://huggingface.co
+  std::string token;              // "" : $HF_TOKEN or the token file
+  bool offline = false;           // serve from the cache only (also HF_HUB_OFFLINE=1)
+  bool verify_tls = true;
+  // PEM file of the CAs to trust (a private Hub mirror); "" : $CURL_CA_BUNDLE,
+  // $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE, else the system's store.
+  std::string ca_bundle;
+  int max_retries = 5;  // per request, with exponential backoff
+};
+
+// The quantization_mode under which download_non_layer_tensors() and
+// import_checkpoint() cache a model's embeddings, final norm and lm_head (as
+// layer_index 0).
+inline constexpr const char* kNonLayerQuantizationMode = "non-layer";
+
+}  // namespace layercache
