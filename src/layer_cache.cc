@@ -139,7 +139,7 @@ class LayerCache::Impl {
 
   size_t Import(const std::string& dir, std::string_view model_id,
                 const std::vector<int64_t>& layers, const std::string& pattern,
-                bool include_non_layer) {
+                bool include_non_layer, const std::string& revision) {
     auto checkpoint = Checkpoint::Open(dir, pattern);
     if (!checkpoint.ok()) throw Error(checkpoint.status());
     std::vector<int64_t> wanted = layers;
@@ -156,9 +156,9 @@ class LayerCache::Impl {
       progress.Update(++done, bytes);
     };
     for (int64_t i : wanted)
-      put(LayerKey{std::string(model_id), i, "", ""}, (*checkpoint)->ReadLayer(i));
+      put(LayerKey{std::string(model_id), i, "", revision}, (*checkpoint)->ReadLayer(i));
     if (include_non_layer) {
-      put(LayerKey{std::string(model_id), 0, kNonLayerQuantizationMode, ""},
+      put(LayerKey{std::string(model_id), 0, kNonLayerQuantizationMode, revision},
           (*checkpoint)->ReadNonLayerTensors());
     }
     if (::isatty(2) != 0) progress.Finish();
@@ -630,8 +630,9 @@ int64_t LayerCache::hub_num_layers(const std::string& repo_id, const std::string
 
 size_t LayerCache::import_checkpoint(const std::string& dir, std::string_view model_id,
                                      const std::vector<int64_t>& layers,
-                                     const std::string& layer_pattern, bool include_non_layer) {
-  return impl_->Import(dir, model_id, layers, layer_pattern, include_non_layer);
+                                     const std::string& layer_pattern, bool include_non_layer,
+                                     const std::string& revision) {
+  return impl_->Import(dir, model_id, layers, layer_pattern, include_non_layer, revision);
 }
 
 size_t LayerCache::invalidate_cache(std::optional<std::string> model_id,

@@ -8,7 +8,6 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "hub_server.h"
 #include "layercache/layer_cache.h"
 #include "layercache/progress.h"
 #include "layercache/remote.h"
@@ -324,21 +323,6 @@ int Import(const Global& g, const std::string& dir, const std::string& model_id,
   LayerCache cache(g.options);
   const size_t n = cache.import_checkpoint(dir, model_id, ParseLayers(layers), pattern);
   std::cout << "imported " << n << " entries of " << dir << " as " << model_id << "\n";
-  return 0;
-}
-
-int Serve(const std::string& dir, const std::string& repo_id, const std::string& host, int port) {
-  HubServer server;
-  server.AddRepo(repo_id, dir);
-  const int bound = server.Start(host, port);
-  if (bound < 0) {
-    std::cerr << "layercache serve: cannot listen on " << host << ":" << port << "\n";
-    return 1;
-  }
-  std::cout << "serving " << dir << " as " << repo_id << " (commit " << server.commit() << ")\n"
-            << "  HF_ENDPOINT=http://" << host << ":" << bound << "\n"
-            << std::flush;
-  server.Wait();
   return 0;
 }
 

@@ -41,7 +41,6 @@ struct FetchOptions {
 int Fetch(const Global& g, const FetchOptions& f, const DownloadOptions& d);
 int Import(const Global& g, const std::string& dir, const std::string& model_id,
            const std::string& layers, const std::string& pattern);
-int Serve(const std::string& dir, const std::string& repo_id, const std::string& host, int port);
 
 struct DemoOptions {
   int64_t layers = 12;

@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "layercache/status.h"
+#include "serve_command.h"
 
 int main(int argc, char** argv) {
   using namespace layercache;
@@ -79,23 +80,49 @@ int main(int argc, char** argv) {
   fetch->add_flag("--quiet", dl.quiet, "no progress bar");
 
   std::string import_dir, import_model, import_layers = "all", import_pattern;
-  auto* import = app.add_subcommand("import", "cache the layers of a local checkpoint directory");
-  import
-      ->add_option("DIR", import_dir,
-                   "directory with model.safetensors or model.safetensors.index.json")
-      ->required();
-  import->add_option("--model-id", import_model, "model id to cache under")->required();
+  std::string import_hf_cache, import_repo, import_revision = "main";
+  auto* import = app.add_subcommand(
+      "import", "cache the layers of a local checkpoint directory or of a Hugging Face cache");
+  import->add_option("DIR", import_dir,
+                     "directory with model.safetensors or model.safetensors.index.json");
+  import->add_option("--model-id", import_model,
+                     "model id to cache under (default with --hf-cache: the repo id)");
+  auto* import_hf = import
+                        ->add_option("--hf-cache", import_hf_cache,
+                                     "read REPO_ID from this Hugging Face cache (no value: "
+                                     "$HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)")
+                        ->expected(0, 1);
+  import->add_option("--repo-id", import_repo, "with --hf-cache: the repository, e.g. org/name");
+  import->add_option("--revision", import_revision,
+                     "with --hf-cache: branch, ref or commit (default main); the commit is "
+                     "the revision of the cache keys");
   import->add_option("--layers", import_layers, "all (default), 5, 0-27 or 0,3,5-7");
   import->add_option("--layer-pattern", import_pattern,
                      "e.g. model.layers.{i}. (default: detected)");
 
-  std::string serve_dir, serve_repo, serve_host = "127.0.0.1";
-  int serve_port = 0;
-  auto* serve = app.add_subcommand("serve", "serve a local model directory over the Hub protocol");
-  serve->add_option("DIR", serve_dir, "model directory")->required();
-  serve->add_option("--repo-id", serve_repo, "repository id to serve it as")->required();
-  serve->add_option("--host", serve_host, "address to listen on (default 127.0.0.1)");
-  serve->add_option("--port", serve_port, "port (default: any free port)");
+  cli::ServeOptions so;
+  auto* serve = app.add_subcommand(
+      "serve", "serve model directories or a Hugging Face cache as a Hub mirror (HF_ENDPOINT)");
+  serve->add_option("DIR", so.dir, "model directory (with --repo-id)");
+  serve->add_option("--repo-id", so.repo_id,
+                    "repository id to serve DIR as; with --hf-cache: serve only this one");
+  serve->add_option("--repo", so.repos, "ID=DIR: one more repository (repeatable)");
+  auto* serve_hf =
+      serve
+          ->add_option("--hf-cache", so.hf_cache,
+                       "serve the model repositories of this Hugging Face cache (no "
+                       "value: $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)")
+          ->expected(0, 1);
+  serve->add_option("--host", so.host,
+                    "address to listen on (default 127.0.0.1: this machine only)");
+  serve->add_option("--port", so.port, "port 0-65535 (default 0: any free port)");
+  serve->add_option("--threads", so.threads, "requests served at once (default 16)");
+  serve->add_option("--max-connections", so.max_connections,
+                    "open connections; more are answered 503 (default 256)");
+  serve->add_option("--timeout", so.timeout_s,
+                    "seconds to receive a request (default 30; idle keep-alive: 15)");
+  serve->add_option("--access-log", so.access_log,
+                    "append one line per request to FILE (-: stdout)");
 
   cli::DemoOptions d;
   auto* demo =
@@ -125,8 +152,21 @@ int main(int argc, char** argv) {
     if (*get) return cli::Get(g, model, layer, quant, out);
     if (*demo) return cli::Demo(d);
     if (*fetch) return cli::Fetch(g, fo, dl);
-    if (*import) return cli::Import(g, import_dir, import_model, import_layers, import_pattern);
-    if (*serve) return cli::Serve(serve_dir, serve_repo, serve_host, serve_port);
+    if (*import) {
+      if (import_hf->count() > 0) {
+        if (import_repo.empty() || !import_dir.empty())
+          throw std::invalid_argument("import --hf-cache needs --repo-id and no DIR");
+        return cli::ImportHfCache(g, import_hf_cache, import_repo, import_revision, import_model,
+                                  import_layers, import_pattern);
+      }
+      if (import_dir.empty() || import_model.empty())
+        throw std::invalid_argument("import needs DIR and --model-id (or --hf-cache --repo-id)");
+      return cli::Import(g, import_dir, import_model, import_layers, import_pattern);
+    }
+    if (*serve) {
+      so.use_hf_cache = serve_hf->count() > 0;
+      return cli::Serve(so);
+    }
   } catch (const std::invalid_argument& e) {
     std::cerr << "layercache: " << e.what() << "\n";
     return 2;

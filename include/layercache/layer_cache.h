@@ -114,10 +114,12 @@ class LayerCache {
   // Caches layers of a local checkpoint directory (model.safetensors or a
   // sharded one with model.safetensors.index.json), reading only each
   // layer's tensors. `layers` empty: all of them. Returns how many were
-  // cached; throws layercache::Error on failure.
+  // cached; throws layercache::Error on failure. `revision` is the key's
+  // revision (e.g. the commit of a Hugging Face cache snapshot; "" none).
   size_t import_checkpoint(const std::string& dir, std::string_view model_id,
                            const std::vector<int64_t>& layers = {},
-                           const std::string& layer_pattern = "", bool include_non_layer = true);
+                           const std::string& layer_pattern = "", bool include_non_layer = true,
+                           const std::string& revision = "");
 
   // Starts loading layers on background threads (options.prefetch_threads):
   // from disk into the memory tier, or, for layers not cached at all, with
