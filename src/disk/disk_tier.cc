@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <set>
 #include <thread>
 #include <unordered_set>
 
@@ -530,6 +531,7 @@ Status DiskTier::ReserveSpace(const std::string& digest, uint64_t size, bool* ad
         Status r = env_->Remove(EntryPath(victim));
         if (!r.ok() && !r.IsNotFound()) LogWarn("cannot remove evicted entry: " + r.message());
       }
+      SyncRemovals(doomed);
       if (s.ok()) {
         s = index_->Commit();
       } else {
@@ -614,6 +616,7 @@ Status DiskTier::EnforceBudget(uint64_t* evicted) {
     if (s.ok()) s = CollectEvictions("", 0, &doomed, evicted, nullptr);
     if (s.ok()) {
       for (auto& [victim, victim_lock] : doomed) (void)env_->Remove(EntryPath(victim));
+      SyncRemovals(doomed);
       s = index_->Commit();
     } else {
       index_->Rollback();
@@ -624,10 +627,30 @@ Status DiskTier::EnforceBudget(uint64_t* evicted) {
   return s;
 }
 
+// Removals are made durable (an fsync of each directory) before the index
+// forgets the entries: else a power loss could bring back an entry that was
+// evicted and then invalidated, serving a version the caller had removed
+// (tests/power_loss_test.cc). Done under the index's write lock, so that no
+// invalidation in another process completes in between.
+void DiskTier::SyncRemovals(const std::vector<std::pair<std::string, FileLock>>& doomed) {
+  std::set<std::string> dirs;
+  for (const auto& [victim, victim_lock] : doomed) dirs.insert(DirName(EntryPath(victim)));
+  for (const std::string& d : dirs) {
+    Status s = env_->SyncDir(d);
+    if (!s.ok() && !s.IsNotFound()) LogWarn("cannot fsync after evicting: " + s.message());
+  }
+}
+
 Status DiskTier::RemoveLocked(const std::string& digest) {
-  // The file goes first: while it exists, its bytes stay counted.
-  Status s = env_->Remove(EntryPath(digest));
+  // The file goes first: while it exists, its bytes stay counted. Its
+  // removal is durable before the index forgets it, and before an
+  // invalidation reports it gone (a power loss must not bring it back).
+  const std::string path = EntryPath(digest);
+  Status s = env_->Remove(path);
   if (!s.ok() && !s.IsNotFound()) return s;
+  if (s.ok()) {
+    if (Status d = env_->SyncDir(DirName(path)); !d.ok()) return d;
+  }
   std::lock_guard lock(index_mu_);
   RefreshIndexLocked();
   return index_->Delete(digest);

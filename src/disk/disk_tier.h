@@ -116,6 +116,7 @@ class DiskTier {
   Status EnforceBudget(uint64_t* evicted);
   // Removes the row and file of `digest`; the key lock must be held.
   Status RemoveLocked(const std::string& digest);
+  void SyncRemovals(const std::vector<std::pair<std::string, FileLock>>& doomed);
   Result<std::optional<FileLock>> TryLockDigest(const std::string& digest);
   Result<FileLock> LockDigest(const std::string& digest);
   Result<std::vector<std::string>> ListEntryFiles();  // digests of files in entries/
