@@ -133,6 +133,28 @@ bool WriteAll(int fd, const char* data, size_t n) {
   return true;
 }
 
+// Closes a connection after an answer without reading the whole request:
+// half-close, then read (and drop) what the client still sends for a little
+// while, so that the kernel does not reset the connection and discard the
+// answer before the client read it.
+void LingeringClose(int fd, int max_ms) {
+  ::shutdown(fd, SHUT_WR);
+  const auto end = Clock::now() + std::chrono::milliseconds(max_ms);
+  char buf[16384];
+  size_t drained = 0;
+  while (drained < (4u << 20)) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count();
+    if (left <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+    const ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+    if (r <= 0) break;
+    drained += static_cast<size_t>(r);
+  }
+  ::close(fd);
+}
+
 struct ParseError {
   int status;
   std::string message;
@@ -356,7 +378,7 @@ void Server::AcceptLoop() {
           "X-Error-Message: too many connections\r\nRetry-After: 1\r\nConnection: close\r\n"
           "Content-Length: 34\r\n\r\n{\"error\": \"too many connections\"}\n";
       WriteAll(fd, kBusy, sizeof kBusy - 1);
-      ::close(fd);
+      LingeringClose(fd, 100);
       continue;
     }
     queue_.emplace_back(fd, host);
@@ -374,14 +396,19 @@ void Server::WorkerLoop() {
     queue_.pop_front();
     active_.insert(fd);
     lock.unlock();
-    Serve(fd, peer);
+    const bool linger = Serve(fd, peer);
     lock.lock();
     active_.erase(fd);
-    ::close(fd);
+    lock.unlock();
+    if (linger) {
+      LingeringClose(fd, 500);
+    } else {
+      ::close(fd);
+    }
   }
 }
 
-void Server::Serve(int fd, const std::string& peer) {
+bool Server::Serve(int fd, const std::string& peer) {
   std::string in;  // bytes received and not yet consumed
   char buf[16384];
   // Reads more into `in` until `deadline`; false on timeout, EOF, error or stop.
@@ -408,12 +435,13 @@ void Server::Serve(int fd, const std::string& peer) {
     if (in.empty() &&
         !read_more(start + std::chrono::milliseconds(first ? options_.request_timeout_ms
                                                            : options_.idle_timeout_ms)))
-      return;
+      return false;
     const auto deadline = Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms);
     Request req;
     req.peer = peer;
     Response res;
     bool keep_alive = false;
+    bool unread = false;  // the request was not read to its end
     std::string reply_error;
     try {
       // Headers.
@@ -423,7 +451,7 @@ void Server::Serve(int fd, const std::string& peer) {
           throw ParseError{431, "request headers larger than " +
                                     std::to_string(options_.max_header_bytes) + " bytes"};
         if (!read_more(deadline)) {
-          if (stopping_) return;
+          if (stopping_) return false;
           throw ParseError{408, "request not received in time"};
         }
       }
@@ -496,11 +524,11 @@ void Server::Serve(int fd, const std::string& peer) {
                                     std::to_string(options_.max_body_bytes) + " bytes"};
         if (IEquals(req.Header("Expect"), "100-continue") && in.size() < n) {
           static const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
-          if (!WriteAll(fd, kContinue, sizeof kContinue - 1)) return;
+          if (!WriteAll(fd, kContinue, sizeof kContinue - 1)) return false;
         }
         while (in.size() < n) {
           if (!read_more(deadline)) {
-            if (stopping_) return;
+            if (stopping_) return false;
             throw ParseError{408, "request body not received in time"};
           }
         }
@@ -519,6 +547,7 @@ void Server::Serve(int fd, const std::string& peer) {
       res.status = e.status;
       reply_error = e.message;
       keep_alive = false;
+      unread = true;
     }
     if (!reply_error.empty()) {
       std::string escaped;
@@ -588,7 +617,7 @@ void Server::Serve(int fd, const std::string& peer) {
                          std::to_string(ms) + "ms" + (ok ? "" : " aborted");
       options_.access_log(line);
     }
-    if (!ok || !keep_alive || stopping_) return;
+    if (!ok || !keep_alive || stopping_) return unread;
   }
 }
 

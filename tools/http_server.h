@@ -88,7 +88,9 @@ class Server {
  private:
   void AcceptLoop();
   void WorkerLoop();
-  void Serve(int fd, const std::string& peer);
+  // Serves one connection; true when it ended with a request not read to
+  // its end (close it gracefully).
+  bool Serve(int fd, const std::string& peer);
 
   Handler handler_;
   ServerOptions options_;

@@ -145,13 +145,17 @@ template <class F>
 Status Walk(const std::string& dir, F add) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return Status::NotFound(dir + " is not a directory");
-  fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec);
+  std::string d = dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();  // "m/" lists like "m"
+  const fs::path root = fs::path(d).lexically_normal();
+  fs::recursive_directory_iterator it(root, fs::directory_options::follow_directory_symlink, ec);
   if (ec) return Status::IOError("cannot list " + dir + ": " + ec.message());
   for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) return Status::IOError("cannot list " + dir + ": " + ec.message());
-    const fs::path rel = fs::relative(it->path(), dir, ec);
-    if (ec) return Status::IOError("cannot list " + dir + ": " + ec.message());
-    const std::string r = rel.generic_string();
+    // Lexically: fs::relative would resolve a snapshot's symlink to its blob.
+    const std::string r = it->path().lexically_relative(root).generic_string();
+    if (r.empty() || r == "." || r.rfind("..", 0) == 0)
+      return Status::IOError("cannot list " + dir + ": unexpected entry " + it->path().string());
     if (r == ".git" || r.rfind(".git/", 0) == 0 || r == ".cache" || r.rfind(".cache/", 0) == 0) {
       if (it->is_directory(ec)) it.disable_recursion_pending();
       continue;
