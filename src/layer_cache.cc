@@ -16,6 +16,7 @@
 #include "memory/memory_tier.h"
 #include "remote/remote_tier.h"
 #include "source/checkpoint.h"
+#include "source/model_refs.h"
 #include "util/logging.h"
 #include "util/path.h"
 #include "util/thread_pool.h"
@@ -73,6 +74,7 @@ class LayerCache::Impl {
     if (!disk.ok()) throw Error(disk.status());
     disk_ = std::move(*disk);
     hub_ = std::make_unique<HubSource>(JoinPath(cache_dir_, "refs"));
+    refs_ = std::make_unique<ModelRefs>(Env::Default(), JoinPath(cache_dir_, "model-refs"));
     const RemoteTierOptions r = RemoteTierOptions::From(options_);
     if (!r.urls.empty()) {
       auto remote = RemoteTier::Open(r);
@@ -120,13 +122,26 @@ class LayerCache::Impl {
       return model.status();
     }
     key.revision = (*model)->key_revision();
-    return GetOrLoad(key, [&]() -> Result<LayerPtr> {
+    auto result = GetOrLoad(key, [&]() -> Result<LayerPtr> {
       auto d = non_layer ? (*model)->DownloadNonLayerTensors(options.connections, options.quiet)
                          : (*model)->DownloadLayer(layer_index, options.connections, options.quiet);
       if (!d.ok()) return d.status();
       RecordDownload(d->payload_bytes);
       return d->layer;
     });
+    if (result.ok()) NoteModel(key, revision, **model);
+    return result;
+  }
+
+  ModelRefs& refs() { return *refs_; }
+
+  // After a download: the default revision's commit and the config.json
+  // (source/model_refs.h).
+  void NoteModel(const LayerKey& key, const std::string& asked, HubModel& model) {
+    if (asked == "main") refs_->Record(key.model_id, key.revision);
+    if (refs_->HasConfig(key.model_id, key.revision)) return;
+    auto json = model.FetchFile("config.json");
+    if (json.ok()) refs_->SaveConfig(key.model_id, key.revision, *json);
   }
 
   int64_t HubNumLayers(const std::string& repo_id, const std::string& filename,
@@ -162,11 +177,28 @@ class LayerCache::Impl {
           (*checkpoint)->ReadNonLayerTensors());
     }
     if (::isatty(2) != 0) progress.Finish();
+    if (auto json = ReadFileToString(Env::Default(), JoinPath(dir, "config.json")); json.ok()) {
+      refs_->SaveConfig(model_id, "", *json);
+    }
     return done;
   }
 
-  // A memory hit allocates nothing and touches no shared counter.
+  // A key without a revision: the model's default revision's commit when
+  // that layer is cached (memory, then disk), else the key as it is.
   LayerPtr Get(const LayerKeyRef& ref) {
+    if (ref.revision.empty() && !ref.model_id.empty()) {
+      const std::string commit = refs_->Default(ref.model_id);
+      if (!commit.empty()) {
+        LayerKeyRef at = ref;
+        at.revision = commit;
+        if (memory_->Lookup(at) || disk_->Contains(at.ToKey())) return GetExact(at);
+      }
+    }
+    return GetExact(ref);
+  }
+
+  // A memory hit allocates nothing and touches no shared counter.
+  LayerPtr GetExact(const LayerKeyRef& ref) {
     // The cheap checks here; the text checks (NUL bytes, UTF-8) only on a
     // miss: a key that fails them was never cached, so it cannot hit.
     if (ref.model_id.empty() || ref.layer_index < 0) ref.Validate();  // throws
@@ -238,10 +270,17 @@ class LayerCache::Impl {
   std::vector<std::shared_future<LayerPtr>> Prefetch(std::string_view model_id,
                                                      const std::vector<int64_t>& indices,
                                                      const std::string& quant,
-                                                     const IndexLoader& loader) {
+                                                     const IndexLoader& loader,
+                                                     const std::string& revision = "") {
     std::vector<std::shared_future<LayerPtr>> out;
+    const std::string commit = revision.empty() ? refs_->Default(model_id) : revision;
     for (int64_t i : indices) {
-      LayerKey key{std::string(model_id), i, quant, ""};
+      LayerKey key{std::string(model_id), i, quant, commit};
+      // Without a revision: the default revision's layer if cached, else the
+      // one cached with cache_layer (no revision), as Get() does.
+      if (revision.empty() && !commit.empty() && !memory_->Lookup(key) && !disk_->Contains(key)) {
+        key.revision.clear();
+      }
       key.Validate();
       if (LayerPtr layer = memory_->Lookup(key)) {  // already hot: nothing to do
         std::promise<LayerPtr> p;
@@ -501,6 +540,7 @@ class LayerCache::Impl {
   std::unique_ptr<MemoryTier> memory_;
   std::unique_ptr<DiskTier> disk_;
   std::unique_ptr<HubSource> hub_;
+  std::unique_ptr<ModelRefs> refs_;
   std::unique_ptr<RemoteTier> remote_;  // null without remote_urls
 
   std::mutex flights_mu_;
@@ -554,14 +594,27 @@ LayerPtr LayerCache::get_layer(const LayerKey& key) { return impl_->Get(LayerKey
 
 std::vector<std::shared_future<LayerPtr>> LayerCache::prefetch(
     std::string_view model_id, const std::vector<int64_t>& layer_indices,
-    std::optional<std::string> quantization_mode, IndexLoader loader) {
-  return impl_->Prefetch(model_id, layer_indices, quantization_mode.value_or(""), loader);
+    std::optional<std::string> quantization_mode, IndexLoader loader, const std::string& revision) {
+  return impl_->Prefetch(model_id, layer_indices, quantization_mode.value_or(""), loader, revision);
+}
+
+std::string LayerCache::default_revision(std::string_view model_id) {
+  return impl_->refs().Default(model_id);
+}
+
+std::string LayerCache::model_config(std::string_view model_id, const std::string& revision) {
+  return impl_->refs().Config(model_id, revision);
+}
+
+void LayerCache::save_model_config(std::string_view model_id, const std::string& revision,
+                                   std::string_view json) {
+  impl_->refs().SaveConfig(model_id, revision, json);
 }
 
 LayerPtr LayerCache::get_layer_with_prefetch(std::string_view model_id, int64_t layer_index,
                                              int64_t num_layers, int lookahead,
                                              std::optional<std::string> quantization_mode,
-                                             IndexLoader loader) {
+                                             IndexLoader loader, const std::string& revision) {
   if (num_layers <= 0 || layer_index < 0 || layer_index >= num_layers) {
     throw std::invalid_argument("layer_index must be in [0, num_layers); got " +
                                 std::to_string(layer_index) + " of " + std::to_string(num_layers));
@@ -570,10 +623,10 @@ LayerPtr LayerCache::get_layer_with_prefetch(std::string_view model_id, int64_t 
   std::vector<int64_t> next;
   for (int k = 1; k <= lookahead && k < num_layers; ++k)
     next.push_back((layer_index + k) % num_layers);
-  (void)impl_->Prefetch(model_id, next, quantization_mode.value_or(""), loader);
-  if (LayerPtr layer = get_layer(model_id, layer_index, quantization_mode)) return layer;
+  (void)impl_->Prefetch(model_id, next, quantization_mode.value_or(""), loader, revision);
+  LayerKey key{std::string(model_id), layer_index, quantization_mode.value_or(""), revision};
+  if (LayerPtr layer = get_layer(key)) return layer;
   if (!loader) return nullptr;
-  LayerKey key{std::string(model_id), layer_index, quantization_mode.value_or(""), ""};
   auto r = get_or_load(key, [&] { return loader(layer_index); });
   if (!r.ok()) throw Error(r.status());
   return *r;

@@ -129,7 +129,8 @@ class LayerCache {
   using IndexLoader = std::function<Result<LayerPtr>(int64_t layer_index)>;
   std::vector<std::shared_future<LayerPtr>> prefetch(
       std::string_view model_id, const std::vector<int64_t>& layer_indices,
-      std::optional<std::string> quantization_mode = std::nullopt, IndexLoader loader = nullptr);
+      std::optional<std::string> quantization_mode = std::nullopt, IndexLoader loader = nullptr,
+      const std::string& revision = "");
   // The seed's IOOptimizer.get_layer_with_prefetch: starts prefetching the
   // next `lookahead` layers (wrapping after num_layers - 1, as forward passes
   // do), then returns layer `layer_index` (nullptr when it is not cached and
@@ -137,7 +138,22 @@ class LayerCache {
   LayerPtr get_layer_with_prefetch(std::string_view model_id, int64_t layer_index,
                                    int64_t num_layers, int lookahead = 2,
                                    std::optional<std::string> quantization_mode = std::nullopt,
-                                   IndexLoader loader = nullptr);
+                                   IndexLoader loader = nullptr, const std::string& revision = "");
+
+  // The revision rule (docs/PYTHON.md). A key without a revision means the
+  // commit that the model's default revision ("main") last resolved to in
+  // this cache, as the Hub cache's refs/main: download_and_cache records it,
+  // and get_layer, prefetch and get_layer_with_prefetch look there first,
+  // then under no revision (layers cached with cache_layer). Other processes'
+  // records are seen within a second. "" when none is recorded.
+  std::string default_revision(std::string_view model_id);
+  // The model's config.json as the cache keeps it: fetched with the model at
+  // each commit by download_and_cache, read from the directory by
+  // import_checkpoint (stored with no revision). `revision` "" : the default
+  // revision's, else the unversioned one. "" when none.
+  std::string model_config(std::string_view model_id, const std::string& revision = "");
+  void save_model_config(std::string_view model_id, const std::string& revision,
+                         std::string_view json);
 
   // Removes one layer (all quantization modes and revisions of it), all
   // layers of a model, or, with no model_id, everything. Returns the number

@@ -1,21 +1,29 @@
-"""layercache: a two-tier (memory + SSD) cache of model layers, with the API of
-Nexus SLI's LayerCache.
+"""layercache: a cache of model layers (memory, SSD and Redis tiers) with the API of Nexus SLI's
+LayerCache, on the layercache C++ engine.
 
     from layercache import LayerCache
     cache = LayerCache(cache_dir="~/.cache/nexus/layers", max_cache_size_gb=50.0)
     layer = cache.get_layer("qwen-7b", 5)          # None on a miss
     if layer is None:
-        layer = build_layer_5()                     # an nn.Module, or a dict of tensors/arrays
-        cache.cache_layer("qwen-7b", 5, layer)
+        layer = cache.download_and_cache("qwen-7b", 5, "Qwen/Qwen2.5-7B")
+    hidden = layer(hidden)                         # a callable nn.Module (Llama, Mistral, Qwen2, GPT-2)
 
-A layer comes back as an ``nn.Module`` when this process knows its skeleton
-(a module was cached, ``module=`` was passed, or a factory was registered with
-``register_module_factory``), else as a ``LayerTensors`` mapping of name to
-``torch.Tensor`` (numpy arrays without torch). Either way the tensors view the
-cache's memory without a copy: treat them as read-only (clone before changing).
+What get_layer returns (docs/PYTHON.md has the details):
+
+1. with ``module=``: that module, its parameters pointed at the cached tensors;
+2. for a model with a factory (``register_module_factory``): ``factory(layer_index)``, filled;
+3. for an entry cached from a module with a module spec (``cache_layer(..., module_spec=...)``,
+   ``__layercache_spec__``, layercache's own layers, torch.nn built-ins) whose class is allow-listed
+   (layercache.modules.allow_module_class): a new instance of that class, filled;
+4. for a layer of a model whose config.json the cache has (fetched by download_and_cache, read by
+   import_checkpoint, or ``cache_layer(..., config=...)``) of a family layercache knows (Llama,
+   Mistral, Qwen2, GPT-2) whose tensor names match: layercache.models' decoder layer, filled;
+5. otherwise a ``LayerTensors`` mapping of name to ``torch.Tensor`` (numpy arrays without torch).
+
+The tensors view the cache's memory without a copy; the objects built for a layer are reused by later
+hits while the layer's bytes and the objects are unchanged. Change weights on a ``.clone()``.
 """
 
-import copy
 import json
 import os
 import sys
@@ -112,11 +120,14 @@ def _as_torch(dtype, arr):
         return torch.from_numpy(arr)
 
 
+
+
 class LayerTensors(dict):
     """A layer's tensors by name, viewing the cache's memory (no copy).
 
     Values are torch tensors (numpy arrays where torch has no such dtype, or
-    without torch). ``data_address`` and ``nbytes`` describe the buffer."""
+    without torch). ``metadata`` is the entry's metadata; ``data_address`` and
+    ``nbytes`` describe the buffer."""
 
     def __init__(self, core_layer):
         super().__init__()
@@ -138,6 +149,7 @@ class LayerTensors(dict):
 
 def _meta_skeleton(module):
     """A copy of `module` whose parameters and buffers are empty meta tensors."""
+    import copy
     memo = {}
     for t in list(module.parameters()) + list(module.buffers()):
         meta = torch.empty(t.shape, dtype=t.dtype, device="meta")
@@ -147,131 +159,293 @@ def _meta_skeleton(module):
 
 
 def _load_into(module, tensors):
-    """Points `module`'s parameters and buffers at `tensors` (no copy)."""
-    expected = set(module.state_dict().keys())
-    missing = expected - set(tensors.keys())
+    """Points `module`'s parameters and buffers at `tensors` (no copy); returns
+    the tensors the module now holds."""
+    expected = module.state_dict(keep_vars=True)
+    missing = set(expected) - set(tensors)
     if missing:
         raise ValueError(f"the cached layer lacks {sorted(missing)} needed by {type(module).__name__}")
-    for name, value in tensors.items():
-        if name not in expected:
-            continue
+    held = []
+    for name, current in expected.items():
+        value = tensors[name]
+        if not isinstance(value, torch.Tensor):
+            value = torch.from_numpy(np.array(value))
+        if tuple(value.shape) != tuple(current.shape):
+            raise ValueError(f"the cached tensor {name!r} has shape {tuple(value.shape)} but "
+                             f"{type(module).__name__} needs {tuple(current.shape)}")
         *path, leaf = name.split(".")
         owner = module
         for part in path:
             owner = getattr(owner, part)
-        if not isinstance(value, torch.Tensor):
-            value = torch.from_numpy(np.array(value))
         if leaf in owner._parameters:
-            owner._parameters[leaf] = torch.nn.Parameter(value, requires_grad=False)
+            value = torch.nn.Parameter(value, requires_grad=False)
+            owner._parameters[leaf] = value
         else:
             owner._buffers[leaf] = value
+        held.append(value)
     module._layercache_tensors = tensors  # keeps the cache's buffer alive with the module
-    return module
+    return held
+
+
+def _versions(tensors):
+    """The sum of the tensors' version counters (torch bumps them on every in-place change)."""
+    v = 0
+    for t in tensors:
+        v += t._version
+    return v
+
+
+_OPTION_NAMES = ("cache_dir", "max_cache_size_gb", "max_memory_cache_size_gb", "enable_compression",
+                 "compression_level", "persist_metadata", "checksum_algorithm", "eviction_policy",
+                 "disk_read_mode", "prefetch_threads", "remote_urls", "remote_timeout_ms", "remote_chunk_mb",
+                 "remote_lease_ms", "remote_wait_ms", "remote_ttl_s")
+
+
+def make_options(**kwargs):
+    """The C++ LayerCacheOptions (``_core.Options``) from the seed's keyword names. ``remote`` is a
+    redis:// URL or a list of them (``remote_urls``); ``cache_dir=None`` is the default folder."""
+    o = _core.Options()
+    if "remote" in kwargs:
+        remote = kwargs.pop("remote")
+        if isinstance(remote, (str, os.PathLike)):
+            remote = [remote]
+        kwargs.setdefault("remote_urls", remote)
+    unknown = sorted(set(kwargs) - set(_OPTION_NAMES))
+    if unknown:
+        raise TypeError(f"LayerCache got unexpected arguments {unknown}; the options are "
+                        f"{', '.join(_OPTION_NAMES)} and remote")
+    for name, value in kwargs.items():
+        if value is None:
+            continue
+        if name == "cache_dir":
+            value = os.fspath(value)
+        elif name == "remote_urls":
+            value = [os.fspath(u) for u in value]
+        setattr(o, name, value)
+    return o
 
 
 class LayerCache:
     """The seed's LayerCache on the layercache C++ engine.
 
-    Parameters, defaults and returns are the seed's; ``checksum_algorithm``
-    ("xxh3-128", "md5", "sha256") is new. Bad arguments raise ValueError; I/O
-    failures raise OSError; a miss is None. Thread-safe: the GIL is released
-    during loads and I/O."""
+    Parameters, defaults and returns are the seed's; every other option of the
+    C++ LayerCacheOptions is a keyword too (``checksum_algorithm``,
+    ``eviction_policy``, ``disk_read_mode``, ``prefetch_threads``, ``remote``
+    or ``remote_urls``, ``remote_timeout_ms``, ``remote_chunk_mb``,
+    ``remote_lease_ms``, ``remote_wait_ms``, ``remote_ttl_s``). Bad arguments
+    raise ValueError; I/O failures raise OSError; a miss is None. Thread-safe:
+    the GIL is released during loads and I/O."""
 
     def __init__(self, cache_dir=None, max_cache_size_gb=50.0, max_memory_cache_size_gb=2.0,
-                 enable_compression=False, compression_level=6, persist_metadata=True,
-                 checksum_algorithm="xxh3-128", eviction_policy="lru", disk_read_mode="buffered",
-                 prefetch_threads=2, remote=None, remote_timeout_ms=1000):
-        # remote: a redis:// URL or a list of them (Redis Cluster seeds); None
-        # uses $LAYERCACHE_REMOTE if set (docs/SCALE_OUT.md).
-        if isinstance(remote, (str, os.PathLike)):
-            remote = [os.fspath(remote)]
-        self._core = _core.Cache(os.fspath(cache_dir) if cache_dir is not None else "",
-                                 float(max_cache_size_gb), float(max_memory_cache_size_gb),
-                                 bool(enable_compression), int(compression_level), bool(persist_metadata),
-                                 str(checksum_algorithm), str(eviction_policy), str(disk_read_mode),
-                                 int(prefetch_threads), [str(u) for u in (remote or [])],
-                                 int(remote_timeout_ms))
-        self._skeletons = {}  # model_id -> meta skeleton of its layers
+                 enable_compression=False, compression_level=6, persist_metadata=True, **options):
+        o = make_options(cache_dir=cache_dir, max_cache_size_gb=max_cache_size_gb,
+                         max_memory_cache_size_gb=max_memory_cache_size_gb,
+                         enable_compression=enable_compression, compression_level=compression_level,
+                         persist_metadata=persist_metadata, **options)
+        self._setup(_core.Cache(o))
+
+    @classmethod
+    def _of_core(cls, core):
+        self = cls.__new__(cls)
+        self._setup(core)
+        return self
+
+    def _setup(self, core):
+        self._core = core
         self._factories = {}  # model_id -> callable(layer_index) -> module
+        self._skeletons = {}  # (model, layer, quant, revision) -> meta copy of a module without a spec
+        self._configs = {}  # (model, revision) -> config dict
+        # (model, layer, quant, revision) -> (layer id, object, its tensors, their versions, nbytes):
+        # what the last hit returned, handed out again while the cache holds the same layer and the
+        # tensors were not changed in place. At most the memory tier's budget of layers is kept
+        # (oldest first out), so evicted layers are not held for long.
+        self._memo = {}
+        self._memo_bytes = 0
+        self._memo_budget = int(float(core_options_memory_gb(core)) * (1 << 30))
         self._lock = threading.Lock()
 
     @property
     def cache_dir(self):
         return self._core.cache_dir
 
+    # ---- what get_layer returns ------------------------------------------------------------
+
     def register_module_factory(self, model_id, factory):
         """get_layer(model_id, i) will return factory(i) with the cached weights."""
         with self._lock:
             self._factories[model_id] = factory
+            self._forget(model_id)
 
-    def _module_for(self, model_id, layer_index):
-        with self._lock:
-            factory = self._factories.get(model_id)
-            skeleton = self._skeletons.get(model_id)
+    def _config(self, model_id, revision):
+        key = (model_id, revision)
+        cfg = self._configs.get(key)
+        if cfg is None:
+            text = self._core.model_config(model_id, revision)
+            if not text:
+                return None
+            try:
+                cfg = json.loads(text)
+            except ValueError:
+                return None
+            self._configs[key] = cfg
+        return cfg
+
+    def _module_for(self, tensors, key):
+        from . import modules
+        model_id, layer_index, quant, revision = key
+        factory = self._factories.get(model_id)
         if factory is not None:
-            return factory(layer_index)
+            return factory(layer_index), True
+        spec = tensors.metadata.get(modules.SPEC_KEY)
+        if spec:
+            m = modules.module_from_spec(spec)
+            if m is not None:
+                return m, False
+        skeleton = self._skeletons.get(key)
         if skeleton is not None:
-            return copy.deepcopy(skeleton)
-        return None
+            import copy
+            return copy.deepcopy(skeleton), False
+        if not quant:
+            from . import models
+            cfg = self._config(model_id, revision)
+            if cfg is not None and models.family_of(cfg):
+                return models.layer_from_config(cfg), False
+        return None, False
 
-    def _wrap(self, core_layer, model_id, layer_index, module):
-        if core_layer is None:
-            return None
+    def _build(self, core_layer, key, module=None):
+        """(object, the tensors whose versions tell whether it was changed)."""
         tensors = LayerTensors(core_layer)
         if torch is None:
-            return tensors
+            return tensors, []
+        strict = module is not None
         if module is None:
-            module = self._module_for(model_id, layer_index)
-        return _load_into(module, tensors) if module is not None else tensors
+            module, strict = self._module_for(tensors, key)
+        if module is None:
+            return tensors, [t for t in tensors.values() if isinstance(t, torch.Tensor)]
+        try:
+            return module, _load_into(module, tensors)
+        except ValueError:
+            if strict:
+                raise
+            return tensors, [t for t in tensors.values() if isinstance(t, torch.Tensor)]
 
-    def get_layer(self, model_id, layer_index, quantization_mode=None, device="cpu", module=None):
-        """The cached layer, or None. With ``module``, its weights are pointed
-        at the cached tensors and the module is returned."""
-        if str(device) != "cpu":
-            raise ValueError(f"device {device!r} is not supported yet: layers are returned in CPU memory; "
-                             "pass device='cpu' and move them with .to()")
-        core_layer = self._core.get_layer(model_id, int(layer_index), quantization_mode or "", "")
-        return self._wrap(core_layer, model_id, layer_index, module)
+    def _remember(self, key, layer_id, obj, held, nbytes):
+        old = self._memo.pop(key, None)
+        if old is not None:
+            self._memo_bytes -= old[4]
+        self._memo[key] = (layer_id, obj, held, _versions(held), nbytes)
+        self._memo_bytes += nbytes
+        while self._memo_bytes > self._memo_budget and len(self._memo) > 1:
+            first = next(iter(self._memo))
+            self._memo_bytes -= self._memo.pop(first)[4]
 
-    def cache_layer(self, model_id, layer_index, layer, quantization_mode=None):
-        """Caches a torch.nn.Module (its state_dict) or a dict of torch tensors
-        or numpy arrays. True when the layer reached the disk tier."""
-        if torch is not None and isinstance(layer, torch.nn.Module):
-            with self._lock:
-                if model_id not in self._skeletons:
-                    self._skeletons[model_id] = _meta_skeleton(layer)
-        entries = [_tensor_entry(name, value) for name, value in _state_of(layer).items()]
-        core_layer = _core.build_layer(entries, {})
-        return bool(self._core.cache_layer(model_id, int(layer_index), core_layer, quantization_mode or ""))
+    def _forget(self, model_id=None, layer_index=None):
+        for k in [k for k in self._memo if model_id is None or (k[0] == model_id and (
+                layer_index is None or k[1] == layer_index))]:
+            self._memo_bytes -= self._memo.pop(k)[4]
 
-    def prefetch(self, model_id, layer_indices, quantization_mode=None):
-        """Starts loading cached layers from disk into memory in the background.
-        Returns one future per index; ``future.result()`` is the layer or None."""
-        futures = self._core.prefetch(model_id, [int(i) for i in layer_indices], quantization_mode or "")
-        return [_LayerFuture(self, f, model_id, i) for f, i in zip(futures, layer_indices)]
+    def _serve(self, res, key, memo):
+        """The object for what a lookup returned: the remembered one, or one built now."""
+        if res is None:
+            if memo is not None:
+                self._memo_bytes -= self._memo.pop(key, memo)[4]
+            return None
+        if res.__class__ is int:
+            return memo[1]
+        obj, held = self._build(res, key)
+        self._remember(key, res.id, obj, held, res.nbytes)
+        return obj
+
+    def get_layer(self, model_id, layer_index, quantization_mode=None, device="cpu", module=None,
+                  revision=None):
+        """The cached layer (see the module's doc for its type), or None.
+
+        ``revision`` None: the commit the model's default revision last resolved to in this cache,
+        else the layer cached without a revision (docs/PYTHON.md)."""
+        key = (model_id, layer_index, quantization_mode or "", revision or "")
+        if device != "cpu" or module is not None:
+            core_layer = self._core.get_layer(model_id, layer_index, key[2], key[3], str(device))
+            if core_layer is None:
+                return None
+            return self._build(core_layer, key, module)[0]
+        memo = self._memo.get(key)
+        known = memo[0] if memo is not None and _versions(memo[2]) == memo[3] else 0
+        return self._serve(self._core.lookup(model_id, layer_index, key[2], key[3], known), key, memo)
 
     def get_layer_with_prefetch(self, model_id, layer_index, num_layers, lookahead=2, quantization_mode=None,
-                                module=None):
-        """The seed's IOOptimizer call: layer ``layer_index``, after starting to
-        prefetch the next ``lookahead`` layers (wrapping at ``num_layers``)."""
-        if not 0 <= layer_index < num_layers:
-            raise ValueError(f"layer_index must be in [0, {num_layers}), got {layer_index}")
-        nxt = [(layer_index + k) % num_layers for k in range(1, min(lookahead, num_layers - 1) + 1)]
-        self._core.prefetch(model_id, nxt, quantization_mode or "")
-        return self.get_layer(model_id, layer_index, quantization_mode, module=module)
+                                revision=None):
+        """The seed's IOOptimizer call: starts prefetching the next ``lookahead`` layers (wrapping at
+        ``num_layers``) on the C++ prefetch threads, then returns layer ``layer_index`` (or None)."""
+        key = (model_id, layer_index, quantization_mode or "", revision or "")
+        memo = self._memo.get(key)
+        known = memo[0] if memo is not None and _versions(memo[2]) == memo[3] else 0
+        return self._serve(self._core.get_layer_with_prefetch(model_id, layer_index, num_layers, lookahead,
+                                                              key[2], key[3], known), key, memo)
+
+    def prefetch(self, model_id, layer_indices, quantization_mode=None, revision=None):
+        """Starts loading cached layers from disk into memory in the background.
+        Returns one future per index; ``future.result()`` is the layer or None."""
+        futures = self._core.prefetch(model_id, [int(i) for i in layer_indices], quantization_mode or "",
+                                      revision or "")
+        return [_LayerFuture(self, f, (model_id, i, quantization_mode or "", revision or ""))
+                for f, i in zip(futures, layer_indices)]
+
+    # ---- filling the cache -----------------------------------------------------------------
+
+    def cache_layer(self, model_id, layer_index, layer, quantization_mode=None, module_spec=None, config=None,
+                    revision=None):
+        """Caches a torch.nn.Module (its state_dict) or a dict of torch tensors or numpy arrays. True
+        when the layer reached the disk tier.
+
+        A module's class and constructor arguments are recorded as its module spec (``module_spec``,
+        else its ``__layercache_spec__()``) so that any process can rebuild it (if allow-listed);
+        ``config`` (the model's config.json as a dict) makes a tensor dict of a known family
+        rebuildable as layercache's decoder layer, and is kept as the model's config."""
+        from . import models, modules
+        key = (model_id, int(layer_index), quantization_mode or "", revision or "")
+        metadata = {}
+        if torch is not None and isinstance(layer, torch.nn.Module):
+            spec = modules.spec_of(layer, module_spec)
+            if spec is not None:
+                metadata[modules.SPEC_KEY] = spec
+            else:
+                with self._lock:
+                    self._skeletons[key] = _meta_skeleton(layer)
+        elif module_spec is not None:
+            metadata[modules.SPEC_KEY] = modules.spec_of(None, module_spec)
+        elif isinstance(layer, LayerTensors) and modules.SPEC_KEY in layer.metadata:
+            metadata[modules.SPEC_KEY] = layer.metadata[modules.SPEC_KEY]
+        if config is not None:
+            cfg = json.loads(config) if isinstance(config, (str, bytes)) else dict(config)
+            cls = models.layer_class_for(cfg)
+            if cls is not None and modules.SPEC_KEY not in metadata:
+                metadata[modules.SPEC_KEY] = modules.spec_of(
+                    None, {"class": f"{cls.__module__}.{cls.__qualname__}", "kwargs": {"config": cfg}})
+            self._core.save_model_config(model_id, key[3], json.dumps(cfg))
+            self._configs.pop((model_id, key[3]), None)
+        entries = [_tensor_entry(name, value) for name, value in _state_of(layer).items()]
+        core_layer = _core.build_layer(entries, metadata)
+        ok = self._core.cache_layer(model_id, key[1], core_layer, key[2], key[3])
+        with self._lock:
+            self._forget(model_id, key[1])
+        return bool(ok)
 
     def download_and_cache(self, model_id, layer_index, repo_id, filename=None, revision="main",
                            connections=8, quiet=False, layer_pattern=None, endpoint=None, token=None,
                            offline=False, max_retries=5, module=None, **kwargs):
-        """Downloads one layer's bytes from the Hugging Face Hub (range requests)
-        and caches it; returns the layer. Raises OSError when it cannot."""
+        """Downloads one layer's bytes from the Hugging Face Hub (range requests) and caches it, with
+        the model's config.json; returns the layer (a callable module for the known families).
+        Raises OSError when it cannot."""
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-        return self._wrap(self._core.download_and_cache(
+        core_layer = self._core.download_and_cache(
             model_id, int(layer_index), repo_id, filename or "",
             self._options(revision, connections, quiet, layer_pattern, endpoint, token, offline, max_retries),
-            False),
-            model_id, layer_index, module)
+            False)
+        if core_layer is None:
+            return None
+        rev = "" if revision in (None, "", "main") else revision
+        return self._build(core_layer, (model_id, int(layer_index), "", rev), module)[0]
 
     def download_non_layer_tensors(self, model_id, repo_id, filename=None, **options):
         """Embeddings, final norm and lm_head, by full name."""
@@ -294,16 +468,35 @@ class LayerCache:
         return o
 
     def import_checkpoint(self, directory, model_id, layers=None, layer_pattern=None):
-        """Caches the layers of a local safetensors checkpoint; returns how many entries."""
-        return self._core.import_checkpoint(os.fspath(directory), model_id, list(layers or []),
-                                            layer_pattern or "")
+        """Caches the layers of a local safetensors checkpoint (and its config.json); returns how many
+        entries."""
+        n = self._core.import_checkpoint(os.fspath(directory), model_id, list(layers or []), layer_pattern or "")
+        self._configs = {k: v for k, v in self._configs.items() if k[0] != model_id}
+        with self._lock:
+            self._forget(model_id)
+        return n
+
+    def default_revision(self, model_id):
+        """The commit the model's default revision last resolved to in this cache, or None."""
+        return self._core.default_revision(model_id) or None
+
+    def model_config(self, model_id, revision=None):
+        """The model's config.json (a dict) as the cache keeps it, or None."""
+        return self._config(model_id, revision or "")
+
+    # ---- maintenance -------------------------------------------------------------------------
 
     def invalidate_cache(self, model_id=None, layer_index=None):
         """Removes one layer, a model's layers, or (no arguments) everything."""
-        return self._core.invalidate_cache(model_id, None if layer_index is None else int(layer_index))
+        n = self._core.invalidate_cache(model_id, None if layer_index is None else int(layer_index))
+        with self._lock:
+            self._forget(model_id, layer_index)
+        return n
 
     def clear_cache(self):
         self._core.clear_cache()
+        with self._lock:
+            self._forget()
 
     def verify_cache_integrity(self):
         """The corrupted entries: dicts with model_id, layer_index,
@@ -327,18 +520,28 @@ class LayerCache:
         sys.stdout.flush()
 
 
+def core_options_memory_gb(core):
+    try:
+        return core.options().max_memory_cache_size_gb
+    except AttributeError:
+        return 2.0
+
+
 class _LayerFuture:
     """A layer being prefetched."""
 
-    def __init__(self, cache, future, model_id, layer_index):
-        self._cache, self._future, self._model_id, self._layer_index = cache, future, model_id, layer_index
+    def __init__(self, cache, future, key):
+        self._cache, self._future, self._key = cache, future, key
 
     def done(self):
         return self._future.done()
 
     def result(self):
         """Waits (without holding the GIL) and returns the layer, or None."""
-        return self._cache._wrap(self._future.result(), self._model_id, self._layer_index, None)
+        core_layer = self._future.result()
+        if core_layer is None:
+            return None
+        return self._cache._build(core_layer, self._key)[0]
 
 
 _global = None
@@ -346,13 +549,13 @@ _global_lock = threading.Lock()
 
 
 def get_layer_cache(**kwargs):
-    """The process-wide LayerCache, created with ``kwargs`` on the first call."""
+    """The process-wide LayerCache (the C++ layercache::get_layer_cache), created with ``kwargs`` on the
+    first call; later calls with other options get the same cache (and a warning)."""
     global _global
+    core = _core.get_layer_cache(make_options(**kwargs) if kwargs else None)
     with _global_lock:
-        if _global is None:
-            _global = LayerCache(**kwargs)
-        elif kwargs:
-            warnings.warn("get_layer_cache: the global cache already exists; the arguments are ignored")
+        if _global is None or _global._core is not core:
+            _global = LayerCache._of_core(core)
         return _global
 
 
@@ -360,4 +563,5 @@ def reset_layer_cache():
     """Forgets the process-wide LayerCache."""
     global _global
     with _global_lock:
+        _core.reset_layer_cache()
         _global = None

@@ -119,6 +119,8 @@ PYBIND11_MODULE(_core, m) {
       .def("tensors", &Tensors)
       .def_property_readonly("nbytes", [](const PyLayer& l) { return l.layer->nbytes(); })
       .def_property_readonly("metadata", [](const PyLayer& l) { return l.layer->metadata(); })
+      .def_property_readonly(
+          "id", [](const PyLayer& l) { return reinterpret_cast<uintptr_t>(l.layer.get()); })
       .def("data_address",
            [](const PyLayer& l) { return reinterpret_cast<uintptr_t>(l.layer->data()); });
 
@@ -141,54 +143,134 @@ PYBIND11_MODULE(_core, m) {
           return Wrap(BuildLayer(tensors, metadata));
         });
 
-  py::class_<LayerCache>(m, "Cache")
-      .def(py::init([](const std::string& cache_dir, double max_cache_size_gb,
-                       double max_memory_cache_size_gb, bool enable_compression,
-                       int compression_level, bool persist_metadata,
-                       const std::string& checksum_algorithm, const std::string& eviction_policy,
-                       const std::string& disk_read_mode, int prefetch_threads,
-                       const std::vector<std::string>& remote_urls, int remote_timeout_ms) {
-        LayerCacheOptions o;
-        o.cache_dir = cache_dir;
-        o.max_cache_size_gb = max_cache_size_gb;
-        o.max_memory_cache_size_gb = max_memory_cache_size_gb;
-        o.enable_compression = enable_compression;
-        o.compression_level = compression_level;
-        o.persist_metadata = persist_metadata;
-        o.checksum_algorithm = ParseChecksumAlgorithm(checksum_algorithm);
-        o.eviction_policy = ParseEvictionPolicy(eviction_policy);
-        if (disk_read_mode == "buffered") {
-          o.disk_read_mode = DiskReadMode::kBuffered;
-        } else if (disk_read_mode == "direct") {
-          o.disk_read_mode = DiskReadMode::kDirect;
-        } else if (disk_read_mode == "mapped") {
-          o.disk_read_mode = DiskReadMode::kMapped;
-        } else {
-          throw std::invalid_argument(
-              "disk_read_mode must be \"buffered\", \"direct\" or \"mapped\", got \"" +
-              disk_read_mode + "\"");
-        }
-        o.prefetch_threads = prefetch_threads;
-        o.remote_urls = remote_urls;
-        o.remote_timeout_ms = remote_timeout_ms;
+  // Every LayerCacheOptions field, under its C++ (= the seed's keyword) name;
+  // the enums as their names ("xxh3-128", "lru", "buffered", ...).
+  py::class_<LayerCacheOptions>(m, "Options")
+      .def(py::init<>())
+      .def_readwrite("cache_dir", &LayerCacheOptions::cache_dir)
+      .def_readwrite("max_cache_size_gb", &LayerCacheOptions::max_cache_size_gb)
+      .def_readwrite("max_memory_cache_size_gb", &LayerCacheOptions::max_memory_cache_size_gb)
+      .def_readwrite("enable_compression", &LayerCacheOptions::enable_compression)
+      .def_readwrite("compression_level", &LayerCacheOptions::compression_level)
+      .def_readwrite("persist_metadata", &LayerCacheOptions::persist_metadata)
+      .def_property(
+          "checksum_algorithm",
+          [](const LayerCacheOptions& o) {
+            return std::string(ChecksumAlgorithmName(o.checksum_algorithm));
+          },
+          [](LayerCacheOptions& o, const std::string& v) {
+            o.checksum_algorithm = ParseChecksumAlgorithm(v);
+          })
+      .def_property(
+          "eviction_policy",
+          [](const LayerCacheOptions& o) {
+            return std::string(EvictionPolicyName(o.eviction_policy));
+          },
+          [](LayerCacheOptions& o, const std::string& v) {
+            o.eviction_policy = ParseEvictionPolicy(v);
+          })
+      .def_property(
+          "disk_read_mode",
+          [](const LayerCacheOptions& o) -> std::string {
+            switch (o.disk_read_mode) {
+              case DiskReadMode::kDirect:
+                return "direct";
+              case DiskReadMode::kMapped:
+                return "mapped";
+              default:
+                return "buffered";
+            }
+          },
+          [](LayerCacheOptions& o, const std::string& v) {
+            if (v == "buffered") {
+              o.disk_read_mode = DiskReadMode::kBuffered;
+            } else if (v == "direct") {
+              o.disk_read_mode = DiskReadMode::kDirect;
+            } else if (v == "mapped") {
+              o.disk_read_mode = DiskReadMode::kMapped;
+            } else {
+              throw std::invalid_argument(
+                  "disk_read_mode must be \"buffered\", \"direct\" or \"mapped\", got \"" + v +
+                  "\"");
+            }
+          })
+      .def_readwrite("prefetch_threads", &LayerCacheOptions::prefetch_threads)
+      .def_readwrite("remote_urls", &LayerCacheOptions::remote_urls)
+      .def_readwrite("remote_timeout_ms", &LayerCacheOptions::remote_timeout_ms)
+      .def_readwrite("remote_chunk_mb", &LayerCacheOptions::remote_chunk_mb)
+      .def_readwrite("remote_lease_ms", &LayerCacheOptions::remote_lease_ms)
+      .def_readwrite("remote_wait_ms", &LayerCacheOptions::remote_wait_ms)
+      .def_readwrite("remote_ttl_s", &LayerCacheOptions::remote_ttl_s)
+      .def("validate", &LayerCacheOptions::Validate);
+
+  py::class_<LayerCache, std::shared_ptr<LayerCache>>(m, "Cache")
+      .def(py::init([](const LayerCacheOptions& o) {
         py::gil_scoped_release release;
-        return std::make_unique<LayerCache>(o);
+        return std::make_shared<LayerCache>(o);
       }))
       .def("get_layer",
            [](LayerCache& c, const std::string& model_id, int64_t layer_index,
-              const std::string& quant, const std::string& revision) {
+              const std::string& quant, const std::string& revision, const std::string& device) {
              LayerPtr layer;
              {
                py::gil_scoped_release release;
+               if (device != "cpu") {  // the facade's device check
+                 layer = c.get_layer(model_id, layer_index,
+                                     quant.empty() ? std::nullopt : std::optional(quant), device);
+               }
                layer = c.get_layer(LayerKey{model_id, layer_index, quant, revision});
              }
              return Wrap(std::move(layer));
            })
+      // get_layer for Python's reuse of the objects it built: `known` is the
+      // identity of the layer those objects view; when the cache still
+      // holds that very layer, its identity (an int) comes back and no
+      // wrapper is made; otherwise the layer (or None on a miss). The
+      // objects keep their layer alive, so its address is not reused
+      // while they exist.
+      .def(
+          "lookup",
+          [](LayerCache& c, const std::string& model_id, int64_t layer_index,
+             const std::string& quant, const std::string& revision, uintptr_t known) -> py::object {
+            LayerPtr layer;
+            {
+              py::gil_scoped_release release;
+              layer = c.get_layer(LayerKey{model_id, layer_index, quant, revision});
+            }
+            if (!layer) return py::none();
+            const auto id = reinterpret_cast<uintptr_t>(layer.get());
+            if (id == known) return py::int_(id);
+            return Wrap(std::move(layer));
+          })
+      .def("get_layer_with_prefetch",
+           [](LayerCache& c, const std::string& model_id, int64_t layer_index, int64_t num_layers,
+              int lookahead, const std::string& quant, const std::string& revision,
+              uintptr_t known) -> py::object {
+             LayerPtr layer;
+             {
+               py::gil_scoped_release release;
+               layer = c.get_layer_with_prefetch(
+                   model_id, layer_index, num_layers, lookahead,
+                   quant.empty() ? std::nullopt : std::optional(quant), nullptr, revision);
+             }
+             if (!layer) return py::none();
+             const auto id = reinterpret_cast<uintptr_t>(layer.get());
+             if (id == known) return py::int_(id);
+             return Wrap(std::move(layer));
+           })
+      .def("options", &LayerCache::options, py::return_value_policy::copy)
+      .def("default_revision", &LayerCache::default_revision,
+           py::call_guard<py::gil_scoped_release>())
+      .def("model_config", &LayerCache::model_config, py::call_guard<py::gil_scoped_release>())
+      .def("save_model_config",
+           [](LayerCache& c, const std::string& model_id, const std::string& revision,
+              const std::string& json) { c.save_model_config(model_id, revision, json); })
       .def("cache_layer",
            [](LayerCache& c, const std::string& model_id, int64_t layer_index,
-              const std::shared_ptr<PyLayer>& layer, const std::string& quant) {
+              const std::shared_ptr<PyLayer>& layer, const std::string& quant,
+              const std::string& revision) {
              py::gil_scoped_release release;
-             return c.cache_layer(LayerKey{model_id, layer_index, quant, ""}, layer->layer);
+             return c.cache_layer(LayerKey{model_id, layer_index, quant, revision}, layer->layer);
            })
       .def("download_and_cache",
            [](LayerCache& c, const std::string& model_id, int64_t layer_index,
@@ -260,14 +342,25 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("prefetch",
            [](LayerCache& c, const std::string& model_id, const std::vector<int64_t>& indices,
-              const std::string& quant) {
+              const std::string& quant, const std::string& revision) {
              py::gil_scoped_release release;
              return c.prefetch(model_id, indices,
-                               quant.empty() ? std::nullopt : std::optional<std::string>(quant));
+                               quant.empty() ? std::nullopt : std::optional<std::string>(quant),
+                               nullptr, revision);
            })
       .def("stats_json", [](LayerCache& c) { return c.get_stats().ToJson(); })
       .def("stats_text", [](LayerCache& c) { return c.get_stats().ToText(); })
       .def_property_readonly("cache_dir", &LayerCache::cache_dir);
+
+  // The process-wide instance (layercache::get_layer_cache).
+  m.def(
+      "get_layer_cache",
+      [](std::optional<LayerCacheOptions> o) {
+        py::gil_scoped_release release;
+        return get_layer_cache(std::move(o));
+      },
+      py::arg("options") = py::none());
+  m.def("reset_layer_cache", &reset_layer_cache);
 
   py::class_<DownloadOptions>(m, "DownloadOptions")
       .def(py::init<>())

@@ -111,6 +111,13 @@ Result<HubModel::Shard*> HubModel::LoadShard(const std::string& filename) {
   return &shard;
 }
 
+Result<std::string> HubModel::FetchFile(const std::string& filename) {
+  bool missing = false;
+  auto f = client_->Stat(repo_id_, pinned_, filename, &missing);
+  if (!f.ok()) return missing ? Status::NotFound(repo_id_ + " has no " + filename) : f.status();
+  return client_->FetchSmallFile(*f);
+}
+
 Result<LayerDownload> HubModel::DownloadLayer(int64_t index, int connections, bool quiet) {
   auto names = locator_.LayerTensors(names_, index);
   if (names.empty()) {

@@ -46,6 +46,9 @@ class HubModel {
   Result<LayerDownload> DownloadLayer(int64_t index, int connections, bool quiet);
   // The tensors outside every layer (embeddings, final norm, lm_head).
   Result<LayerDownload> DownloadNonLayerTensors(int connections, bool quiet);
+  // A small file of the repository at the resolved revision (config.json);
+  // NotFound when the repository has no such file.
+  Result<std::string> FetchFile(const std::string& filename);
 
  private:
   struct Shard {

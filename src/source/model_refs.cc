@@ -1,0 +1,112 @@
+#include "source/model_refs.h"
+
+#include <xxhash.h>
+
+#include <cctype>
+#include <cstdio>
+#include <span>
+#include <vector>
+
+#include "util/path.h"
+
+namespace layercache {
+namespace {
+
+// A revision as part of a file name: commits and branch names, with anything
+// outside [A-Za-z0-9._-] percent-encoded (refs/pr/1 -> refs%2Fpr%2F1).
+std::string FileSafe(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '.' || c == '_' || c == '-') {
+      out += static_cast<char>(c);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+bool Write(Env* env, const std::string& dir, const std::string& path, std::string_view data) {
+  if (!env->CreateDirs(dir).ok()) return false;
+  std::vector<std::span<const std::byte>> pieces{
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(data.data()), data.size())};
+  return WriteFileAtomically(env, path, pieces).ok();
+}
+
+}  // namespace
+
+ModelRefs::ModelRefs(Env* env, std::string dir) : env_(env), dir_(std::move(dir)) {}
+
+std::string ModelRefs::ModelDir(std::string_view model_id) const {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx",
+                static_cast<unsigned long long>(XXH3_64bits(model_id.data(), model_id.size())));
+  return JoinPath(dir_, hex);
+}
+
+std::string ModelRefs::ConfigPath(std::string_view model_id, const std::string& revision) const {
+  return JoinPath(ModelDir(model_id),
+                  revision.empty() ? "config.json" : "config@" + FileSafe(revision) + ".json");
+}
+
+void ModelRefs::Record(std::string_view model_id, const std::string& commit) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = memo_.find(model_id);
+    if (it != memo_.end() && it->second.commit == commit) {
+      it->second.when = std::chrono::steady_clock::now();
+      return;
+    }
+  }
+  const std::string dir = ModelDir(model_id);
+  (void)Write(env_, dir, JoinPath(dir, "ref"), commit);
+  std::lock_guard lock(mu_);
+  memo_[std::string(model_id)] = Memo{commit, std::chrono::steady_clock::now()};
+}
+
+std::string ModelRefs::Default(std::string_view model_id) {
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(mu_);
+    auto it = memo_.find(model_id);
+    if (it != memo_.end() && now - it->second.when < kRecheck) return it->second.commit;
+  }
+  auto text = ReadFileToString(env_, JoinPath(ModelDir(model_id), "ref"));
+  std::string commit = text.ok() ? *text : std::string();
+  // A commit or "etag:<hash>"; anything else (a damaged file) is no record.
+  for (char c : commit) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '-' || c == '_')) {
+      commit.clear();
+      break;
+    }
+  }
+  std::lock_guard lock(mu_);
+  memo_[std::string(model_id)] = Memo{commit, now};
+  return commit;
+}
+
+void ModelRefs::SaveConfig(std::string_view model_id, const std::string& revision,
+                           std::string_view json) {
+  const std::string dir = ModelDir(model_id);
+  (void)Write(env_, dir, ConfigPath(model_id, revision), json);
+}
+
+std::string ModelRefs::Config(std::string_view model_id, const std::string& revision) {
+  if (revision.empty()) {
+    const std::string commit = Default(model_id);
+    if (!commit.empty()) {
+      auto text = ReadFileToString(env_, ConfigPath(model_id, commit));
+      if (text.ok()) return *text;
+    }
+  }
+  auto text = ReadFileToString(env_, ConfigPath(model_id, revision));
+  return text.ok() ? *text : std::string();
+}
+
+bool ModelRefs::HasConfig(std::string_view model_id, const std::string& revision) {
+  return env_->Stat(ConfigPath(model_id, revision)).ok();
+}
+
+}  // namespace layercache
