@@ -263,6 +263,8 @@ class LayerCache:
         self._memo_bytes = 0
         self._memo_budget = int(float(core_options_memory_gb(core)) * (1 << 30))
         self._lock = threading.Lock()
+        from . import modules
+        modules._caches.add(self)
 
     @property
     def cache_dir(self):

@@ -14,6 +14,7 @@ default; :func:`allow_module_class` adds a class (or a package prefix ending in 
 import importlib
 import json
 import threading
+import weakref
 
 import torch
 
@@ -25,6 +26,13 @@ SPEC_KEY = "python.module"  # entry metadata key holding the JSON spec
 _lock = threading.Lock()
 # Exact class paths, or prefixes ending in "." (a package and everything below it).
 _allowed = {"torch.nn.modules.", "layercache."}
+# Caches whose remembered objects were built under the old allow-list.
+_caches = weakref.WeakSet()
+
+
+def _changed():
+    for cache in list(_caches):
+        cache._forget()
 
 
 def allow_module_class(path_or_class):
@@ -33,6 +41,7 @@ def allow_module_class(path_or_class):
     path = _path(path_or_class)
     with _lock:
         _allowed.add(path)
+    _changed()
 
 
 def disallow_module_class(path_or_class):
@@ -40,6 +49,7 @@ def disallow_module_class(path_or_class):
     path = _path(path_or_class)
     with _lock:
         _allowed.discard(path)
+    _changed()
 
 
 def allowed_module_classes():

@@ -1,0 +1,228 @@
+"""Callable layers in any process, per-key skeletons, the revision rule, streaming inference.
+Each check that matters runs in a fresh /usr/bin/python3 (or test-venv) process."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import layercache
+from layercache import models
+from layercache.sli import StreamingModel
+
+import synthetic_models as sm
+from needs import need
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUILD_PY = os.path.dirname(os.path.dirname(layercache.__file__))
+
+
+def run_fresh(code, python=sys.executable, env=None):
+    """Runs `code` in a new interpreter that imports the same layercache; returns its stdout."""
+    e = dict(os.environ, PYTHONPATH=os.pathsep.join([BUILD_PY, HERE]), **(env or {}))
+    r = subprocess.run([python, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=e, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "gpt2"])
+def test_imported_layer_is_callable_in_a_new_process(tmp_path, family):
+    ckpt = tmp_path / "ckpt"
+    sm.write_model(str(ckpt), family, layers=3)
+    cache_dir = str(tmp_path / "cache")
+    assert layercache.LayerCache(cache_dir=cache_dir).import_checkpoint(str(ckpt), "m") == 4
+    out = run_fresh(f"""
+        import torch, layercache
+        c = layercache.LayerCache(cache_dir={cache_dir!r})
+        layer = c.get_layer("m", 2)
+        x = torch.randn(1, 5, 64).to(torch.bfloat16)
+        y = layer(x)
+        assert y.shape == x.shape and y.dtype == torch.bfloat16
+        print(type(layer).__name__, bool(torch.isfinite(y.float()).all()))
+    """)
+    expected = {"llama": "LlamaDecoderLayer", "mistral": "MistralDecoderLayer", "qwen2": "Qwen2DecoderLayer",
+                "gpt2": "GPT2Block"}[family]
+    assert out.split() == [expected, "True"]
+
+
+def test_layers_equal_transformers_decoder_layers(tmp_path):
+    """Each family's layer from a fresh process == transformers' class with the same weights."""
+    py = os.environ.get("LAYERCACHE_TEST_PYTHON")
+    need(py and os.access(py, os.X_OK),
+         "no LAYERCACHE_TEST_PYTHON (the test venv with transformers: scripts/install-python-env.sh)")
+    cache_dir = str(tmp_path / "cache")
+    c = layercache.LayerCache(cache_dir=cache_dir)
+    for family in ["llama", "mistral", "qwen2", "gpt2"]:
+        sm.write_model(str(tmp_path / family), family, layers=3)
+        c.import_checkpoint(str(tmp_path / family), family)
+    out = run_fresh(open(os.path.join(HERE, "transformers_equivalence.py")).read().replace(
+        "if __name__ == \"__main__\":\n    main()", f"sys.argv = ['x', {cache_dir!r}, 'llama', 'mistral', 'qwen2', 'gpt2']\nmain()"),
+        python=py)
+    assert out.count("(ok)") == 4, out
+
+
+def test_module_spec_rebuilds_allow_listed_classes_only(tmp_path):
+    cache_dir = str(tmp_path / "cache")
+    c = layercache.LayerCache(cache_dir=cache_dir)
+    c.cache_layer("mix", 0, torch.nn.Linear(16, 16))
+    c.cache_layer("mix", 1, torch.nn.Linear(32, 16))       # another shape under the same model
+    c.cache_layer("mix", 2, {"w": torch.ones(3)})           # a dict
+    c.cache_layer("mix", 3, torch.nn.LayerNorm(8))          # another class
+    c.cache_layer("mix", 0, torch.nn.Linear(16, 4), quantization_mode="q")  # same layer, other mode
+    # A user class, recorded by spec but not allow-listed: tensors only, nothing imported.
+    c.cache_layer("mix", 4, {"weight": torch.ones(2, 2), "bias": torch.zeros(2)},
+                  module_spec={"class": "os.system", "kwargs": {"command": "touch " + str(tmp_path / "pwned")}})
+    out = run_fresh(f"""
+        import layercache, torch
+        c = layercache.LayerCache(cache_dir={cache_dir!r})
+        for i in range(5):
+            l = c.get_layer("mix", i)
+            print(type(l).__name__, tuple(l.weight.shape) if hasattr(l, "weight") else sorted(l))
+        print(tuple(c.get_layer("mix", 0, quantization_mode="q").weight.shape))
+    """)
+    assert out.splitlines() == ["Linear (16, 16)", "Linear (16, 32)", "LayerTensors ['w']", "LayerNorm (8,)",
+                                "LayerTensors ['bias', 'weight']", "(4, 16)"]
+    assert not (tmp_path / "pwned").exists()
+
+
+class Scaled(torch.nn.Module):
+    def __init__(self, n, factor):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(n))
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.weight * self.factor
+
+    def __layercache_spec__(self):
+        return {"class": "test_layers.Scaled", "kwargs": {"n": self.weight.shape[0], "factor": self.factor}}
+
+
+def test_user_module_by_spec_when_allowed(tmp_path):
+    cache_dir = str(tmp_path / "cache")
+    layercache.LayerCache(cache_dir=cache_dir).cache_layer("u", 0, Scaled(4, 3.0))
+    code = f"""
+        import layercache, torch, layercache.modules as lm
+        c = layercache.LayerCache(cache_dir={cache_dir!r})
+        print(type(c.get_layer("u", 0)).__name__)
+        lm.allow_module_class("test_layers.Scaled")
+        l = c.get_layer("u", 0)
+        print(type(l).__name__, l(torch.ones(4)).tolist())
+    """
+    assert run_fresh(code).splitlines() == ["LayerTensors", "Scaled [3.0, 3.0, 3.0, 3.0]"]
+
+
+def test_factory(cache_dir):
+    c = layercache.LayerCache(cache_dir=cache_dir)
+    c.cache_layer("f", 0, {"weight": torch.ones(2, 3)})
+    c.register_module_factory("f", lambda i: torch.nn.Linear(3, 2, bias=False))
+    l = c.get_layer("f", 0)
+    assert isinstance(l, torch.nn.Linear) and l(torch.ones(3)).tolist() == [3.0, 3.0]
+
+
+def test_streamed_forward_equals_resident_and_greedy_tokens(tmp_path):
+    for family in ["llama", "gpt2"]:
+        sm.write_model(str(tmp_path / family), family, layers=6, hidden=64)
+        # A memory tier far smaller than the model: layers stream from disk.
+        c = layercache.LayerCache(cache_dir=str(tmp_path / ("cache-" + family)), max_memory_cache_size_gb=60e3 / 2**30)
+        c.import_checkpoint(str(tmp_path / family), family)
+        ids = torch.tensor([[3, 1, 4, 1, 5]])
+        streamed = StreamingModel(c, family)
+        before = c.get_stats()["performance"]["disk_hits"]
+        a = streamed(ids)
+        assert c.get_stats()["performance"]["disk_hits"] > before  # it did stream
+        resident = StreamingModel(c, family, resident=True)
+        assert torch.equal(a, resident(ids))
+        # The same forward with every layer built by hand from the checkpoint's tensors.
+        tensors = {k: v for k, v in c.get_layer(family, 0, quantization_mode="non-layer").items()}
+        manual = [c.get_layer(family, i) for i in range(6)]
+        assert all(isinstance(m, models.LlamaDecoderLayer if family == "llama" else models.GPT2Block) for m in manual)
+        assert streamed.generate(ids, 6).tolist() == resident.generate(ids, 6).tolist()
+        assert tensors
+
+
+def test_download_then_get_in_a_new_process_online_and_offline(tmp_path):
+    cli = os.environ.get("LAYERCACHE_CLI")
+    need(cli and os.access(cli, os.X_OK), "LAYERCACHE_CLI (the layercache binary) is not set")
+    repo = tmp_path / "repo"
+    sm.write_model(str(repo), "qwen2", layers=3)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = subprocess.Popen([cli, "serve", str(repo), "--repo-id", "org/tiny", "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)  # waiting for the server to listen, not synchronising the test
+        env = {"HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+        cache_dir = str(tmp_path / "cache")
+        out = run_fresh(f"""
+            import layercache
+            c = layercache.LayerCache(cache_dir={cache_dir!r})
+            l = c.download_and_cache("tiny", 1, "org/tiny")
+            print(type(l).__name__, type(c.get_layer("tiny", 1)).__name__, c.default_revision("tiny") is not None)
+        """, env=env)
+        assert out.split() == ["Qwen2DecoderLayer", "Qwen2DecoderLayer", "True"]
+        for extra in ({}, {"HF_HUB_OFFLINE": "1"}):
+            out = run_fresh(f"""
+                import layercache, torch
+                c = layercache.LayerCache(cache_dir={cache_dir!r})
+                l = c.get_layer("tiny", 1)
+                y = l(torch.randn(1, 3, 64).to(torch.bfloat16))
+                s = c.get_stats()["performance"]
+                print(type(l).__name__, s["total_hits"], s["total_misses"])
+            """, env=dict(env, **extra))
+            assert out.split() == ["Qwen2DecoderLayer", "1", "0"], extra
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    # Offline, without a server: the same.
+    out = run_fresh(f"""
+        import layercache
+        c = layercache.LayerCache(cache_dir={cache_dir!r})
+        print(type(c.download_and_cache("tiny", 1, "org/tiny", offline=True)).__name__,
+              type(c.get_layer("tiny", 2)).__name__)
+    """, env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert out.split() == ["Qwen2DecoderLayer", "NoneType"]
+
+
+def test_hit_reuses_objects_until_changed_in_place(cache_dir):
+    c = layercache.LayerCache(cache_dir=cache_dir)
+    c.cache_layer("h", 0, {"w": torch.ones(4)})
+    a = c.get_layer("h", 0)
+    assert c.get_layer("h", 0) is a
+    a["w"].add_(1)  # the caller changed what it got: the next hit builds new objects
+    b = c.get_layer("h", 0)
+    assert b is not a
+    c.cache_layer("h", 0, {"w": torch.zeros(4)})  # new bytes: new objects
+    assert c.get_layer("h", 0)["w"].tolist() == [0.0] * 4
+
+
+def test_options_are_one_bound_class():
+    o = layercache.make_options(cache_dir="/tmp/x", remote_chunk_mb=4, remote_ttl_s=9, disk_read_mode="mapped")
+    assert (o.remote_chunk_mb, o.remote_ttl_s, o.disk_read_mode) == (4, 9, "mapped")
+    with pytest.raises(TypeError):
+        layercache.make_options(no_such_option=1)
+    with pytest.raises(ValueError):
+        layercache.make_options(disk_read_mode="sideways")
+
+
+def test_io_optimizer(cache_dir):
+    from nexus_final.sli.io_optimizer import IOOptimizer
+    c = layercache.LayerCache(cache_dir=cache_dir)
+    for i in range(4):
+        c.cache_layer("io", i, torch.nn.Linear(4, 4))
+    opt = IOOptimizer(c)
+    assert isinstance(opt.get_layer_with_prefetch("io", 1, 4), torch.nn.Linear)
+    with pytest.raises(ValueError):
+        opt.get_layer_with_prefetch("io", 4, 4)
