@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake ninja-build pkg-config
+  build-essential cmake ninja-build pkg-config git
   libsqlite3-dev libssl-dev libxxhash-dev nlohmann-json3-dev libcli11-dev
   libcurl4-openssl-dev libcpp-httplib-dev nginx-light curl openssl libzstd-dev
   libhiredis-dev redis-server redis-tools

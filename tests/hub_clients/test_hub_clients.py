@@ -171,3 +171,32 @@ print("same logits", tuple(a.shape))
     assert out.returncode == 0, out.stderr[-4000:]
     assert "same logits" in out.stdout
     assert (tmp_path / "hf" / "hub" / ("models--" + repo.replace("/", "--"))).is_dir()
+
+
+def test_ids_are_the_ones_git_computes(mirror, models, tmp_path):
+    """Blob and tree ids in the tree API are real git object ids: LFS files as their pointers."""
+    import shutil
+    git = shutil.which("git")
+    if git is None:
+        if os.environ.get("CI"):
+            pytest.fail("git is not installed (scripts/install-deps.sh installs it)")
+        pytest.skip("git is not installed")
+    work = tmp_path / "repo"
+    shutil.copytree(models["org/tiny"], work)
+    for p in work.glob("*.safetensors"):
+        data = p.read_bytes()
+        p.write_text("version https://git-lfs.github.com/spec/v1\n"
+                     f"oid sha256:{hashlib.sha256(data).hexdigest()}\nsize {len(data)}\n")
+    run = lambda *a: subprocess.run([git, "-C", str(work), *a], check=True, capture_output=True,
+                                    text=True).stdout.strip()
+    run("init", "-q")
+    run("add", "-A")
+    tree = run("write-tree")
+    entries = HfApi(endpoint=mirror.endpoint).list_repo_tree("org/tiny", recursive=True)
+    checked = 0
+    for e in entries:
+        want = run("rev-parse", f"{tree}:{e.path}")
+        got = e.blob_id if type(e).__name__ == "RepoFile" else e.tree_id
+        assert got == want, e.path
+        checked += 1
+    assert checked == len(files_of(models["org/tiny"])) + 2  # + docs, docs/deep
