@@ -38,6 +38,7 @@ struct RepoSnapshot {
                                                              const std::string& commit = "");
   // A snapshot directory of the Hugging Face cache: ids come from the blob
   // names the symlinks point to (hashed only when a file is not such a link).
+  // Files that resolve outside the repository's folder of the cache are left out.
   static Result<std::shared_ptr<RepoSnapshot>> FromHfSnapshot(const std::string& dir,
                                                               const std::string& commit);
 };

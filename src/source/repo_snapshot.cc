@@ -229,11 +229,18 @@ Result<std::shared_ptr<RepoSnapshot>> RepoSnapshot::FromHfSnapshot(const std::st
                                                                    const std::string& commit) {
   auto s = std::make_shared<RepoSnapshot>();
   s->commit = commit;
+  // Files must stay inside the repository's folder (<repo>/snapshots/<commit>/
+  // -> <repo>/blobs/): a link elsewhere in a shared cache is not served.
+  std::error_code rec;
+  const std::string repo_root = fs::canonical(fs::path(dir) / ".." / "..", rec).string() + "/";
+  if (rec) return Status::IOError("cannot resolve " + dir + ": " + rec.message());
   Status st = Walk(dir, [&](const std::string& rel, const fs::directory_entry& e) -> Status {
     RepoFile f;
     f.path = rel;
-    f.local_path = e.path().string();
     std::error_code ec;
+    const std::string real = fs::canonical(e.path(), ec).string();
+    if (ec || real.compare(0, repo_root.size(), repo_root) != 0) return Status::OK();
+    f.local_path = real;  // pinned: a link changed later does not change what is served
     f.size = e.file_size(ec);
     if (ec) return Status::IOError("cannot stat " + f.local_path + ": " + ec.message());
     std::string blob;

@@ -138,3 +138,20 @@ def test_serve_one_repo_of_the_cache_found_through_hf_home(hf_cache, tmp_path):
             api.model_info("org/sharded")
     finally:
         m.stop()
+
+
+def test_links_out_of_the_repository_are_not_served(hf_cache, tmp_path):
+    cache = tmp_path / "hub"
+    shutil.copytree(hf_cache["dir"], cache, symlinks=True)
+    snap = cache / "models--org--tiny" / "snapshots" / hf_cache["new"]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the mirror\n")
+    os.symlink(secret, snap / "leak.txt")
+    m = Mirror(["--hf-cache", str(cache), "--repo-id", "org/tiny"], tmp_path / "log")
+    try:
+        api = HfApi(endpoint=m.endpoint)
+        files = api.list_repo_files("org/tiny")
+        assert "leak.txt" not in files and "config.json" in files
+        assert not api.file_exists("org/tiny", "leak.txt")
+    finally:
+        m.stop()
