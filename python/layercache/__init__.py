@@ -123,7 +123,7 @@ def _as_torch(dtype, arr):
 
 
 class LayerTensors(dict):
-    """A layer's tensors by name, viewing the cache's memory (no copy).
+    """A layer's tensors by name, over one private, writable copy of the layer's bytes.
 
     Values are torch tensors (numpy arrays where torch has no such dtype, or
     without torch). ``metadata`` is the entry's metadata; ``data_address`` and
@@ -131,16 +131,20 @@ class LayerTensors(dict):
 
     def __init__(self, core_layer):
         super().__init__()
-        self._core_layer = core_layer  # keeps the buffer alive
+        self._core_layer = core_layer
         self.metadata = dict(core_layer.metadata)
-        for name, dtype, shape, view, _owner in core_layer.tensors():
+        # A private copy of the layer's bytes (made once per build, reused by later hits): writes
+        # to these tensors never reach the cache or another holder (docs/PYTHON.md).
+        self._data_address, tensors = core_layer.private_tensors()
+        for name, dtype, shape, view, _owner in tensors:
             arr = _array(dtype, shape, view)
             tensor = _as_torch(dtype, arr)
             self[name] = tensor if tensor is not None else arr
 
     @property
     def data_address(self):
-        return self._core_layer.data_address()
+        """Where this mapping's (private) bytes start."""
+        return self._data_address
 
     @property
     def nbytes(self):

@@ -69,9 +69,10 @@ LayerPtr BuildLayer(const py::list& tensors, const std::map<std::string, std::st
 // (memoryview, numpy array, torch tensor) made from it references this
 // object, which holds the layer: the bytes live as long as any view does.
 struct TensorBuffer {
-  LayerPtr layer;
+  std::shared_ptr<const void> owner;  // the layer, or a private copy of its bytes
   const std::byte* data;
   size_t size;
+  bool writable;
 };
 
 // [(name, dtype, shape, buffer, None)], the buffers pointing into the layer.
@@ -79,12 +80,33 @@ py::list Tensors(const std::shared_ptr<PyLayer>& holder) {
   py::list out;
   for (const TensorInfo& t : holder->layer->tensors()) {
     auto bytes = holder->layer->tensor_data(t);
-    auto buffer =
-        std::make_shared<TensorBuffer>(TensorBuffer{holder->layer, bytes.data(), bytes.size()});
+    auto buffer = std::make_shared<TensorBuffer>(
+        TensorBuffer{holder->layer, bytes.data(), bytes.size(), /*writable=*/false});
     out.append(py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape, py::cast(buffer),
                               py::none()));
   }
   return out;
+}
+
+// (address, [(name, dtype, shape, buffer, None)]): the tensors over a private
+// copy of the layer's bytes, writable. What Python hands out: writes to it
+// (torch in-place ops, numpy) reach neither the cache's bytes nor any other
+// holder (docs/PYTHON.md, "writes"). One copy per build, without the GIL.
+py::tuple PrivateTensors(const std::shared_ptr<PyLayer>& holder) {
+  const Layer& layer = *holder->layer;
+  auto copy = std::make_shared<AlignedBuffer>(std::max<size_t>(layer.nbytes(), 1));
+  {
+    py::gil_scoped_release release;
+    if (layer.nbytes() != 0) std::memcpy(copy->data(), layer.data(), layer.nbytes());
+  }
+  py::list out;
+  for (const TensorInfo& t : layer.tensors()) {
+    auto buffer = std::make_shared<TensorBuffer>(
+        TensorBuffer{copy, copy->data() + t.offset, static_cast<size_t>(t.nbytes), true});
+    out.append(py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape, py::cast(buffer),
+                              py::none()));
+  }
+  return py::make_tuple(reinterpret_cast<uintptr_t>(copy->data()), out);
 }
 
 py::object Wrap(LayerPtr layer) {
@@ -112,11 +134,12 @@ PYBIND11_MODULE(_core, m) {
       .def_buffer([](TensorBuffer& b) {
         return py::buffer_info(const_cast<std::byte*>(b.data), 1,
                                py::format_descriptor<uint8_t>::format(), 1,
-                               {static_cast<ssize_t>(b.size)}, {1}, /*readonly=*/true);
+                               {static_cast<ssize_t>(b.size)}, {1}, /*readonly=*/!b.writable);
       });
 
   py::class_<PyLayer, std::shared_ptr<PyLayer>>(m, "Layer")
       .def("tensors", &Tensors)
+      .def("private_tensors", &PrivateTensors)
       .def_property_readonly("nbytes", [](const PyLayer& l) { return l.layer->nbytes(); })
       .def_property_readonly("metadata", [](const PyLayer& l) { return l.layer->metadata(); })
       .def_property_readonly(

@@ -1,0 +1,131 @@
+"""Writes to returned tensors (in-place torch ops, copy_, numpy writes, a module's parameters) never
+reach the cached bytes, another holder, another process or a later get_layer, and never crash; in
+every disk read mode and tier (memory, disk, Redis)."""
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import layercache
+from needs import need
+
+BUILD_PY = os.path.dirname(os.path.dirname(layercache.__file__))
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def state():
+    g = torch.Generator().manual_seed(3)
+    # 16 MiB + : the mapped read mode maps it.
+    return {"w": torch.randn(2048, 2048, generator=g), "b": torch.randn(64, generator=g).to(torch.bfloat16)}
+
+
+def scribble(layer):
+    """Every kind of write a caller may make to what it got."""
+    if isinstance(layer, torch.nn.Module):
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.add_(1)
+        return
+    layer["w"].add_(1)
+    layer["w"][0].copy_(torch.zeros(2048))
+    layer["b"].mul_(3)
+    layer["w"].numpy()[5, 5] = 1234.0
+
+
+def check_pristine(layer, expected):
+    if isinstance(layer, torch.nn.Module):
+        assert torch.equal(layer.weight, expected["weight"])
+        return
+    assert torch.equal(layer["w"], expected["w"]) and torch.equal(layer["b"], expected["b"])
+
+
+@pytest.mark.parametrize("mode", ["buffered", "direct", "mapped"])
+def test_writes_stay_with_the_caller_in_every_mode(tmp_path, mode):
+    cache_dir = str(tmp_path / "cache")
+    expected = state()
+    layercache.LayerCache(cache_dir=cache_dir).cache_layer("m", 0, expected)
+    lin = torch.nn.Linear(1024, 1024, bias=False)
+    layercache.LayerCache(cache_dir=cache_dir).cache_layer("m", 1, lin)
+    code = f"""
+        import sys, torch, layercache
+        sys.path.insert(0, {HERE!r})
+        from test_writes import state, scribble, check_pristine
+        expected = state()
+        weight = torch.load({str(tmp_path / "lin.pt")!r})
+        for budget in (0, 2):  # disk tier every time, then memory tier hits
+            c = layercache.LayerCache(cache_dir={cache_dir!r}, disk_read_mode={mode!r}, max_memory_cache_size_gb=budget)
+            for key, exp in ((0, expected), (1, {{"weight": weight}})):
+                first = c.get_layer("m", key)
+                other = c.get_layer("m", key)    # another holder (the same objects on a memory hit)
+                scribble(first)
+                again = c.get_layer("m", key)    # after in-place changes: pristine objects
+                check_pristine(again, exp)
+                scribble(again)
+                check_pristine(c.get_layer("m", key), exp)
+        assert c.verify_cache_integrity() == []
+        print("ok")
+    """
+    torch.save(lin.weight.detach().clone(), str(tmp_path / "lin.pt"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([BUILD_PY, HERE]))
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
+    # Another process afterwards: the cache is unchanged.
+    c = layercache.LayerCache(cache_dir=cache_dir, disk_read_mode=mode)
+    check_pristine(c.get_layer("m", 0), expected)
+    assert c.verify_cache_integrity() == []
+
+
+def test_numpy_writes_into_held_objects_are_the_holders(cache_dir):
+    """The contract: numpy writes bump no torch version counter, so objects you changed that way
+    are yours; they still never reach the cache (another LayerCache, a new process)."""
+    expected = state()
+    c = layercache.LayerCache(cache_dir=cache_dir)
+    c.cache_layer("m", 0, expected)
+    got = c.get_layer("m", 0)
+    got["w"].numpy()[0, 0] = 7.0
+    fresh = layercache.LayerCache(cache_dir=cache_dir, max_memory_cache_size_gb=0).get_layer("m", 0)
+    assert torch.equal(fresh["w"], expected["w"])
+
+
+def test_writes_through_the_redis_tier(tmp_path):
+    cli = os.environ.get("LAYERCACHE_CLI")
+    need(cli, "LAYERCACHE_CLI is not set (run through ctest)")
+    need(os.path.exists("/usr/bin/redis-server"), "redis-server is not installed (scripts/install-deps.sh)")
+    import synthetic_models as sm
+    sm.write_model(str(tmp_path / "model"), "qwen2", layers=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    redis = subprocess.Popen(["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen([cli, "serve", str(tmp_path / "model"), "--repo-id", "acme/tiny"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        endpoint = [server.stdout.readline(), server.stdout.readline()][1].split("=", 1)[1].strip()
+        for _ in range(20000):  # bounded wait for redis-server to listen
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+        url = f"redis://127.0.0.1:{port}"
+        a = layercache.LayerCache(cache_dir=str(tmp_path / "a"), remote=url)
+        expected = {k: v.clone() for k, v in a.download_and_cache("tiny", 1, "acme/tiny", endpoint=endpoint,
+                                                                  quiet=True).state_dict().items()}
+        a.flush()
+        b = layercache.LayerCache(cache_dir=str(tmp_path / "b"), remote=url, max_memory_cache_size_gb=0)
+        got = b.download_and_cache("tiny", 1, "acme/tiny", endpoint=endpoint, quiet=True)
+        assert b.get_stats()["remote"]["remote_hits"] == 1
+        scribble(got)
+        for cache in (b, layercache.LayerCache(cache_dir=str(tmp_path / "c"), remote=url)):
+            again = cache.download_and_cache("tiny", 1, "acme/tiny", endpoint=endpoint, quiet=True)
+            assert all(torch.equal(v, expected[k]) for k, v in again.state_dict().items())
+    finally:
+        server.terminate()
+        server.wait()
+        redis.terminate()
+        redis.wait()
