@@ -5,7 +5,7 @@ for a layer of 9 small tensors returned as a dict and as a module (a Llama decod
 
     PYTHONPATH=build/python /usr/bin/python3 bench/python_hit_bench.py [--reps 200000]
 
-Prints the median of 9 runs per figure (ns per call) and the ratio get_layer / seed LRU.
+Prints the median of 15 interleaved runs per figure (ns per call) and the ratio get_layer / seed LRU.
 """
 import argparse
 import collections
@@ -39,19 +39,21 @@ class SeedLRU:
             return v
 
 
-def per_call(fn, reps):
-    runs = []
-    for _ in range(9):
-        t = time.perf_counter_ns()
-        for _ in range(reps):
-            fn()
-        runs.append((time.perf_counter_ns() - t) / reps)
-    return statistics.median(runs)
+def per_call(fns, reps, runs=15):
+    """Median ns per call of each function; the runs are interleaved so that all see the same load."""
+    times = [[] for _ in fns]
+    for _ in range(runs):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter_ns()
+            for _ in range(reps):
+                fn()
+            times[i].append((time.perf_counter_ns() - t) / reps)
+    return [statistics.median(t) for t in times]
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=100000)
+    ap.add_argument("--reps", type=int, default=20000)
     a = ap.parse_args()
     cfg = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
            "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16"}
@@ -67,10 +69,10 @@ def main():
         lru = SeedLRU()
         lru.d[("bench", 0, None)] = tensors
         key = ("bench", 0, None)
-        seed = per_call(lambda: lru.get(key), a.reps)
-        as_dict = per_call(lambda: cache.get_layer("plain", 0), a.reps)
-        as_module = per_call(lambda: cache.get_layer("bench", 1), a.reps)
-    print(f"torch {torch.__version__}, python {sys.version.split()[0]}, {a.reps} calls x 9 runs, medians")
+        seed, as_dict, as_module = per_call(
+            [lambda: lru.get(key), lambda: cache.get_layer("plain", 0), lambda: cache.get_layer("bench", 1)],
+            a.reps)
+    print(f"torch {torch.__version__}, python {sys.version.split()[0]}, {a.reps} calls x 15 interleaved runs, medians")
     print(f"seed-style OrderedDict LRU hit:       {seed:8.0f} ns")
     print(f"get_layer memory hit, 9-tensor dict:  {as_dict:8.0f} ns  ratio {as_dict / seed:.2f}")
     print(f"get_layer memory hit, decoder module: {as_module:8.0f} ns  ratio {as_module / seed:.2f}")

@@ -96,50 +96,38 @@ def _state_of(layer):
                      f"got {type(layer).__name__}")
 
 
-def _array(dtype, shape, view):
-    """A read-only numpy array over `view` (no copy)."""
+def _array(dtype, shape, raw):
+    """A numpy array over the uint8 array `raw` (no copy)."""
     np_dtype = _NUMPY_DTYPES.get(dtype) or _RAW[dtype]
-    arr = np.frombuffer(view, dtype=np_dtype)
+    arr = raw.view(np_dtype)
     if dtype in ("F4", "F6_E2M3", "F6_E3M2"):
         return arr  # packed sub-byte values: the raw bytes
     return arr.reshape(shape)
 
 
-def _as_torch(dtype, arr):
-    """A torch view of a numpy array, or None when torch has no such dtype."""
-    if torch is None:
-        return None
-    if dtype == "BF16":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # read-only buffer: the cache owns it
-            return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
-    if dtype not in _TORCH_FROM:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(arr)
-
-
-
-
 class LayerTensors(dict):
     """A layer's tensors by name, over one private, writable copy of the layer's bytes.
 
-    Values are torch tensors (numpy arrays where torch has no such dtype, or
-    without torch). ``metadata`` is the entry's metadata; ``data_address`` and
-    ``nbytes`` describe the buffer."""
+    Values are torch tensors (numpy arrays where torch has no such dtype, or without torch), all
+    views of one byte tensor (``base``), so that they share one torch version counter: an in-place
+    change to any of them is seen by the cache, which then builds pristine objects for the next
+    get_layer (docs/PYTHON.md, "writes"). ``metadata`` is the entry's metadata; ``data_address``
+    and ``nbytes`` describe the buffer."""
 
     def __init__(self, core_layer):
         super().__init__()
         self._core_layer = core_layer
         self.metadata = dict(core_layer.metadata)
-        # A private copy of the layer's bytes (made once per build, reused by later hits): writes
-        # to these tensors never reach the cache or another holder (docs/PYTHON.md).
-        self._data_address, tensors = core_layer.private_tensors()
-        for name, dtype, shape, view, _owner in tensors:
-            arr = _array(dtype, shape, view)
-            tensor = _as_torch(dtype, arr)
-            self[name] = tensor if tensor is not None else arr
+        whole, tensors = core_layer.private_tensors()
+        raw = np.frombuffer(whole, dtype=np.uint8)
+        self.base = torch.from_numpy(raw) if torch is not None else None
+        for name, dtype, shape, offset, nbytes in tensors:
+            if self.base is not None and (dtype == "BF16" or dtype in _TORCH_FROM):
+                t = self.base[offset:offset + nbytes].view(_TORCH_FROM.get(dtype, torch.bfloat16))
+                self[name] = t.view(shape)
+            else:
+                self[name] = _array(dtype, shape, raw[offset:offset + nbytes])
+        self._data_address = raw.ctypes.data if raw.size else 0
 
     @property
     def data_address(self):
@@ -259,13 +247,14 @@ class LayerCache:
         self._factories = {}  # model_id -> callable(layer_index) -> module
         self._skeletons = {}  # (model, layer, quant, revision) -> meta copy of a module without a spec
         self._configs = {}  # (model, revision) -> config dict
-        # (model, layer, quant, revision) -> (layer id, object, its tensors, their versions, nbytes):
-        # what the last hit returned, handed out again while the cache holds the same layer and the
-        # tensors were not changed in place. At most the memory tier's budget of layers is kept
-        # (oldest first out), so evicted layers are not held for long.
-        self._memo = {}
-        self._memo_bytes = 0
-        self._memo_budget = int(float(core_options_memory_gb(core)) * (1 << 30))
+        # The objects built for each (model, layer, quant, revision), handed out again by later hits
+        # while the cache returns the same layer and torch's version counters say they were not
+        # changed in place (C++: _core.HitPath). At most the memory tier's budget of layers is kept
+        # (oldest first out), so layers evicted from the cache are not held for long.
+        budget = int(float(core_options_memory_gb(core)) * (1 << 30))
+        self._hits = _core.HitPath(core, self._build_for_hit, self._get_layer_slow, budget)
+        # The fast path: a C function (a memory hit costs about a dict lookup; docs/PYTHON.md).
+        self.get_layer = self._hits.get_layer_function()
         self._lock = threading.Lock()
         from . import modules
         modules._caches.add(self)
@@ -326,67 +315,47 @@ class LayerCache:
         strict = module is not None
         if module is None:
             module, strict = self._module_for(tensors, key)
+        # Every tensor (and every parameter made from one) shares the base's version counter.
+        held = [tensors.base] if any(isinstance(t, torch.Tensor) for t in tensors.values()) else []
         if module is None:
-            return tensors, [t for t in tensors.values() if isinstance(t, torch.Tensor)]
+            return tensors, held
         try:
-            return module, _load_into(module, tensors)
+            _load_into(module, tensors)
+            return module, held
         except ValueError:
             if strict:
                 raise
-            return tensors, [t for t in tensors.values() if isinstance(t, torch.Tensor)]
+            return tensors, held
 
-    def _remember(self, key, layer_id, obj, held, nbytes):
-        old = self._memo.pop(key, None)
-        if old is not None:
-            self._memo_bytes -= old[4]
-        self._memo[key] = (layer_id, obj, held, _versions(held), nbytes)
-        self._memo_bytes += nbytes
-        while self._memo_bytes > self._memo_budget and len(self._memo) > 1:
-            first = next(iter(self._memo))
-            self._memo_bytes -= self._memo.pop(first)[4]
+    def _build_for_hit(self, core_layer, model_id, layer_index, quant, revision):
+        return self._build(core_layer, (model_id, layer_index, quant, revision))
 
     def _forget(self, model_id=None, layer_index=None):
-        for k in [k for k in self._memo if model_id is None or (k[0] == model_id and (
-                layer_index is None or k[1] == layer_index))]:
-            self._memo_bytes -= self._memo.pop(k)[4]
-
-    def _serve(self, res, key, memo):
-        """The object for what a lookup returned: the remembered one, or one built now."""
-        if res is None:
-            if memo is not None:
-                self._memo_bytes -= self._memo.pop(key, memo)[4]
-            return None
-        if res.__class__ is int:
-            return memo[1]
-        obj, held = self._build(res, key)
-        self._remember(key, res.id, obj, held, res.nbytes)
-        return obj
+        self._hits.forget(model_id, None if layer_index is None else int(layer_index))
 
     def get_layer(self, model_id, layer_index, quantization_mode=None, device="cpu", module=None,
                   revision=None):
         """The cached layer (see the module's doc for its type), or None.
 
         ``revision`` None: the commit the model's default revision last resolved to in this cache,
-        else the layer cached without a revision (docs/PYTHON.md)."""
-        key = (model_id, layer_index, quantization_mode or "", revision or "")
-        if device != "cpu" or module is not None:
-            core_layer = self._core.get_layer(model_id, layer_index, key[2], key[3], str(device))
-            if core_layer is None:
-                return None
-            return self._build(core_layer, key, module)[0]
-        memo = self._memo.get(key)
-        known = memo[0] if memo is not None and _versions(memo[2]) == memo[3] else 0
-        return self._serve(self._core.lookup(model_id, layer_index, key[2], key[3], known), key, memo)
+        else the layer cached without a revision (docs/PYTHON.md). (Each instance's get_layer is
+        the C fast path, which comes here for ``module=``, a device or unusual argument types.)"""
+        return self._get_layer_slow(model_id, layer_index, quantization_mode, device, module, revision)
+
+    def _get_layer_slow(self, model_id, layer_index, quantization_mode=None, device="cpu", module=None,
+                        revision=None):
+        key = (model_id, int(layer_index), quantization_mode or "", revision or "")
+        core_layer = self._core.get_layer(model_id, key[1], key[2], key[3], str(device))
+        if core_layer is None:
+            return None
+        return self._build(core_layer, key, module)[0]
 
     def get_layer_with_prefetch(self, model_id, layer_index, num_layers, lookahead=2, quantization_mode=None,
                                 revision=None):
         """The seed's IOOptimizer call: starts prefetching the next ``lookahead`` layers (wrapping at
         ``num_layers``) on the C++ prefetch threads, then returns layer ``layer_index`` (or None)."""
-        key = (model_id, layer_index, quantization_mode or "", revision or "")
-        memo = self._memo.get(key)
-        known = memo[0] if memo is not None and _versions(memo[2]) == memo[3] else 0
-        return self._serve(self._core.get_layer_with_prefetch(model_id, layer_index, num_layers, lookahead,
-                                                              key[2], key[3], known), key, memo)
+        return self._hits.get_layer_with_prefetch(model_id, int(layer_index), int(num_layers), int(lookahead),
+                                                  quantization_mode or "", revision or "")
 
     def prefetch(self, model_id, layer_indices, quantization_mode=None, revision=None):
         """Starts loading cached layers from disk into memory in the background.

@@ -7,6 +7,9 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <map>
+#include <optional>
+#include <unordered_map>
 
 #include "layercache/layer_cache.h"
 
@@ -88,10 +91,11 @@ py::list Tensors(const std::shared_ptr<PyLayer>& holder) {
   return out;
 }
 
-// (address, [(name, dtype, shape, buffer, None)]): the tensors over a private
-// copy of the layer's bytes, writable. What Python hands out: writes to it
-// (torch in-place ops, numpy) reach neither the cache's bytes nor any other
-// holder (docs/PYTHON.md, "writes"). One copy per build, without the GIL.
+// (buffer, [(name, dtype, shape, offset, nbytes)]): a private, writable copy
+// of the layer's bytes (one buffer) and where each tensor lies in it. What
+// Python hands out views this copy: writes to it (torch in-place ops, numpy)
+// reach neither the cache's bytes nor any other holder (docs/PYTHON.md,
+// "writes"). One copy per build, without the GIL.
 py::tuple PrivateTensors(const std::shared_ptr<PyLayer>& holder) {
   const Layer& layer = *holder->layer;
   auto copy = std::make_shared<AlignedBuffer>(std::max<size_t>(layer.nbytes(), 1));
@@ -99,20 +103,240 @@ py::tuple PrivateTensors(const std::shared_ptr<PyLayer>& holder) {
     py::gil_scoped_release release;
     if (layer.nbytes() != 0) std::memcpy(copy->data(), layer.data(), layer.nbytes());
   }
+  auto whole = std::make_shared<TensorBuffer>(
+      TensorBuffer{copy, copy->data(), static_cast<size_t>(layer.nbytes()), /*writable=*/true});
   py::list out;
   for (const TensorInfo& t : layer.tensors()) {
-    auto buffer = std::make_shared<TensorBuffer>(
-        TensorBuffer{copy, copy->data() + t.offset, static_cast<size_t>(t.nbytes), true});
-    out.append(py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape, py::cast(buffer),
-                              py::none()));
+    out.append(
+        py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape, t.offset, t.nbytes));
   }
-  return py::make_tuple(reinterpret_cast<uintptr_t>(copy->data()), out);
+  return py::make_tuple(py::cast(whole), out);
 }
 
 py::object Wrap(LayerPtr layer) {
   if (!layer) return py::none();
   return py::cast(std::make_shared<PyLayer>(PyLayer{std::move(layer)}));
 }
+
+// ---- the memory-hit path of LayerCache.get_layer --------------------------
+//
+// A hit must cost about what a dict lookup does (docs/PYTHON.md, "hit cost"),
+// so get_layer is a vectorcall C function, not a pybind11 method: it looks up
+// the objects Python built for the key last time, asks the cache for the
+// layer (counted, LRU-touched, the GIL released), and hands the same objects
+// out again when the cache returned the very layer they were built from and
+// torch's version counters say nobody changed them in place. Anything else
+// (a miss of the memo, module=, a device) goes to Python.
+class HitPath {
+ public:
+  HitPath(std::shared_ptr<LayerCache> cache, py::object build, py::object slow, uint64_t budget)
+      : cache_(std::move(cache)),
+        build_(std::move(build)),
+        slow_(std::move(slow)),
+        budget_(budget) {}
+
+  // serve(key parts, fetch): the object for the layer `fetch` returns.
+  template <typename Fetch>
+  PyObject* Serve(std::string_view model, int64_t index, std::string_view quant,
+                  std::string_view rev, const Fetch& fetch) {
+    std::string k = Key(model, index, quant, rev);
+    const Layer* known = nullptr;
+    if (auto it = memo_.find(k); it != memo_.end()) {
+      int64_t v = Versions(it->second.tensors);
+      if (v == -1 && PyErr_Occurred()) return nullptr;
+      if (v == it->second.versions) known = it->second.layer.get();
+    }
+    LayerKey key{std::string(model), index, std::string(quant), std::string(rev)};
+    LayerPtr layer;
+    try {
+      py::gil_scoped_release release;
+      layer = fetch(key);
+    } catch (...) {
+      SetPythonError(std::current_exception());
+      return nullptr;
+    }
+    auto it = memo_.find(k);
+    if (!layer) {
+      if (it != memo_.end()) Erase(it);
+      Py_RETURN_NONE;
+    }
+    if (layer.get() == known && it != memo_.end() && it->second.layer == layer) {
+      return py::object(it->second.obj).release().ptr();
+    }
+    // Build (Python), then remember.
+    try {
+      const uint64_t nbytes = layer->nbytes();
+      py::tuple built =
+          build_(Wrap(layer), py::str(model.data(), model.size()), index,
+                 py::str(quant.data(), quant.size()), py::str(rev.data(), rev.size()));
+      Entry e;
+      e.layer = std::move(layer);
+      e.obj = built[0];
+      for (py::handle t : built[1].cast<py::list>())
+        e.tensors.push_back(py::reinterpret_borrow<py::object>(t));
+      e.versions = Versions(e.tensors);
+      if (e.versions == -1 && PyErr_Occurred()) throw py::error_already_set();
+      e.nbytes = nbytes;
+      e.model = std::string(model);
+      e.index = index;
+      e.seq = ++seq_;
+      py::object obj = e.obj;
+      if (auto old = memo_.find(k); old != memo_.end()) Erase(old);
+      order_.emplace(e.seq, k);
+      bytes_ += e.nbytes;
+      memo_.emplace(std::move(k), std::move(e));
+      while (bytes_ > budget_ && memo_.size() > 1) Erase(memo_.find(order_.begin()->second));
+      return obj.release().ptr();
+    } catch (py::error_already_set& e) {
+      e.restore();
+      return nullptr;
+    } catch (...) {
+      SetPythonError(std::current_exception());
+      return nullptr;
+    }
+  }
+
+  void Forget(const std::optional<std::string>& model, std::optional<int64_t> index) {
+    for (auto it = memo_.begin(); it != memo_.end();) {
+      auto next = std::next(it);
+      if (!model || (it->second.model == *model && (!index || it->second.index == *index)))
+        Erase(it);
+      it = next;
+    }
+  }
+
+  size_t size() const { return memo_.size(); }
+  uint64_t bytes() const { return bytes_; }
+
+  // get_layer(model_id, layer_index, quantization_mode=None, device="cpu",
+  //           module=None, revision=None)
+  static PyObject* GetLayer(PyObject* capsule, PyObject* const* args, Py_ssize_t nargs,
+                            PyObject* kwnames) {
+    auto* self = static_cast<HitPath*>(PyCapsule_GetPointer(capsule, "layercache.HitPath"));
+    if (self == nullptr) return nullptr;
+    static const char* const kNames[] = {"model_id", "layer_index", "quantization_mode",
+                                         "device",   "module",      "revision"};
+    PyObject* slot[6] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+    bool simple = nargs <= 6;
+    for (Py_ssize_t i = 0; simple && i < nargs; ++i) slot[i] = args[i];
+    const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t j = 0; simple && j < nkw; ++j) {
+      PyObject* name = PyTuple_GET_ITEM(kwnames, j);
+      int found = -1;
+      for (int n = 0; n < 6; ++n) {
+        if (PyUnicode_CompareWithASCIIString(name, kNames[n]) == 0) found = n;
+      }
+      if (found < 0 || slot[found] != nullptr) {
+        simple = false;
+      } else {
+        slot[found] = args[nargs + j];
+      }
+    }
+    std::string_view model, quant, rev;
+    Py_ssize_t len = 0;
+    const char* s = nullptr;
+    simple = simple && slot[0] && PyUnicode_CheckExact(slot[0]) && slot[1] &&
+             PyLong_CheckExact(slot[1]) && (!slot[4] || slot[4] == Py_None) &&
+             (!slot[3] || (PyUnicode_CheckExact(slot[3]) &&
+                           PyUnicode_CompareWithASCIIString(slot[3], "cpu") == 0));
+    if (simple && (s = PyUnicode_AsUTF8AndSize(slot[0], &len)) != nullptr) {
+      model = std::string_view(s, len);
+    } else {
+      simple = false;
+    }
+    for (int n : {2, 5}) {
+      if (!simple || !slot[n] || slot[n] == Py_None) continue;
+      if (!PyUnicode_CheckExact(slot[n]) ||
+          (s = PyUnicode_AsUTF8AndSize(slot[n], &len)) == nullptr) {
+        simple = false;
+      } else {
+        (n == 2 ? quant : rev) = std::string_view(s, len);
+      }
+    }
+    int64_t index = simple ? PyLong_AsLongLong(slot[1]) : 0;
+    if (!simple || (index == -1 && PyErr_Occurred())) {
+      PyErr_Clear();
+      return PyObject_Vectorcall(self->slow_.ptr(), args, nargs, kwnames);
+    }
+    return self->Serve(model, index, quant, rev,
+                       [self](const LayerKey& key) { return self->cache_->get_layer(key); });
+  }
+
+  const std::shared_ptr<LayerCache>& cache() const { return cache_; }
+
+ private:
+  struct Entry {
+    LayerPtr layer;
+    py::object obj;
+    std::vector<py::object> tensors;
+    int64_t versions = 0;
+    uint64_t nbytes = 0;
+    std::string model;
+    int64_t index = 0;
+    uint64_t seq = 0;
+  };
+
+  static std::string Key(std::string_view model, int64_t index, std::string_view quant,
+                         std::string_view rev) {
+    std::string k;
+    k.reserve(model.size() + quant.size() + rev.size() + 3 + sizeof index);
+    k.append(model).push_back('\0');
+    k.append(quant).push_back('\0');
+    k.append(rev).push_back('\0');
+    k.append(reinterpret_cast<const char*>(&index), sizeof index);
+    return k;
+  }
+
+  // The sum of the tensors' torch version counters; -1 with an error set.
+  static int64_t Versions(const std::vector<py::object>& tensors) {
+    static PyObject* name = PyUnicode_InternFromString("_version");
+    int64_t sum = 0;
+    for (const py::object& t : tensors) {
+      PyObject* v = PyObject_GetAttr(t.ptr(), name);
+      if (v == nullptr) return -1;
+      sum += PyLong_AsLongLong(v);
+      Py_DECREF(v);
+    }
+    return sum;
+  }
+
+  void Erase(std::unordered_map<std::string, Entry>::iterator it) {
+    bytes_ -= it->second.nbytes;
+    order_.erase(it->second.seq);
+    memo_.erase(it);
+  }
+
+  static void SetPythonError(std::exception_ptr p) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const Error& e) {
+      PyErr_SetString(
+          e.status().code() == StatusCode::kInvalidArgument ? PyExc_ValueError : PyExc_OSError,
+          e.what());
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const std::bad_alloc&) {
+      PyErr_NoMemory();
+    } catch (const std::exception& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+  }
+
+  std::shared_ptr<LayerCache> cache_;
+  py::object build_;
+  py::object slow_;
+  uint64_t budget_;
+  uint64_t bytes_ = 0;
+  uint64_t seq_ = 0;
+  std::unordered_map<std::string, Entry> memo_;
+  std::map<uint64_t, std::string> order_;  // oldest first out
+};
+
+PyMethodDef kGetLayerDef = {
+    "get_layer", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&HitPath::GetLayer)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "get_layer(model_id, layer_index, quantization_mode=None, device='cpu', module=None, "
+    "revision=None)\n--\n\nThe cached layer, or None (LayerCache.get_layer)."};
 
 }  // namespace
 
@@ -374,6 +598,38 @@ PYBIND11_MODULE(_core, m) {
       .def("stats_json", [](LayerCache& c) { return c.get_stats().ToJson(); })
       .def("stats_text", [](LayerCache& c) { return c.get_stats().ToText(); })
       .def_property_readonly("cache_dir", &LayerCache::cache_dir);
+
+  py::class_<HitPath>(m, "HitPath")
+      .def(py::init<std::shared_ptr<LayerCache>, py::object, py::object, uint64_t>())
+      // The get_layer function (a vectorcall builtin) bound to this memo.
+      .def("get_layer_function",
+           [](py::object self) {
+             auto* hp = self.cast<HitPath*>();
+             PyObject* capsule = PyCapsule_New(hp, "layercache.HitPath", [](PyObject* c) {
+               Py_XDECREF(static_cast<PyObject*>(PyCapsule_GetContext(c)));
+             });
+             if (capsule == nullptr) throw py::error_already_set();
+             PyCapsule_SetContext(capsule, self.inc_ref().ptr());  // keeps the HitPath alive
+             PyObject* fn = PyCFunction_NewEx(&kGetLayerDef, capsule, nullptr);
+             Py_DECREF(capsule);
+             if (fn == nullptr) throw py::error_already_set();
+             return py::reinterpret_steal<py::object>(fn);
+           })
+      .def("get_layer_with_prefetch",
+           [](HitPath& h, const std::string& model_id, int64_t layer_index, int64_t num_layers,
+              int lookahead, const std::string& quant, const std::string& revision) {
+             PyObject* r = h.Serve(model_id, layer_index, quant, revision, [&](const LayerKey&) {
+               return h.cache()->get_layer_with_prefetch(
+                   model_id, layer_index, num_layers, lookahead,
+                   quant.empty() ? std::nullopt : std::optional(quant), nullptr, revision);
+             });
+             if (r == nullptr) throw py::error_already_set();
+             return py::reinterpret_steal<py::object>(r);
+           })
+      .def("forget", &HitPath::Forget, py::arg("model_id") = py::none(),
+           py::arg("layer_index") = py::none())
+      .def_property_readonly("size", &HitPath::size)
+      .def_property_readonly("bytes", &HitPath::bytes);
 
   // The process-wide instance (layercache::get_layer_cache).
   m.def(
