@@ -9,6 +9,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "cache_settings_internal.h"
 #include "disk/disk_tier.h"
 #include "disk/entry_codec.h"
 #include "hub/hub_source.h"
@@ -70,9 +71,11 @@ class LayerCache::Impl {
     d.compression_level = options_.enable_compression ? options_.compression_level : 0;
     d.eviction_policy = options_.eviction_policy;
     d.read_mode = options_.disk_read_mode;
+    const bool creating = options_.persist_metadata && !CacheIndexExists(cache_dir_);
     auto disk = DiskTier::Open(d);
     if (!disk.ok()) throw Error(disk.status());
     disk_ = std::move(*disk);
+    if (creating) RecordSettingsOfNewCache(cache_dir_, options_);  // cache_settings.h
     hub_ = std::make_unique<HubSource>(JoinPath(cache_dir_, "refs"));
     refs_ = std::make_unique<ModelRefs>(Env::Default(), JoinPath(cache_dir_, "model-refs"));
     const RemoteTierOptions r = RemoteTierOptions::From(options_);
@@ -342,6 +345,14 @@ class LayerCache::Impl {
       finish();
       throw;
     }
+  }
+
+  bool RemoveEntry(const LayerKey& key) {
+    key.Validate();
+    const bool in_memory = memory_->Erase(LayerKeyRef(key));
+    auto removed = disk_->RemoveKey(key);
+    if (!removed.ok()) throw Error(removed.status());
+    return *removed || in_memory;
   }
 
   size_t Invalidate(const std::optional<std::string>& model_id,
@@ -694,6 +705,8 @@ size_t LayerCache::invalidate_cache(std::optional<std::string> model_id,
 }
 
 void LayerCache::clear_cache() { impl_->Clear(); }
+
+bool LayerCache::remove_entry(const LayerKey& key) { return impl_->RemoveEntry(key); }
 
 std::vector<CorruptEntry> LayerCache::verify_cache_integrity() { return impl_->Verify(); }
 

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "layercache/version.h"
+
 namespace layercache {
 namespace {
 
@@ -79,6 +81,7 @@ std::string CacheStats::ToJson(int indent) const {
   j["memory_cache_bytes"] = memory_cache_bytes;
   j["max_disk_cache_bytes"] = max_disk_cache_bytes;
   j["max_memory_cache_bytes"] = max_memory_cache_bytes;
+  j["version"] = LAYERCACHE_VERSION;
   return j.dump(indent);
 }
 

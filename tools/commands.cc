@@ -1,29 +1,27 @@
 #include "commands.h"
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli_args.h"
+#include "layercache/cache_settings.h"
 #include "layercache/layer_cache.h"
 #include "layercache/progress.h"
 #include "layercache/remote.h"
 #include "layercache/safetensors.h"
+#include "layercache/version.h"
 
 namespace layercache::cli {
 namespace {
-
-std::string FormatTime(int64_t ns) {
-  std::time_t t = static_cast<std::time_t>(ns / 1'000'000'000);
-  std::tm tm{};
-  ::localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
-  return buf;
-}
 
 std::string Shape(const std::vector<uint64_t>& shape) {
   std::string s = "[";
@@ -31,21 +29,71 @@ std::string Shape(const std::vector<uint64_t>& shape) {
   return s + "]";
 }
 
+// A budget large enough never to evict (1 PiB).
+constexpr double kNoBudgetGb = 1048576.0;
+
 }  // namespace
+
+int TerminalColumns() {
+  if (!::isatty(STDOUT_FILENO)) return 0;
+  struct winsize ws {};
+  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 80;
+}
+
+LayerCacheOptions ResolveOptions(const Global& g) {
+  LayerCacheOptions o = g.options;
+  auto stored = ReadCacheSettings(o.cache_dir);
+  if (!stored.ok()) throw Error(stored.status());
+  if (stored->has_value()) {
+    const CacheSettings& s = **stored;
+    if (!g.budget_given) o.max_cache_size_gb = s.max_cache_size_gb;
+    if (!g.compression_given) o.enable_compression = s.enable_compression;
+    if (!g.level_given) o.compression_level = s.compression_level;
+    if (!g.checksum_given) o.checksum_algorithm = s.checksum_algorithm;
+    o.eviction_policy = s.eviction_policy;
+  } else if (std::filesystem::exists(std::filesystem::path(o.ResolvedCacheDir()) /
+                                     "index.sqlite")) {
+    // A cache made before settings were stored: nobody said what its budget
+    // is, so a command does not evict by a default of its own.
+    if (!g.budget_given) o.max_cache_size_gb = kNoBudgetGb;
+  }
+  return o;
+}
+
+EvictionReport::EvictionReport(LayerCache& cache) {
+  for (const EntryInfo& e : cache.list_entries()) before_[e.key.Digest()] = e.size_bytes;
+}
+
+std::string EvictionReport::Describe(LayerCache& cache,
+                                     const std::vector<LayerKey>& removed_on_purpose) {
+  std::map<std::string, uint64_t> gone = before_;
+  for (const EntryInfo& e : cache.list_entries()) gone.erase(e.key.Digest());
+  for (const LayerKey& k : removed_on_purpose) gone.erase(k.Digest());
+  evicted_entries_ = gone.size();
+  evicted_bytes_ = 0;
+  for (const auto& [digest, bytes] : gone) evicted_bytes_ += bytes;
+  if (gone.empty()) return "";
+  const double budget = cache.options().max_cache_size_gb;
+  char b[64];
+  std::snprintf(b, sizeof b, "%g GiB", budget);
+  return "evicted " + std::to_string(evicted_entries_) + " layer" +
+         (evicted_entries_ == 1 ? "" : "s") + ", " + HumanSize(evicted_bytes_) + " (disk budget " +
+         b + ")";
+}
 
 int DescribeRemote(const Global& g);
 
 int Stats(const Global& g) {
-  LayerCache cache(g.options);
+  LayerCache cache(ResolveOptions(g));
   CacheStats s = cache.get_stats();
   if (g.json) {
     std::cout << s.ToJson() << "\n";
   } else {
     std::cout << "Cache directory: " << cache.cache_dir() << "\n" << s.ToText();
     std::printf("On disk: %s holding %s of tensors (compression ratio %.2f)\n",
-                Progress::HumanBytes(static_cast<double>(s.disk_cache_bytes)).c_str(),
-                Progress::HumanBytes(static_cast<double>(s.disk_cache_logical_bytes)).c_str(),
-                s.disk_compression_ratio());
+                HumanSize(s.disk_cache_bytes).c_str(),
+                HumanSize(s.disk_cache_logical_bytes).c_str(), s.disk_compression_ratio());
   }
   return DescribeRemote(g);
 }
@@ -53,19 +101,18 @@ int Stats(const Global& g) {
 // The cluster tier as Redis sees it (with --remote or $LAYERCACHE_REMOTE).
 int DescribeRemote(const Global& g) {
   const std::vector<std::string> urls = g.options.ResolvedRemoteUrls();
-  if (urls.empty()) return 0;
+  if (urls.empty()) return kExitOk;
   auto remote = DescribeRemoteTier(g.options);
   if (!remote.ok()) {
     std::cerr << "remote tier: " << remote.status().message() << "\n";
-    return 1;
+    return kExitError;
   }
-  if (g.json) return 0;  // the counters are in the JSON already
+  if (g.json) return kExitOk;  // the counters are in the JSON already
   std::cout << "Remote tier (" << (remote->cluster ? "Redis Cluster" : "Redis") << "):\n";
   for (const RemoteNodeInfo& m : remote->nodes) {
-    std::cout << "  " << m.address << ": " << m.layers << " layers, "
-              << Progress::HumanBytes(static_cast<double>(m.used_memory)) << " used of "
-              << (m.maxmemory == 0 ? std::string("no maxmemory")
-                                   : Progress::HumanBytes(static_cast<double>(m.maxmemory)))
+    std::cout << "  " << m.address << ": " << m.layers << " layers, " << HumanSize(m.used_memory)
+              << " used of "
+              << (m.maxmemory == 0 ? std::string("no maxmemory") : HumanSize(m.maxmemory))
               << ", policy " << m.policy;
     if (m.maxmemory == 0 || m.policy.rfind("allkeys-", 0) != 0) {
       std::cout << "  (expected: maxmemory set and maxmemory-policy allkeys-lru; see "
@@ -73,110 +120,116 @@ int DescribeRemote(const Global& g) {
     }
     std::cout << "\n";
   }
-  return 0;
+  return kExitOk;
 }
 
-int List(const Global& g) {
-  LayerCache cache(g.options);
-  auto entries = cache.list_entries();
-  if (g.json) {
-    nlohmann::ordered_json arr = nlohmann::ordered_json::array();
-    for (const EntryInfo& e : entries) {
-      nlohmann::ordered_json j;
-      j["model_id"] = e.key.model_id;
-      j["layer_index"] = e.key.layer_index;
-      j["quantization_mode"] = e.key.quantization_mode.empty()
-                                   ? nlohmann::ordered_json()
-                                   : nlohmann::ordered_json(e.key.quantization_mode);
-      j["revision"] = e.key.revision;
-      j["tier"] = e.in_memory ? "memory+disk" : "disk";
-      j["size_bytes"] = e.size_bytes;
-      j["data_bytes"] = e.data_bytes;
-      j["compression_ratio"] =
-          e.size_bytes == 0 ? 0.0
-                            : static_cast<double>(e.data_bytes) / static_cast<double>(e.size_bytes);
-      j["last_access"] = FormatTime(e.last_access_ns);
-      j["last_access_ns"] = e.last_access_ns;
-      j["checksum_algorithm"] = e.checksum_algorithm;
-      j["checksum"] = e.checksum;
-      j["path"] = e.path;
-      arr.push_back(std::move(j));
-    }
-    std::cout << arr.dump(2) << "\n";
-    return 0;
-  }
-  std::cout << std::left << std::setw(28) << "MODEL" << std::right << std::setw(6) << "LAYER"
-            << "  " << std::left << std::setw(8) << "QUANT" << std::setw(6) << "TIER" << std::right
-            << std::setw(12) << "SIZE"
-            << "  " << std::left << std::setw(20) << "LAST ACCESS"
-            << "CHECKSUM\n";
-  for (const EntryInfo& e : entries) {
-    std::cout << std::left << std::setw(28) << e.key.model_id << std::right << std::setw(6)
-              << e.key.layer_index << "  " << std::left << std::setw(8)
-              << (e.key.quantization_mode.empty() ? "-" : e.key.quantization_mode) << std::setw(6)
-              << (e.in_memory ? "mem" : "disk") << std::right << std::setw(12)
-              << Progress::HumanBytes(static_cast<double>(e.size_bytes)) << std::setw(12)
-              << Progress::HumanBytes(static_cast<double>(e.data_bytes)) << std::setw(7)
-              << std::fixed << std::setprecision(2)
-              << (e.size_bytes == 0
-                      ? 0.0
-                      : static_cast<double>(e.data_bytes) / static_cast<double>(e.size_bytes))
-              << "  " << std::left << std::setw(20) << FormatTime(e.last_access_ns)
-              << e.checksum_algorithm << ":" << e.checksum << "\n";
-  }
-  std::cout << entries.size() << " entries\n";
-  return 0;
-}
-
-int Verify(const Global& g) {
-  LayerCache cache(g.options);
+int Verify(const Global& g, const std::string& model) {
+  LayerCache cache(ResolveOptions(g));
   auto corrupt = cache.verify_cache_integrity();
-  for (const CorruptEntry& c : corrupt) {
-    std::cout << "CORRUPT " << (c.key.model_id.empty() ? "?" : c.key.ToString()) << "  " << c.path
-              << "\n  " << c.reason << "\n";
+  uint64_t checked = 0;
+  for (const EntryInfo& e : cache.list_entries()) {
+    if (model.empty() || e.key.model_id == model) ++checked;
   }
-  const uint64_t entries = cache.get_stats().disk_cache_entries;
-  std::cout << entries << " entries checked, " << corrupt.size() << " corrupted\n";
-  return corrupt.empty() ? 0 : 1;
+  std::vector<CorruptEntry> found;
+  for (const CorruptEntry& c : corrupt) {
+    if (model.empty() || c.key.model_id == model || c.key.model_id.empty()) found.push_back(c);
+  }
+  if (g.json) {
+    nlohmann::ordered_json j;
+    j["checked"] = checked + found.size();
+    j["corrupted"] = nlohmann::ordered_json::array();
+    for (const CorruptEntry& c : found) {
+      j["corrupted"].push_back({{"model_id", c.key.model_id},
+                                {"layer_index", c.key.layer_index},
+                                {"quantization_mode", c.key.quantization_mode},
+                                {"revision", c.key.revision},
+                                {"path", c.path},
+                                {"reason", c.reason}});
+    }
+    std::cout << j.dump(2) << "\n";
+  } else {
+    for (const CorruptEntry& c : found) {
+      std::cout << "CORRUPT " << (c.key.model_id.empty() ? "?" : c.key.ToString()) << "  " << c.path
+                << "\n  " << c.reason << "\n";
+    }
+    std::cout << checked + found.size() << " entries checked, " << found.size() << " corrupted\n";
+  }
+  return found.empty() ? kExitOk : kExitNotFound;
 }
 
 int Optimize(const Global& g) {
-  LayerCache cache(g.options);
+  LayerCache cache(ResolveOptions(g));
+  EvictionReport ev(cache);
   OptimizeReport r = cache.optimize_cache();
+  const std::string evicted = ev.Describe(cache);
+  if (g.json) {
+    nlohmann::ordered_json j;
+    j["corrupted_removed"] = r.corrupted_removed;
+    j["temp_files_removed"] = r.temp_files_removed;
+    j["orphans_removed"] = r.orphans_removed;
+    j["orphans_adopted"] = r.orphans_adopted;
+    j["rows_dropped"] = r.rows_dropped;
+    j["evicted"] = r.evicted;
+    j["evicted_bytes"] = ev.evicted_bytes();
+    std::cout << j.dump(2) << "\n";
+    return kExitOk;
+  }
   std::cout << "removed " << r.corrupted_removed << " corrupted entries, " << r.temp_files_removed
             << " temp files, " << r.orphans_removed << " unreadable files; adopted "
             << r.orphans_adopted << " entries; dropped " << r.rows_dropped
             << " stale index rows; evicted " << r.evicted << " entries over the budget\n";
-  return 0;
+  if (!evicted.empty()) std::cout << evicted << "\n";
+  return kExitOk;
 }
 
+namespace {
+int ReportRemoved(const Global& g, size_t n, uint64_t bytes) {
+  if (g.json) {
+    std::cout << nlohmann::ordered_json{{"removed", n}, {"freed_bytes", bytes}}.dump(2) << "\n";
+  } else {
+    std::cout << "removed " << n << " entries, freed " << HumanSize(bytes) << "\n";
+  }
+  return kExitOk;
+}
+}  // namespace
+
 int Clear(const Global& g) {
-  LayerCache cache(g.options);
+  LayerCache cache(ResolveOptions(g));
   const uint64_t before = cache.get_stats().disk_cache_entries;
+  const uint64_t bytes = cache.get_stats().disk_cache_bytes;
   cache.clear_cache();
-  std::cout << "removed " << before << " entries\n";
-  return 0;
+  return ReportRemoved(g, before, bytes);
 }
 
 int Invalidate(const Global& g, const std::string& model, std::optional<int64_t> layer) {
-  LayerCache cache(g.options);
+  LayerCache cache(ResolveOptions(g));
+  uint64_t bytes = 0;
+  for (const EntryInfo& e : cache.list_entries()) {
+    if (e.key.model_id == model && (!layer || e.key.layer_index == *layer)) bytes += e.size_bytes;
+  }
   size_t n = cache.invalidate_cache(model, layer);
-  std::cout << "removed " << n << " entries\n";
-  return 0;
+  return ReportRemoved(g, n, bytes);
 }
 
 int Inspect(const std::string& file, bool json) {
   auto header = ReadSafetensorsHeader(file);
   if (!header.ok()) {
     std::cerr << "invalid: " << header.status().message() << "\n";
-    return 1;
+    return header.status().IsNotFound() ? kExitError : kExitNotFound;
   }
+  auto entry = InspectEntryHeader(*header, file);
   if (json) {
     nlohmann::ordered_json j;
     j["file"] = file;
     j["header_bytes"] = header->header_length;
     j["data_bytes"] = header->data_bytes;
     j["metadata"] = header->metadata;
+    if (entry.ok()) {
+      j["layercache_entry"] = {
+          {"key", entry->key.ToString()},
+          {"checksum_algorithm", ChecksumAlgorithmName(entry->checksum_algorithm)},
+          {"checksum", entry->checksum}};
+    }
     j["tensors"] = nlohmann::ordered_json::array();
     for (const TensorInfo& t : header->tensors) {
       j["tensors"].push_back({{"name", t.name},
@@ -185,11 +238,10 @@ int Inspect(const std::string& file, bool json) {
                               {"data_offsets", {t.offset, t.offset + t.nbytes}}});
     }
     std::cout << j.dump(2) << "\n";
-    return 0;
+    return kExitOk;
   }
   std::cout << file << ": valid safetensors, " << header->tensors.size() << " tensors, "
             << header->data_bytes << " data bytes, header " << header->header_length << " bytes\n";
-  auto entry = InspectEntryHeader(*header, file);
   if (entry.ok()) {
     std::cout << "layercache entry for " << entry->key.ToString() << " ("
               << ChecksumAlgorithmName(entry->checksum_algorithm) << " " << entry->checksum
@@ -201,15 +253,15 @@ int Inspect(const std::string& file, bool json) {
               << std::setw(20) << Shape(t.shape) << "[" << t.offset << ", " << t.offset + t.nbytes
               << ")\n";
   }
-  return 0;
+  return kExitOk;
 }
 
 int Put(const Global& g, const std::string& model, int64_t layer_index, const std::string& file,
-        const std::string& quant) {
+        const std::string& quant, const std::string& revision) {
   auto layer = ReadSafetensorsFile(file);
   if (!layer.ok()) {
     std::cerr << "layercache: " << layer.status().message() << "\n";
-    return 1;
+    return kExitError;
   }
   LayerPtr to_cache = *layer;
   if (HasReservedMetadata((*layer)->metadata())) {
@@ -221,109 +273,194 @@ int Put(const Global& g, const std::string& model, int64_t layer_index, const st
                              StripReservedMetadata((*layer)->metadata()))
                    .value();
   }
-  LayerCache cache(g.options);
-  LayerKey key{model, layer_index, quant, ""};
+  LayerKey key{model, layer_index, quant, revision};
+  key.Validate();
+  LayerCache cache(ResolveOptions(g));
+  EvictionReport ev(cache);
   Status s = cache.cache_layer_status(key, to_cache);
   if (!s.ok()) {
     std::cerr << "layercache: " << s.message() << "\n";
-    return 1;
+    return s.code() == StatusCode::kInvalidArgument ? kExitUsage : kExitError;
+  }
+  const std::string evicted = ev.Describe(cache);
+  if (g.json) {
+    std::cout << nlohmann::ordered_json{{"cached", key.ToString()},
+                                        {"tensors", to_cache->num_tensors()},
+                                        {"bytes", to_cache->nbytes()},
+                                        {"evicted", ev.evicted_entries()},
+                                        {"evicted_bytes", ev.evicted_bytes()}}
+                     .dump(2)
+              << "\n";
+    return kExitOk;
   }
   std::cout << "cached " << key.ToString() << ": " << to_cache->num_tensors() << " tensors, "
-            << to_cache->nbytes() << " bytes\n";
-  return 0;
+            << HumanSize(to_cache->nbytes()) << "\n";
+  if (!evicted.empty()) std::cout << evicted << "\n";
+  return kExitOk;
 }
 
 int Get(const Global& g, const std::string& model, int64_t layer_index, const std::string& quant,
         const std::string& out) {
-  LayerCache cache(g.options);
+  LayerCache cache(ResolveOptions(g));
   LayerKey key{model, layer_index, quant, ""};
   LayerPtr layer = cache.get_layer(key);
   if (!layer) {
     std::cerr << "layercache: " << key.ToString() << " is not cached\n";
-    return 1;
+    return kExitNotFound;
   }
-  if (Status s = WriteSafetensorsFile(*layer, out); !s.ok()) {
+  const bool to_stdout = out == "-";
+  Status s =
+      to_stdout ? WriteSafetensorsToFd(*layer, STDOUT_FILENO) : WriteSafetensorsFile(*layer, out);
+  if (!s.ok()) {
     std::cerr << "layercache: " << s.message() << "\n";
-    return 1;
+    return s.code() == StatusCode::kInvalidArgument ? kExitUsage : kExitError;
   }
-  std::cout << "wrote " << key.ToString() << " to " << out << " (" << layer->nbytes()
-            << " bytes)\n";
-  return 0;
+  // The data went to stdout: the report goes to stderr.
+  (to_stdout ? std::cerr : std::cout)
+      << "wrote " << key.ToString() << " to " << (to_stdout ? "standard output" : out) << " ("
+      << layer->nbytes() << " bytes)\n";
+  return kExitOk;
 }
 
 std::vector<int64_t> ParseLayers(const std::string& spec) {
   std::vector<int64_t> out;
   if (spec.empty() || spec == "all") return out;
+  constexpr int64_t kMaxListed = 1'000'000;
+  const std::string usage =
+      "--layers \"" + spec + "\" is not a layer list; use all, 5, 0-27 or 0,3,5-7";
   size_t pos = 0;
   while (pos <= spec.size()) {
     const size_t comma = spec.find(',', pos);
     const std::string part =
         spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     const size_t dash = part.find('-');
-    try {
-      size_t used = 0;
-      if (dash == std::string::npos) {
-        out.push_back(std::stoll(part, &used));
-        if (used != part.size()) throw std::invalid_argument(part);
-      } else {
-        const int64_t a = std::stoll(part.substr(0, dash));
-        const int64_t b = std::stoll(part.substr(dash + 1), &used);
-        if (used != part.size() - dash - 1 || b < a) throw std::invalid_argument(part);
-        for (int64_t i = a; i <= b; ++i) out.push_back(i);
+    if (dash == std::string::npos) {
+      out.push_back(ParseIntInRange("--layers", part, 0, INT64_MAX));
+    } else {
+      if (dash == 0) throw std::invalid_argument("--layers: layer indices start at 0");
+      const int64_t a = ParseIntInRange("--layers", part.substr(0, dash), 0, INT64_MAX);
+      const int64_t b = ParseIntInRange("--layers", part.substr(dash + 1), 0, INT64_MAX);
+      if (b < a) throw std::invalid_argument(usage);
+      if (b - a >= kMaxListed) {
+        throw std::invalid_argument("--layers: a range may hold at most " +
+                                    std::to_string(kMaxListed) + " layers (got " + part + ")");
       }
-    } catch (const std::exception&) {
-      throw std::invalid_argument("--layers \"" + spec +
-                                  "\" is not a layer list; use all, 5, 0-27 or 0,3,5-7");
+      for (int64_t i = a; i <= b; ++i) out.push_back(i);
+    }
+    if (static_cast<int64_t>(out.size()) > kMaxListed) {
+      throw std::invalid_argument("--layers: at most " + std::to_string(kMaxListed) + " layers");
     }
     if (comma == std::string::npos) break;
     pos = comma + 1;
-  }
-  for (int64_t i : out) {
-    if (i < 0) throw std::invalid_argument("--layers: layer indices start at 0");
   }
   return out;
 }
 
 int Fetch(const Global& g, const FetchOptions& f, const DownloadOptions& d) {
-  LayerCache cache(g.options);
+  LayerCache cache(ResolveOptions(g));
+  EvictionReport ev(cache);
   const std::string model_id = f.model_id.empty() ? f.repo_id : f.model_id;
   std::vector<int64_t> layers = ParseLayers(f.layers);
   if (layers.empty()) {
     const int64_t n = cache.hub_num_layers(f.repo_id, f.filename, d);
     for (int64_t i = 0; i < n; ++i) layers.push_back(i);
   }
+  const bool chatty = !d.quiet && !g.json;
   for (int64_t i : layers) {
     LayerPtr layer = cache.download_and_cache(model_id, i, f.repo_id, f.filename, d);
-    if (d.quiet) continue;
+    if (!chatty) continue;
     std::cout << "layer " << i << ": " << layer->num_tensors() << " tensors, "
-              << Progress::HumanBytes(static_cast<double>(layer->nbytes())) << "\n";
+              << HumanSize(layer->nbytes()) << "\n";
   }
   if (f.non_layer) {
     LayerPtr extra = cache.download_non_layer_tensors(model_id, f.repo_id, f.filename, d);
-    if (!d.quiet) {
+    if (chatty) {
       std::cout << "non-layer tensors: " << extra->num_tensors() << " tensors, "
-                << Progress::HumanBytes(static_cast<double>(extra->nbytes())) << "\n";
+                << HumanSize(extra->nbytes()) << "\n";
     }
   }
   const CacheStats s = cache.get_stats();
+  const std::string evicted = ev.Describe(cache);
+  if (g.json) {
+    std::cout << nlohmann::ordered_json{{"repo_id", f.repo_id},
+                                        {"model_id", model_id},
+                                        {"layers", layers.size()},
+                                        {"bytes_downloaded", s.bytes_downloaded},
+                                        {"already_cached", s.memory_hits + s.disk_hits},
+                                        {"remote_hits", s.remote_hits},
+                                        {"evicted", ev.evicted_entries()},
+                                        {"evicted_bytes", ev.evicted_bytes()}}
+                     .dump(2)
+              << "\n";
+    return kExitOk;
+  }
   std::cout << "fetched " << layers.size() << " layers of " << f.repo_id << " ("
-            << Progress::HumanBytes(static_cast<double>(s.bytes_downloaded)) << " downloaded, "
-            << s.memory_hits + s.disk_hits << " already cached";
+            << HumanSize(s.bytes_downloaded) << " downloaded, " << s.memory_hits + s.disk_hits
+            << " already cached";
   if (s.remote_enabled) {
     std::cout << ", " << s.remote_hits << " from the cluster tier ("
-              << Progress::HumanBytes(static_cast<double>(s.bytes_from_remote)) << ")";
+              << HumanSize(s.bytes_from_remote) << ")";
     if (s.remote_errors > 0) std::cout << ", " << s.remote_errors << " Redis errors";
   }
   std::cout << ")\n";
-  return 0;
+  if (!evicted.empty()) std::cout << evicted << "\n";
+  return kExitOk;
 }
 
 int Import(const Global& g, const std::string& dir, const std::string& model_id,
            const std::string& layers, const std::string& pattern) {
-  LayerCache cache(g.options);
-  const size_t n = cache.import_checkpoint(dir, model_id, ParseLayers(layers), pattern);
+  const std::vector<int64_t> wanted = ParseLayers(layers);
+  LayerCache cache(ResolveOptions(g));
+  EvictionReport ev(cache);
+  const size_t n = cache.import_checkpoint(dir, model_id, wanted, pattern);
+  const std::string evicted = ev.Describe(cache);
+  if (g.json) {
+    std::cout << nlohmann::ordered_json{{"imported", n},
+                                        {"model_id", model_id},
+                                        {"evicted", ev.evicted_entries()},
+                                        {"evicted_bytes", ev.evicted_bytes()}}
+                     .dump(2)
+              << "\n";
+    return kExitOk;
+  }
   std::cout << "imported " << n << " entries of " << dir << " as " << model_id << "\n";
-  return 0;
+  if (!evicted.empty()) std::cout << evicted << "\n";
+  return kExitOk;
+}
+
+int Config(const Global& g, const std::vector<std::string>& sets) {
+  auto stored = ReadCacheSettings(g.options.cache_dir);
+  if (!stored.ok()) throw Error(stored.status());
+  const bool had = stored->has_value();
+  CacheSettings s = had ? **stored : CacheSettings::FromOptions(g.options);
+  for (const std::string& kv : sets) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos) {
+      throw std::invalid_argument("--set takes KEY=VALUE (got \"" + kv + "\")");
+    }
+    if (Status st = s.Set(kv.substr(0, eq), kv.substr(eq + 1)); !st.ok()) {
+      throw std::invalid_argument(st.message());
+    }
+  }
+  if (!sets.empty()) {
+    if (Status st = WriteCacheSettings(g.options.cache_dir, s); !st.ok()) throw Error(st);
+  }
+  if (g.json) {
+    nlohmann::ordered_json j = nlohmann::ordered_json::parse(s.ToJson());
+    j.erase("format");
+    j["stored"] = had || !sets.empty();
+    std::cout << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  if (!had && sets.empty()) {
+    std::cout << "# no settings stored in this cache; commands use no budget (never evict) "
+                 "until one is set with layercache config --set max_cache_size_gb=N\n";
+  }
+  for (const std::string& k : CacheSettings::Keys()) {
+    if (!had && sets.empty() && k == "max_cache_size_gb") continue;
+    std::cout << k << "=" << s.Get(k) << "\n";
+  }
+  return kExitOk;
 }
 
 }  // namespace layercache::cli

@@ -1,68 +1,141 @@
 // layercache: inspect and manage a layer cache from the shell.
+//
+// Exit codes, the same for every command (README "Exit codes"): 0 success;
+// 1 a miss or corruption found (get, verify, inspect); 2 bad arguments;
+// 3 any other error (I/O, network, an unreadable input file).
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "cli_args.h"
 #include "commands.h"
 #include "layercache/status.h"
+#include "layercache/version.h"
 #include "serve_command.h"
 
 int main(int argc, char** argv) {
   using namespace layercache;
-  CLI::App app{"layercache: a two-tier (memory + SSD) cache of model layers"};
+  using cli::AddDouble;
+  using cli::AddInt;
+  constexpr int64_t kMaxLayer = INT64_MAX;
+  CLI::App app{"layercache: a memory, SSD and Redis cache of model layers"};
   app.require_subcommand(1);
+  // Global options are accepted before or after the subcommand.
+  app.fallthrough();
+  app.set_version_flag("--version", std::string("layercache ") + LAYERCACHE_VERSION);
   cli::Global g;
   app.add_option("--cache-dir", g.options.cache_dir,
                  "cache directory (default: $LAYERCACHE_DIR or ~/.cache/nexus/layers)");
-  app.add_option("--max-cache-size-gb", g.options.max_cache_size_gb,
-                 "disk budget in GiB, enforced by put and optimize (default 50)");
-  std::string checksum = "xxh3-128";
-  app.add_option("--checksum", checksum, "checksum for new entries: xxh3-128, md5 or sha256");
-  app.add_flag("--compress", g.options.enable_compression,
-               "store new entries compressed (zstd, byte-grouped)");
-  app.add_option("--compression-level", g.options.compression_level, "1-9 (default 6)");
+  auto* budget_opt =
+      AddDouble(&app, "--max-cache-size-gb", &g.options.max_cache_size_gb, 0, 1048576, true,
+                "disk budget in GiB for this command only (default: the cache's "
+                "stored budget, see `layercache config`)");
+  auto* mem_opt = AddDouble(&app, "--max-memory-cache-size-gb", &g.options.max_memory_cache_size_gb,
+                            0, 1048576, false, "memory tier budget in GiB (default 2)");
+  std::string checksum;
+  auto* checksum_opt =
+      app.add_option("--checksum", checksum, "checksum for new entries: xxh3-128, md5 or sha256");
+  auto* compress_opt = app.add_flag("--compress", g.options.enable_compression,
+                                    "store new entries compressed (zstd, byte-grouped)");
+  auto* level_opt = AddInt(&app, "--compression-level", &g.options.compression_level, 1, 9,
+                           "zstd level of new compressed entries, 1-9");
   app.add_option("--remote", g.options.remote_urls,
                  "Redis of the cluster tier, redis://[user:password@]host:port; repeat for "
                  "Redis Cluster seeds (default: $LAYERCACHE_REMOTE)");
-  app.add_option("--remote-timeout-ms", g.options.remote_timeout_ms,
-                 "Redis connect and read timeout (default 1000)");
+  AddInt(&app, "--remote-timeout-ms", &g.options.remote_timeout_ms, 1, 3'600'000,
+         "Redis connect and read timeout (default 1000)");
+  app.add_flag("--json", g.json, "print JSON (reporting commands)");
 
   auto* stats = app.add_subcommand("stats", "print cache statistics");
   stats->add_flag("--json", g.json, "print JSON (the get_stats() shape)");
-  auto* ls = app.add_subcommand("ls", "list the cached layers");
+  cli::ListOptions lo;
+  auto* ls = app.add_subcommand("ls", "list the cached layers, with a per-model summary");
   ls->add_flag("--json", g.json, "print JSON");
-  app.add_subcommand("verify", "check every entry; lists corrupted ones and exits 1 if any");
-  app.add_subcommand("optimize",
-                     "remove corrupted entries, temp files and orphans; enforce the budget");
-  app.add_subcommand("clear", "remove every cached layer");
+  ls->add_option("--sort", lo.sort,
+                 "model (default), layer, size, accessed or created; :asc or :desc");
+  ls->add_option("--filter", lo.filters,
+                 "model=GLOB, quant=Q, revision=R, size>500M, size<1G, accessed>30d (not read "
+                 "for 30 days), accessed<1h; repeat to combine");
+  ls->add_flag("-q,--quiet", lo.quiet, "print entry ids only (for rm)");
+  ls->add_flag("--models", lo.models, "the per-model summary only");
+
+  std::string verify_model;
+  auto* verify = app.add_subcommand(
+      "verify", "check every entry (or one model's); lists corrupted ones and exits 1 if any");
+  verify->add_option("MODEL", verify_model, "only this model's entries");
+  verify->add_flag("--json", g.json, "print JSON");
+
+  cli::RemoveOptions ro;
+  std::string rm_quant, rm_revision;
+  auto* rm = app.add_subcommand("rm", "remove models, layers, revisions or quantizations");
+  rm->add_option("TARGETS", ro.targets, "model ids, or entry ids as ls -q prints")->required();
+  rm->add_option("--layers", ro.layers, "only these layers: 5, 0-27 or 0,3,5-7");
+  auto* rm_quant_opt =
+      rm->add_option("--quant", rm_quant, "only this quantization mode (none: unquantized)");
+  auto* rm_rev_opt = rm->add_option("--revision", rm_revision,
+                                    "only this revision (a commit prefix of 7+ characters)");
+  rm->add_flag("--dry-run", ro.dry_run, "list what would be removed, remove nothing");
+  rm->add_flag("-y,--yes", ro.yes, "do not ask for confirmation on a terminal");
+  rm->add_flag("--json", g.json, "print JSON");
+
+  cli::PruneOptions po;
+  auto* prune = app.add_subcommand(
+      "prune",
+      "remove old revisions no branch or tag refers to (the newest revision of a model is "
+      "kept) and, with --older-than, entries not read for that long");
+  prune->add_option("MODELS", po.models, "only these models (default: every model)");
+  prune->add_option("--older-than", po.older_than, "e.g. 30d, 12h, 2w");
+  prune->add_flag("--keep-revisions", po.keep_revisions,
+                  "with --older-than: do not remove old revisions");
+  prune->add_flag("--dry-run", po.dry_run, "list what would be removed, remove nothing");
+  prune->add_flag("-y,--yes", po.yes, "do not ask for confirmation on a terminal");
+  prune->add_flag("--json", g.json, "print JSON");
+
+  std::vector<std::string> config_sets;
+  auto* config = app.add_subcommand(
+      "config", "show the settings stored in the cache, or change them with --set KEY=VALUE");
+  config->add_option("--set", config_sets,
+                     "max_cache_size_gb, enable_compression, compression_level, "
+                     "checksum_algorithm or eviction_policy; repeatable");
+  config->add_flag("--json", g.json, "print JSON");
+  auto* optimize = app.add_subcommand(
+      "optimize", "remove corrupted entries, temp files and orphans; enforce the budget");
+  optimize->add_flag("--json", g.json, "print JSON");
+  auto* clear = app.add_subcommand("clear", "remove every cached layer");
+  clear->add_flag("--json", g.json, "print JSON");
 
   auto* inv = app.add_subcommand("invalidate", "remove a model's layers (or one layer)");
   std::string model;
   int64_t layer_value = 0;
   inv->add_option("MODEL", model, "model id")->required();
-  auto* layer_opt = inv->add_option("--layer", layer_value, "only this layer index");
+  auto* layer_opt = AddInt(inv, "--layer", &layer_value, 0, kMaxLayer, "only this layer index");
+  inv->add_flag("--json", g.json, "print JSON");
 
   auto* inspect = app.add_subcommand("inspect", "validate a safetensors file and list its tensors");
   std::string file;
-  bool inspect_json = false;
   inspect->add_option("FILE", file, "safetensors file")->required();
-  inspect->add_flag("--json", inspect_json, "print JSON");
+  inspect->add_flag("--json", g.json, "print JSON");
 
   std::string quant;
   int64_t layer = 0;
   auto* put = app.add_subcommand("put", "cache a layer read from a safetensors file");
   put->add_option("MODEL", model, "model id")->required();
-  put->add_option("LAYER", layer, "layer index")->required();
+  AddInt(put, "LAYER", &layer, 0, kMaxLayer, "layer index")->required();
   put->add_option("FILE", file, "safetensors file holding the layer's tensors")->required();
   put->add_option("--quant", quant, "quantization mode (part of the key)");
-  put->add_option("--max-cache-size-gb", g.options.max_cache_size_gb, "disk budget in GiB");
+  std::string revision;
+  put->add_option("--revision", revision, "revision (part of the key; default none)");
+  put->add_flag("--json", g.json, "print JSON");
 
   std::string out;
   auto* get =
       app.add_subcommand("get", "write a cached layer as a safetensors file (exit 1 on a miss)");
   get->add_option("MODEL", model, "model id")->required();
-  get->add_option("LAYER", layer, "layer index")->required();
+  AddInt(get, "LAYER", &layer, 0, kMaxLayer, "layer index")->required();
   get->add_option("--quant", quant, "quantization mode (part of the key)");
-  get->add_option("-o,--output", out, "output file")->required();
+  get->add_option("-o,--output", out,
+                  "output file; - for standard output. A regular file is replaced atomically; "
+                  "a device or FIFO is written in place; a symlink is written through")
+      ->required();
 
   cli::FetchOptions fo;
   DownloadOptions dl;
@@ -73,11 +146,12 @@ int main(int argc, char** argv) {
   fetch->add_option("--revision", dl.revision, "branch, tag or commit (default main)");
   fetch->add_option("--model-id", fo.model_id, "cache under this model id (default: the repo id)");
   fetch->add_option("--filename", fo.filename, "read this shard only");
-  fetch->add_option("--connections", dl.connections, "parallel connections (default 8)");
+  AddInt(fetch, "--connections", &dl.connections, 1, 64, "parallel connections (default 8)");
   fetch->add_option("--layer-pattern", dl.layer_pattern,
                     "e.g. decoder.block.{i}. (default: detected)");
   fetch->add_flag("--non-layer", fo.non_layer, "also fetch embeddings, final norm and lm_head");
   fetch->add_flag("--quiet", dl.quiet, "no progress bar");
+  fetch->add_flag("--json", g.json, "print JSON");
 
   std::string import_dir, import_model, import_layers = "all", import_pattern;
   std::string import_hf_cache, import_repo, import_revision = "main";
@@ -99,6 +173,7 @@ int main(int argc, char** argv) {
   import->add_option("--layers", import_layers, "all (default), 5, 0-27 or 0,3,5-7");
   import->add_option("--layer-pattern", import_pattern,
                      "e.g. model.layers.{i}. (default: detected)");
+  import->add_flag("--json", g.json, "print JSON");
 
   cli::ServeOptions so;
   auto* serve = app.add_subcommand(
@@ -115,40 +190,61 @@ int main(int argc, char** argv) {
           ->expected(0, 1);
   serve->add_option("--host", so.host,
                     "address to listen on (default 127.0.0.1: this machine only)");
-  serve->add_option("--port", so.port, "port 0-65535 (default 0: any free port)");
-  serve->add_option("--threads", so.threads, "requests served at once (default 16)");
-  serve->add_option("--max-connections", so.max_connections,
-                    "open connections; more are answered 503 (default 256)");
-  serve->add_option("--timeout", so.timeout_s,
-                    "seconds to receive a request (default 30; idle keep-alive: 15)");
+  AddInt(serve, "--port", &so.port, 0, 65535, "port 0-65535 (default 0: any free port)");
+  AddInt(serve, "--threads", &so.threads, 1, 1024, "requests served at once (default 16)");
+  AddInt(serve, "--max-connections", &so.max_connections, 1, 65536,
+         "open connections; more are answered 503 (default 256)");
+  AddInt(serve, "--timeout", &so.timeout_s, 1, 3600,
+         "seconds to receive a request (default 30; idle keep-alive: 15)");
   serve->add_option("--access-log", so.access_log,
                     "append one line per request to FILE (-: stdout)");
 
   cli::DemoOptions d;
   auto* demo =
       app.add_subcommand("demo", "stream a synthetic Llama-shaped model through the cache");
-  demo->add_option("--layers", d.layers, "number of decoder layers (default 12)");
-  demo->add_option("--hidden", d.hidden, "hidden size (default 768)");
-  demo->add_option("--intermediate", d.intermediate, "MLP size (default 2048)");
-  demo->add_option("--passes", d.passes, "forward passes (default 3: cold, disk-warm, memory-hot)");
+  AddInt(demo, "--layers", &d.layers, 1, 100000, "number of decoder layers (default 12)");
+  int64_t hidden = static_cast<int64_t>(d.hidden), inter = static_cast<int64_t>(d.intermediate);
+  AddInt(demo, "--hidden", &hidden, 1, 65536, "hidden size (default 768)");
+  AddInt(demo, "--intermediate", &inter, 1, 262144, "MLP size (default 2048)");
+  AddInt(demo, "--passes", &d.passes, 1, 1000,
+         "forward passes (default 3: cold, disk-warm, memory-hot)");
   demo->add_option("--workdir", d.workdir,
                    "where to put the model and cache (default: a temp dir)");
   demo->add_flag("--keep", d.keep, "keep the work directory afterwards");
 
-  CLI11_PARSE(app, argc, argv);
   try {
-    g.options.checksum_algorithm = ParseChecksumAlgorithm(checksum);
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);  // prints help, the version or the error
+    return code == 0 ? cli::kExitOk : cli::kExitUsage;
+  }
+  d.hidden = static_cast<uint64_t>(hidden);
+  d.intermediate = static_cast<uint64_t>(inter);
+  g.budget_given = budget_opt->count() > 0;
+  g.memory_budget_given = mem_opt->count() > 0;
+  g.compression_given = compress_opt->count() > 0;
+  g.level_given = level_opt->count() > 0;
+  g.checksum_given = checksum_opt->count() > 0;
+  try {
+    if (g.checksum_given) g.options.checksum_algorithm = ParseChecksumAlgorithm(checksum);
     if (*stats) return cli::Stats(g);
-    if (*ls) return cli::List(g);
-    if (app.got_subcommand("verify")) return cli::Verify(g);
-    if (app.got_subcommand("optimize")) return cli::Optimize(g);
-    if (app.got_subcommand("clear")) return cli::Clear(g);
+    if (*ls) return cli::List(g, lo);
+    if (*verify) return cli::Verify(g, verify_model);
+    if (*rm) {
+      if (rm_quant_opt->count()) ro.quant = rm_quant;
+      if (rm_rev_opt->count()) ro.revision = rm_revision;
+      return cli::Remove(g, ro);
+    }
+    if (*prune) return cli::Prune(g, po);
+    if (*config) return cli::Config(g, config_sets);
+    if (*optimize) return cli::Optimize(g);
+    if (*clear) return cli::Clear(g);
     if (*inv) {
       return cli::Invalidate(
           g, model, layer_opt->count() ? std::optional<int64_t>(layer_value) : std::nullopt);
     }
-    if (*inspect) return cli::Inspect(file, inspect_json);
-    if (*put) return cli::Put(g, model, layer, file, quant);
+    if (*inspect) return cli::Inspect(file, g.json);
+    if (*put) return cli::Put(g, model, layer, file, quant, revision);
     if (*get) return cli::Get(g, model, layer, quant, out);
     if (*demo) return cli::Demo(d);
     if (*fetch) return cli::Fetch(g, fo, dl);
@@ -169,10 +265,13 @@ int main(int argc, char** argv) {
     }
   } catch (const std::invalid_argument& e) {
     std::cerr << "layercache: " << e.what() << "\n";
-    return 2;
+    return cli::kExitUsage;
+  } catch (const Error& e) {
+    std::cerr << "layercache: " << e.what() << "\n";
+    return e.status().code() == StatusCode::kInvalidArgument ? cli::kExitUsage : cli::kExitError;
   } catch (const std::exception& e) {
     std::cerr << "layercache: " << e.what() << "\n";
-    return 1;
+    return cli::kExitError;
   }
-  return 0;
+  return cli::kExitOk;
 }

@@ -95,11 +95,13 @@ int ImportHfCache(const Global& g, const std::string& cache_dir, const std::stri
   auto snap = ResolveHfCacheRevision(*repo, revision);
   if (!snap.ok()) throw Error(snap.status());
   const std::string id = model_id.empty() ? repo_id : model_id;
-  LayerCache c(g.options);
+  LayerCache c(ResolveOptions(g));  // the cache's stored settings (commands.h)
+  EvictionReport ev(c);
   const size_t n =
       c.import_checkpoint(snap->dir, id, ParseLayers(layers), pattern, true, snap->commit);
   std::cout << "imported " << n << " entries of " << repo_id << " (commit " << snap->commit
             << ", from " << cache << ") as " << id << "\n";
+  if (const std::string evicted = ev.Describe(c); !evicted.empty()) std::cout << evicted << "\n";
   return 0;
 }
 

@@ -162,6 +162,9 @@ class LayerCache {
                           std::optional<int64_t> layer_index = std::nullopt);
   // Removes every cached layer from both tiers.
   void clear_cache();
+  // Removes the entry of exactly `key` (model, layer, quantization mode and
+  // revision) from both tiers; false when it was not cached.
+  bool remove_entry(const LayerKey& key);
 
   // Reads every disk entry and checks it; returns the corrupted ones (and
   // index rows whose file is missing). Changes nothing.

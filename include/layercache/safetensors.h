@@ -70,8 +70,13 @@ std::string SerializeSafetensorsHeader(const Layer& layer, const Metadata& metad
 // The whole file, byte-identical to the reference writer's output.
 std::vector<std::byte> SerializeSafetensors(const Layer& layer);
 
-// Writes the reference-identical file to `path` (through a temp file and a
-// rename, so that a reader never sees half a file).
+// Writes the reference-identical file to `path`. A new or regular file is
+// written through a temp file in its directory and a rename (a reader never
+// sees half a file); a character device or FIFO is written in place, never
+// replaced; a symbolic link is written through; a directory, block device or
+// socket is refused (kInvalidArgument).
 Status WriteSafetensorsFile(const Layer& layer, const std::string& path);
+// Writes the same bytes to an open descriptor (e.g. 1 for standard output).
+Status WriteSafetensorsToFd(const Layer& layer, int fd);
 
 }  // namespace layercache

@@ -42,6 +42,8 @@ try:
 except ImportError:
     torch = None
 
+__version__ = _core.__version__
+
 __all__ = ["LayerCache", "LayerTensors", "get_layer_cache", "reset_layer_cache"]
 
 _NUMPY_DTYPES = {

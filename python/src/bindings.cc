@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "layercache/layer_cache.h"
+#include "layercache/version.h"
 
 namespace py = pybind11;
 using namespace layercache;
@@ -342,6 +343,7 @@ PyMethodDef kGetLayerDef = {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "layercache C++ core";
+  m.attr("__version__") = LAYERCACHE_VERSION;
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);

@@ -676,6 +676,15 @@ Result<size_t> DiskTier::Invalidate(const std::optional<std::string>& model_id,
   return removed;
 }
 
+Result<bool> DiskTier::RemoveKey(const LayerKey& key) {
+  const std::string digest = key.Digest();
+  auto lock = LockDigest(digest);
+  if (!lock.ok()) return lock.status();
+  const bool present = env_->Stat(EntryPath(digest)).ok();
+  if (Status s = RemoveLocked(digest); !s.ok()) return s;
+  return present;
+}
+
 Status DiskTier::Clear() {
   auto removed = Invalidate(std::nullopt, std::nullopt);
   if (!removed.ok()) return removed.status();

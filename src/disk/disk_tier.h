@@ -59,6 +59,8 @@ class DiskTier {
 
   Result<size_t> Invalidate(const std::optional<std::string>& model_id,
                             const std::optional<int64_t>& layer_index);
+  // Removes the entry of exactly `key` (all four fields); false when absent.
+  Result<bool> RemoveKey(const LayerKey& key);
   Status Clear();
   Result<std::vector<CorruptEntry>> Verify();
   Result<OptimizeReport> Optimize();

@@ -2,6 +2,7 @@
 
 #include "format/safetensors_io.h"
 #include "io/env.h"
+#include "io/output_file.h"
 #include "layercache/safetensors.h"
 
 namespace layercache {
@@ -110,10 +111,20 @@ std::vector<std::byte> SerializeSafetensors(const Layer& layer) {
 Status WriteSafetensorsFile(const Layer& layer, const std::string& path) {
   const std::string header = SerializeSafetensorsHeader(layer, layer.metadata());
   const auto prefix = EncodeHeaderLength(header.size());
-  return WriteFileAtomically(
+  return WriteUserFile(
       Env::Default(), path,
       {std::span<const std::byte>(prefix), std::as_bytes(std::span<const char>(header)),
        std::span<const std::byte>(layer.data(), layer.nbytes())});
+}
+
+Status WriteSafetensorsToFd(const Layer& layer, int fd) {
+  const std::string header = SerializeSafetensorsHeader(layer, layer.metadata());
+  const auto prefix = EncodeHeaderLength(header.size());
+  return WriteAllToFd(
+      fd,
+      {std::span<const std::byte>(prefix), std::as_bytes(std::span<const char>(header)),
+       std::span<const std::byte>(layer.data(), layer.nbytes())},
+      "file descriptor " + std::to_string(fd));
 }
 
 }  // namespace layercache
