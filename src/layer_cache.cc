@@ -3,9 +3,11 @@
 #include <unistd.h>
 
 #include <array>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -217,20 +219,37 @@ class LayerCache::Impl {
 
   // The load of `key` already in flight, or, when there is none, an invalid
   // future after registering `promise` as the one: the caller leads the load
-  // and must fulfil `promise` and erase the flight.
+  // and must fulfil `promise` and erase the flight (EndFlight). A flight that
+  // began before a put or invalidation of the key completed (an older
+  // generation) is not joined: its result may be older than what the caller
+  // was told; the caller then loads on its own (*registered false).
   std::shared_future<Result<LayerPtr>> JoinOrLead(const LayerKey& key,
-                                                  std::promise<Result<LayerPtr>>* promise) {
+                                                  std::promise<Result<LayerPtr>>* promise,
+                                                  uint64_t generation, bool* registered) {
     std::lock_guard lock(flights_mu_);
     auto it = flights_.find(key);
-    if (it != flights_.end()) return it->second;
-    flights_.emplace(key, promise->get_future().share());
+    *registered = false;
+    if (it != flights_.end()) {
+      if (it->second.generation == generation) return it->second.result;
+      return {};
+    }
+    flights_.emplace(key, Flight{promise->get_future().share(), generation});
+    *registered = true;
     return {};
+  }
+  void EndFlight(const LayerKey& key, bool registered) {
+    if (!registered) return;
+    std::lock_guard lock(flights_mu_);
+    flights_.erase(key);
   }
 
   // Disk (or an in-flight load of the same key), single-flight.
   LayerPtr GetSlow(const LayerKey& key) {
     std::promise<Result<LayerPtr>> promise;
-    std::shared_future<Result<LayerPtr>> wait_for = JoinOrLead(key, &promise);
+    const uint64_t generation = Generation(key);
+    bool registered = false;
+    std::shared_future<Result<LayerPtr>> wait_for =
+        JoinOrLead(key, &promise, generation, &registered);
     CounterSlot& c = Slot();
     if (wait_for.valid()) {
       Result<LayerPtr> r = wait_for.get();
@@ -252,12 +271,9 @@ class LayerCache::Impl {
         StoreLocally(key, *read, nullptr);
       }
     }
-    if (read.ok() && !from_remote) Promote(key, *read);
+    if (read.ok() && !from_remote) Promote(key, *read, generation);
     promise.set_value(read.ok() ? Result<LayerPtr>(*read) : Result<LayerPtr>(read.status()));
-    {
-      std::lock_guard lock(flights_mu_);
-      flights_.erase(key);
-    }
+    EndFlight(key, registered);
     if (read.ok()) {
       if (!from_remote) c.disk_hits.fetch_add(1, std::memory_order_relaxed);
       c.bytes_served.fetch_add((*read)->nbytes(), std::memory_order_relaxed);
@@ -310,6 +326,7 @@ class LayerCache::Impl {
   Status Put(const LayerKey& key, const LayerPtr& layer, const FileLock* held = nullptr) {
     key.Validate();
     CheckLayer(layer);
+    ForgetWriteBack(key);
     Status s = disk_->Put(key, layer, held);
     Promote(key, layer);
     if (s.ok()) {
@@ -322,21 +339,22 @@ class LayerCache::Impl {
 
   Result<LayerPtr> GetOrLoad(const LayerKey& key, const Loader& loader) {
     std::promise<Result<LayerPtr>> promise;
+    bool registered = false;
+    uint64_t generation = 0;
     for (;;) {
       if (LayerPtr layer = Get(LayerKeyRef(key))) return layer;
-      std::shared_future<Result<LayerPtr>> wait_for = JoinOrLead(key, &promise);
-      if (!wait_for.valid()) break;  // we are the leader
+      generation = Generation(key);
+      std::shared_future<Result<LayerPtr>> wait_for =
+          JoinOrLead(key, &promise, generation, &registered);
+      if (!wait_for.valid()) break;  // we are the leader (or load alone)
       Result<LayerPtr> r = wait_for.get();
       // Another caller's disk read that missed: look again (and perhaps lead).
       if (!r.ok() && r.status().IsNotFound()) continue;
       return r;
     }
-    auto finish = [&] {
-      std::lock_guard lock(flights_mu_);
-      flights_.erase(key);
-    };
+    auto finish = [&] { EndFlight(key, registered); };
     try {
-      Result<LayerPtr> result = LoadAsLeader(key, loader);
+      Result<LayerPtr> result = LoadAsLeader(key, loader, generation);
       promise.set_value(result);
       finish();
       return result;
@@ -366,21 +384,30 @@ class LayerCache::Impl {
     if (model_id && model_id->empty()) {
       throw std::invalid_argument("model_id is empty; pass a model name, or nothing to clear all");
     }
-    memory_->EraseIf([&](const LayerKey& k) {
+    auto matches = [&](const LayerKey& k) {
       return !model_id ||
              (k.model_id == *model_id && (!layer_index || k.layer_index == *layer_index));
-    });
+    };
+    // No write-back of these keys from here on; then disk, then memory: a
+    // read of the disk that began before is not promoted afterwards (its
+    // generation is gone), one promoted before is erased here.
+    BumpAllGenerations(matches);
     auto removed = disk_->Invalidate(model_id, layer_index);
     if (!removed.ok()) throw Error(removed.status());
     if (!model_id) {
       if (Status s = disk_->Clear(); !s.ok()) throw Error(s);
     }
+    BumpAllGenerations(matches);
+    memory_->EraseIf(matches);
     return *removed;
   }
 
   void Clear() {
-    memory_->Clear();
+    auto all = [](const LayerKey&) { return true; };
+    BumpAllGenerations(all);
     if (Status s = disk_->Clear(); !s.ok()) throw Error(s);
+    BumpAllGenerations(all);
+    memory_->Clear();
   }
 
   std::vector<CorruptEntry> Verify() {
@@ -475,27 +502,82 @@ class LayerCache::Impl {
   const std::string& cache_dir() const { return cache_dir_; }
 
  private:
-  // Puts `layer` in the memory tier; layers pushed out that are no longer on
-  // disk are written back there (the seed's "memory cache evicts to disk").
-  void Promote(const LayerKey& key, const LayerPtr& layer) {
+  // Versions in memory never go back in time (tests/versioned_stress_test.cc):
+  // each key (by stripe) has a generation that every put and invalidation
+  // bumps when it updates the memory tier. A layer read from disk goes into
+  // memory only if its key's generation did not move since the read began;
+  // else a put or invalidation completed meanwhile, and the read may be older.
+  struct alignas(64) Stripe {
+    std::mutex mu;
+    uint64_t generation = 0;
+    // The layers in memory that may be written back to disk when evicted:
+    // an invalidation removes its keys' records before it removes their
+    // files (and a write-back happens under this lock), so a layer it
+    // invalidated is never written back.
+    std::unordered_map<LayerKey, const Layer*, LayerKeyHash> write_back;
+  };
+  static constexpr size_t kStripes = 64;
+  Stripe& StripeOf(const LayerKey& key) { return stripes_[LayerKeyHash()(key) % kStripes]; }
+  uint64_t Generation(const LayerKey& key) {
+    Stripe& s = StripeOf(key);
+    std::lock_guard lock(s.mu);
+    return s.generation;
+  }
+  // Before a new version of `key` is written: the old one in memory must not
+  // be written back over it (a write-back in progress finishes first).
+  void ForgetWriteBack(const LayerKey& key) {
+    Stripe& s = StripeOf(key);
+    std::lock_guard lock(s.mu);
+    s.write_back.erase(key);
+  }
+  void BumpAllGenerations(const std::function<bool(const LayerKey&)>& invalidated) {
+    for (Stripe& s : stripes_) {
+      std::lock_guard lock(s.mu);
+      ++s.generation;
+      std::erase_if(s.write_back, [&](const auto& kv) { return invalidated(kv.first); });
+    }
+  }
+  // Puts `layer` in the memory tier: a put's layer (read_at empty), or one
+  // read from a lower tier when the generation of its key was `*read_at`.
+  // Layers pushed out that are no longer on disk are written back there (the
+  // seed's "memory cache evicts to disk") unless invalidated meanwhile in this
+  // process. Across processes this can bring back a layer that another
+  // process invalidated (this memory tier is not told): docs/RELIABILITY.md.
+  void Promote(const LayerKey& key, const LayerPtr& layer,
+               std::optional<uint64_t> read_at = std::nullopt) {
     MemoryTier::Evicted evicted;
-    memory_->Insert(key, layer, &evicted);
+    {
+      Stripe& s = StripeOf(key);
+      std::lock_guard lock(s.mu);
+      if (read_at) {
+        if (s.generation != *read_at) return;  // a put or invalidation came after the read
+      } else {
+        ++s.generation;
+      }
+      memory_->Insert(key, layer, &evicted);
+      s.write_back[key] = layer.get();
+    }
     for (const auto& [k, l] : evicted) {
+      Stripe& s = StripeOf(k);
+      std::lock_guard lock(s.mu);
+      auto it = s.write_back.find(k);
+      if (it == s.write_back.end() || it->second != l.get()) continue;  // invalidated since
+      s.write_back.erase(it);
       if (disk_->Contains(k)) continue;
-      if (Status s = disk_->Put(k, l); !s.ok()) {
+      if (Status st = disk_->Put(k, l); !st.ok()) {
         LogWarn("layer " + k.ToString() +
-                " evicted from memory could not be written to disk: " + s.message());
+                " evicted from memory could not be written to disk: " + st.message());
       }
     }
   }
 
-  Result<LayerPtr> LoadAsLeader(const LayerKey& key, const Loader& loader) {
+  Result<LayerPtr> LoadAsLeader(const LayerKey& key, const Loader& loader, uint64_t generation) {
     auto lock = disk_->LockKey(key);
     if (!lock.ok()) return lock.status();
     // Another process may have filled the key while we waited for its lock.
     auto read = disk_->Get(key);
     if (read.ok()) {
-      Promote(key, *read);
+      Promote(key, *read, generation);
       return std::move(*read);
     }
     // The cluster tier: one node loads from the source under a lease; the
@@ -539,7 +621,9 @@ class LayerCache::Impl {
 
   // A layer from the remote tier goes to the local tiers.
   void StoreLocally(const LayerKey& key, const LayerPtr& layer, const FileLock* held) {
-    if (Status s = disk_->Put(key, layer, held); !s.ok()) {
+    ForgetWriteBack(key);
+    Status s = disk_->Put(key, layer, held);
+    if (!s.ok()) {
       disk_write_errors_.fetch_add(1, std::memory_order_relaxed);
       LogWarn(s.message() + " (the layer is served from memory)");
     }
@@ -554,8 +638,13 @@ class LayerCache::Impl {
   std::unique_ptr<ModelRefs> refs_;
   std::unique_ptr<RemoteTier> remote_;  // null without remote_urls
 
+  struct Flight {
+    std::shared_future<Result<LayerPtr>> result;
+    uint64_t generation = 0;
+  };
   std::mutex flights_mu_;
-  std::unordered_map<LayerKey, std::shared_future<Result<LayerPtr>>, LayerKeyHash> flights_;
+  std::unordered_map<LayerKey, Flight, LayerKeyHash> flights_;
+  std::array<Stripe, kStripes> stripes_;
 
   // Hit and miss counters, striped over cache lines so that threads do not
   // contend on them; summed by get_stats().
