@@ -326,18 +326,30 @@ void HubServer::HandleFile(const Request& req, Response& res, const Repo& repo,
                            const std::string& repo_id, const std::vector<std::string>& segs,
                            size_t at) const {
   const bool raw = segs[at] == "raw";
-  const std::string& rev = segs[at + 1];
+  std::string rev = segs[at + 1];
+  size_t path_at = at + 2;
   std::string commit;
   if (auto r = repo.refs.find(rev); r != repo.refs.end()) {
     commit = r->second;
   } else if (repo.commits.count(rev) != 0) {
     commit = rev;
   } else {
-    return HubError(res, 404, "RevisionNotFound", "Invalid rev id: " + rev);
+    // A ref with '/' sent unencoded (resolve/refs/pr/1/config.json): the
+    // longest served ref the segments spell.
+    std::string joined = rev;
+    for (size_t i = at + 2; i + 1 < segs.size(); ++i) {
+      joined += "/" + segs[i];
+      if (auto ref = repo.refs.find(joined); ref != repo.refs.end()) {
+        rev = joined;
+        commit = ref->second;
+        path_at = i + 1;
+      }
+    }
+    if (commit.empty()) return HubError(res, 404, "RevisionNotFound", "Invalid rev id: " + rev);
   }
   const RepoSnapshot& snap = *repo.commits.at(commit);
   std::string path;
-  for (size_t i = at + 2; i < segs.size(); ++i) path += (i > at + 2 ? "/" : "") + segs[i];
+  for (size_t i = path_at; i < segs.size(); ++i) path += (i > path_at ? "/" : "") + segs[i];
   const auto file = snap.files.find(path);
   if (file == snap.files.end()) {
     return HubError(res, 404, "EntryNotFound",
@@ -416,7 +428,7 @@ void HubServer::HandleApi(const Request& req, Response& res,
     n = 2;
   const std::string repo_id = n == 2 ? segs[2] + "/" + segs[3] : segs[2];
   std::vector<std::string> rest(segs.begin() + 2 + static_cast<std::ptrdiff_t>(n), segs.end());
-  if (!rest.empty() && rest.back().empty() && rest.size() > 1 && rest[0] != "tree")
+  if (!rest.empty() && rest.back().empty() && (rest.size() == 1 || rest[0] != "tree"))
     rest.pop_back();  // a trailing '/'
   enum { kInfo, kTree, kPathsInfo, kRefs } route;
   if (rest.empty() || (rest.size() == 2 && rest[0] == "revision")) {

@@ -33,6 +33,8 @@ def hf_cache(mirror, models, tmp_path_factory):
     assert new != old
     # huggingface_hub writes refs/<name> for a named revision.
     (cache / "models--org--tiny" / "refs" / "v1").write_text(old)
+    (cache / "models--org--tiny" / "refs" / "refs" / "pr").mkdir(parents=True)
+    (cache / "models--org--tiny" / "refs" / "refs" / "pr" / "1").write_text(old)
     assert (cache / "models--org--tiny" / "refs" / "main").read_text() == new
     return {"dir": cache, "old": old, "new": new, "newer_dir": newer}
 
@@ -45,7 +47,8 @@ def cache_mirror(hf_cache, tmp_path_factory):
 
 
 def test_serve_keeps_the_caches_commits(cache_mirror, hf_cache):
-    assert cache_mirror.revisions["org/tiny"] == {"main": hf_cache["new"], "v1": hf_cache["old"]}
+    assert cache_mirror.revisions["org/tiny"] == {"main": hf_cache["new"], "v1": hf_cache["old"],
+                                                  "refs/pr/1": hf_cache["old"]}
     assert set(cache_mirror.revisions) == {"org/tiny", "org/sharded"}
 
 
@@ -155,3 +158,21 @@ def test_links_out_of_the_repository_are_not_served(hf_cache, tmp_path):
         assert not api.file_exists("org/tiny", "leak.txt")
     finally:
         m.stop()
+
+
+def test_a_ref_with_slashes(cache_mirror, hf_cache, models, tmp_path):
+    path = hf_hub_download("org/tiny", "README.md", revision="refs/pr/1",
+                           endpoint=cache_mirror.endpoint, cache_dir=tmp_path)
+    assert open(path, "rb").read() == (models["org/tiny"] / "README.md").read_bytes()
+    assert HfApi(endpoint=cache_mirror.endpoint).model_info("org/tiny", revision="refs/pr/1").sha == hf_cache["old"]
+    # Sent unencoded, as some clients do.
+    import http.client
+    conn = http.client.HTTPConnection(cache_mirror.host, cache_mirror.port, timeout=30)
+    conn.request("GET", "/org/tiny/resolve/refs/pr/1/README.md")
+    r = conn.getresponse()
+    assert r.status == 200 and r.read() == (models["org/tiny"] / "README.md").read_bytes()
+    assert r.getheader("X-Repo-Commit") == hf_cache["old"]
+    conn.request("GET", "/api/models/org/tiny/")  # trailing slash
+    r = conn.getresponse()
+    assert r.status == 200 and json.loads(r.read())["sha"] == hf_cache["new"]
+    conn.close()
