@@ -20,7 +20,11 @@
 // are themselves quantized: offset = their mean, (absmax - offset) in blocks of
 // 256 with bitsandbytes' signed 8-bit dynamic map (nearest code as its CUDA
 // kernel's dQuantize decides), giving uint8 codes plus a float32 absmax per
-// 256 values.
+// 256 values. Two documented differences from bitsandbytes' CPU backend in
+// this nested step only: it sums the mean in float32 (ours in double, so the
+// offset can differ in the last bit), and it picks codes through a 65536-bin
+// lookup table, which differs from the exact nearest code for a few tenths
+// of a percent of the absmax values (by one code step).
 //
 // Tensors written for a weight W called "<name>" (transformers' names for a
 // bitsandbytes Linear4bit weight):
@@ -34,8 +38,9 @@
 //       "shape": [4096, 4096]} (+ "nested_blocksize", "nested_dtype", "nested_offset")
 //
 // INT8 (mode "int8"): per output row SCB = max |W[row, :]| (float32) and
-// W_int8 = round_half_even(W * (127 / SCB)) in float32, as bitsandbytes'
-// int8_vectorwise_quant. A row of zeros stores SCB 0 and zeros. Tensors, as
+// W_int8 = round_half_even(W * m) in float32 with m = 127 * (1 / SCB), exactly
+// as bitsandbytes' int8_vectorwise_quant computes `A * (127.0 / row_stats)`
+// in PyTorch (which evaluates 127 / t as t.reciprocal() * 127). A row of zeros stores SCB 0 and zeros. Tensors, as
 // bitsandbytes' Linear8bitLt state_dict names them: "<module>.weight" (I8,
 // same shape), "<module>.SCB" (F32 [rows]) and "<module>.weight_format" (U8
 // scalar 0, row-major).

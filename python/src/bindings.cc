@@ -17,6 +17,8 @@
 namespace py = pybind11;
 using namespace layercache;
 
+void RegisterQuantBindings(py::module_& m);  // quant_bindings.cc
+
 namespace {
 
 // A cached layer, kept alive by every buffer handed out from it.
@@ -655,4 +657,6 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("verify_tls", &DownloadOptions::verify_tls)
       .def_readwrite("ca_bundle", &DownloadOptions::ca_bundle)
       .def_readwrite("max_retries", &DownloadOptions::max_retries);
+
+  RegisterQuantBindings(m);
 }

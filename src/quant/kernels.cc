@@ -210,7 +210,8 @@ uint64_t ScalarInt8Quantize(DType dtype, const void* in, uint64_t cols, uint64_t
       m = std::max(m, std::fabs(v));
     }
     scb[r] = m;
-    const float mult = m == 0.0f ? 0.0f : 127.0f / m;
+    const float mult =
+        m == 0.0f ? 0.0f : 127.0f * (1.0f / m);  // torch: 127 / t == t.reciprocal() * 127
     for (uint64_t c = 0; c < cols; ++c) {
       const float q = std::nearbyint(LoadScalar(dtype, in, s + c) * mult);  // half to even
       out[s + c] = static_cast<int8_t>(q);
@@ -431,7 +432,7 @@ LC_AVX2 uint64_t Avx2Int8Quantize(DType dtype, const void* in, uint64_t cols, ui
     m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
     const float m = _mm_cvtss_f32(m4);
     scb[r] = m;
-    const __m256 mult = _mm256_set1_ps(m == 0.0f ? 0.0f : 127.0f / m);
+    const __m256 mult = _mm256_set1_ps(m == 0.0f ? 0.0f : 127.0f * (1.0f / m));
     for (uint64_t c = 0; c < cols; c += 8) {
       const __m256 x = _mm256_mul_ps(Load8(dtype, in, s + c), mult);
       const __m256i q =
