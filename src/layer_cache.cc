@@ -95,6 +95,11 @@ class LayerCache::Impl {
     key.model_id = std::string(model_id);
     key.layer_index = non_layer ? 0 : layer_index;
     key.quantization_mode = non_layer ? kNonLayerQuantizationMode : "";
+    const bool quantize = !non_layer && options.quantize.has_value();
+    if (quantize) {
+      options.quantize->Validate();
+      key.quantization_mode = std::string(quant::QuantModeName(options.quantize->mode));
+    }
     key.Validate();
     if (Status s = CheckRepoId(repo_id); !s.ok()) throw std::invalid_argument(s.message());
     if (options.connections < 1 || options.connections > 64) {
@@ -132,6 +137,7 @@ class LayerCache::Impl {
                          : (*model)->DownloadLayer(layer_index, options.connections, options.quiet);
       if (!d.ok()) return d.status();
       RecordDownload(d->payload_bytes);
+      if (quantize) return quant::QuantizeLayer(*d->layer, *options.quantize);
       return d->layer;
     });
     if (result.ok()) NoteModel(key, revision, **model);

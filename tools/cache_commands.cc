@@ -17,6 +17,7 @@
 
 #include "cli_args.h"
 #include "commands.h"
+#include "quant_cli.h"
 
 namespace layercache::cli {
 namespace {
@@ -366,6 +367,7 @@ int List(const Global& g, const ListOptions& o) {
             << (models.size() == 1 ? "" : "s") << ", " << HumanSize(total_bytes) << " on disk";
   if (entries.size() != all.size()) std::cout << " (" << all.size() << " in the cache)";
   std::cout << "\n";
+  PrintModeSummary(entries, std::cout);
   return kExitOk;
 }
 

@@ -94,6 +94,7 @@ int Stats(const Global& g) {
     std::printf("On disk: %s holding %s of tensors (compression ratio %.2f)\n",
                 HumanSize(s.disk_cache_bytes).c_str(),
                 HumanSize(s.disk_cache_logical_bytes).c_str(), s.disk_compression_ratio());
+    PrintModeSummary(cache.list_entries(), std::cout);
   }
   return DescribeRemote(g);
 }
@@ -257,7 +258,7 @@ int Inspect(const std::string& file, bool json) {
 }
 
 int Put(const Global& g, const std::string& model, int64_t layer_index, const std::string& file,
-        const std::string& quant, const std::string& revision) {
+        const std::string& quant, const std::string& revision, const QuantFlags& qf) {
   auto layer = ReadSafetensorsFile(file);
   if (!layer.ok()) {
     std::cerr << "layercache: " << layer.status().message() << "\n";
@@ -273,6 +274,12 @@ int Put(const Global& g, const std::string& model, int64_t layer_index, const st
                              StripReservedMetadata((*layer)->metadata()))
                    .value();
   }
+  auto prepared = PrepareForPut(to_cache, quant, qf);
+  if (!prepared.ok()) {
+    std::cerr << "layercache: " << prepared.status().message() << "\n";
+    return kExitUsage;
+  }
+  to_cache = *prepared;
   LayerKey key{model, layer_index, quant, revision};
   key.Validate();
   LayerCache cache(ResolveOptions(g));

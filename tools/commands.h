@@ -9,6 +9,7 @@
 
 #include "layercache/layer_cache.h"
 #include "layercache/options.h"
+#include "quant_cli.h"
 
 namespace layercache::cli {
 
@@ -54,7 +55,7 @@ int Clear(const Global& g);
 int Invalidate(const Global& g, const std::string& model, std::optional<int64_t> layer);
 int Inspect(const std::string& file, bool json);
 int Put(const Global& g, const std::string& model, int64_t layer, const std::string& file,
-        const std::string& quant, const std::string& revision);
+        const std::string& quant, const std::string& revision, const QuantFlags& qf = {});
 int Get(const Global& g, const std::string& model, int64_t layer, const std::string& quant,
         const std::string& out);
 

@@ -121,7 +121,12 @@ int main(int argc, char** argv) {
   put->add_option("MODEL", model, "model id")->required();
   AddInt(put, "LAYER", &layer, 0, kMaxLayer, "layer index")->required();
   put->add_option("FILE", file, "safetensors file holding the layer's tensors")->required();
-  put->add_option("--quant", quant, "quantization mode (part of the key)");
+  put->add_option("--quant", quant, "quantization mode (part of the key): nf4, int8 or a label");
+  cli::QuantFlags qf;
+  put->add_flag("--quantize", qf.quantize,
+                "quantize the file's layer with --quant (nf4 or int8) before caching it");
+  put->add_option("--blocksize", qf.blocksize, "nf4 block size (default 64)");
+  put->add_flag("--double-quant", qf.double_quant, "nf4: quantize the absmax values too");
   std::string revision;
   put->add_option("--revision", revision, "revision (part of the key; default none)");
   put->add_flag("--json", g.json, "print JSON");
@@ -151,6 +156,12 @@ int main(int argc, char** argv) {
                     "e.g. decoder.block.{i}. (default: detected)");
   fetch->add_flag("--non-layer", fo.non_layer, "also fetch embeddings, final norm and lm_head");
   fetch->add_flag("--quiet", dl.quiet, "no progress bar");
+  std::string fetch_quant;
+  cli::QuantFlags fetch_qf;
+  fetch->add_option("--quant", fetch_quant,
+                    "quantize each layer (nf4 or int8) before caching it; cached under that mode");
+  fetch->add_option("--blocksize", fetch_qf.blocksize, "nf4 block size (default 64)");
+  fetch->add_flag("--double-quant", fetch_qf.double_quant, "nf4: quantize the absmax values too");
   fetch->add_flag("--json", g.json, "print JSON");
 
   std::string import_dir, import_model, import_layers = "all", import_pattern;
@@ -244,10 +255,13 @@ int main(int argc, char** argv) {
           g, model, layer_opt->count() ? std::optional<int64_t>(layer_value) : std::nullopt);
     }
     if (*inspect) return cli::Inspect(file, g.json);
-    if (*put) return cli::Put(g, model, layer, file, quant, revision);
+    if (*put) return cli::Put(g, model, layer, file, quant, revision, qf);
     if (*get) return cli::Get(g, model, layer, quant, out);
     if (*demo) return cli::Demo(d);
-    if (*fetch) return cli::Fetch(g, fo, dl);
+    if (*fetch) {
+      if (!fetch_quant.empty()) dl.quantize = cli::QuantConfigFor(fetch_quant, fetch_qf);
+      return cli::Fetch(g, fo, dl);
+    }
     if (*import) {
       if (import_hf->count() > 0) {
         if (import_repo.empty() || !import_dir.empty())

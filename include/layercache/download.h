@@ -1,7 +1,10 @@
 // How LayerCache::download_and_cache() and friends reach the Hugging Face Hub.
 #pragma once
 
+#include <optional>
 #include <string>
+
+#include "layercache/quantization.h"
 
 namespace layercache {
 
@@ -18,6 +21,10 @@ struct DownloadOptions {
   // $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE, else the system's store.
   std::string ca_bundle;
   int max_retries = 5;  // per request, with exponential backoff
+  // Quantize each downloaded layer (nf4 / int8, layercache/quantization.h)
+  // before it is cached: the unquantized bytes never reach a tier, and the
+  // entry's key carries the mode ("nf4", "int8"). nullopt: cache as published.
+  std::optional<quant::QuantConfig> quantize;
 };
 
 // The quantization_mode under which download_non_layer_tensors() and
