@@ -304,53 +304,6 @@ def test_quantized_llama_layer_forward_is_close_to_bf16():
         assert set(q.state_dict()) >= {"q_proj.weight", "q_proj.weight.absmax"} if cfg.mode == "nf4" else True
 
 
-def test_cache_round_trip_and_mode_check(tmp_path):
-    cache = layercache.LayerCache(cache_dir=str(tmp_path / "c"))
-    layer = llama_layer(1)
-    q = Q.quantize_layer(layer, Q.get_nf4_config())
-    assert cache.cache_layer("m", 0, q, quantization_mode="nf4")
-    got = cache.get_layer("m", 0, quantization_mode="nf4")
-    assert got is not None
-    tensors = dict(got.state_dict()) if isinstance(got, torch.nn.Module) else dict(got)
-    for name, t in q.state_dict().items():
-        assert torch.equal(tensors[name], t), name
-    md = getattr(got, "metadata", None) or {}
-    info = Q.quantization_info(got) or Q.quantization_info(md)
-    assert info["mode"] == "nf4" and "q_proj.weight" in info["tensors"]
-
-
-def test_exported_file_reloads_equal(tmp_path):
-    cli = os.environ.get("LAYERCACHE_CLI")
-    if not cli:
-        pytest.skip("LAYERCACHE_CLI is not set (ctest sets it)")
-    cache_dir = tmp_path / "c"
-    cache = layercache.LayerCache(cache_dir=str(cache_dir))
-    w = bf16_tensor(random_bf16((256, 512), seed=5))
-    q = Q.quantize_layer({"mlp.up_proj.weight": w, "norm.weight": torch.ones(256)}, Q.get_nf4_config())
-    assert cache.cache_layer("m", 3, q, quantization_mode="nf4")
-    del cache
-    out = tmp_path / "layer.safetensors"
-    subprocess.run([cli, "--cache-dir", str(cache_dir), "get", "m", "3", "--quant", "nf4", "-o", str(out)],
-                   check=True, capture_output=True)
-    data = out.read_bytes()
-    hlen = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + hlen])
-    body = data[8 + hlen:]
-    meta = header.pop("__metadata__", {})
-    assert json.loads(meta["quantization"])["mode"] == "nf4"
-    np_types = {"U8": np.uint8, "F32": np.float32, "BF16": np.uint16}
-    loaded = {}
-    for name, h in header.items():
-        a, b = h["data_offsets"]
-        loaded[name] = torch.from_numpy(np.frombuffer(body[a:b], dtype=np_types[h["dtype"]]).reshape(h["shape"]).copy())
-    for name, t in q.items():
-        ref = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
-        assert np.array_equal(loaded[name].numpy(), ref), name
-    info = Q.quantization_info(meta)
-    again = Q.dequantize_tensor("mlp.up_proj.weight", loaded, info)
-    assert torch.equal(again, Q.dequantize(q)["mlp.up_proj.weight"])
-
-
 # ---- the CLI: put --quantize, fetch --quant, ls/stats per mode ------------------------------------
 
 def write_safetensors(path, tensors):
