@@ -26,34 +26,29 @@ std::vector<uint16_t> RandomBF16(size_t n, float stddev, uint32_t seed) {
   return out;
 }
 
-// The reference decision: the nearest NF4 value (exact distances in double).
-// bitsandbytes' tree agrees except for x exactly on one of four float32
-// values next to a midpoint (see ThresholdsAreTheTableMidpoints).
+// The reference decision: the number of float32 midpoints of neighbouring
+// NF4 values strictly below x (bitsandbytes' CPU backend, torch.bucketize).
 uint8_t RefCode(float x) {
   const auto& t = NF4Table();
-  int best = 0;
-  for (int k = 1; k < 16; ++k) {
-    if (std::fabs(double{x} - t[k]) < std::fabs(double{x} - t[best])) best = k;
-  }
-  return static_cast<uint8_t>(best);
+  uint8_t c = 0;
+  for (int k = 0; k < 15; ++k) c += x > (t[k] + t[k + 1]) / 2.0f;
+  return c;
 }
 
 TEST(QuantKernels, ThresholdsAreTheTableMidpoints) {
-  // dQuantizeNF4's literals, read as float32, are the float nearest to the
-  // exact midpoint of two table values, on one side or the other: at 11 of
-  // 15 they equal the float32 sum / 2 that bitsandbytes' CPU backend uses, at
-  // 4 (indices 0, 8, 12, 14) they are one ulp away. We follow the tree.
   const auto& t = NF4Table();
-  int differ = 0;
-  for (int k = 0; k < 15; ++k) {
-    const double exact = (double{t[k]} + double{t[k + 1]}) / 2.0;
-    const float th = detail::kNF4Thresholds[k];
-    EXPECT_LE(std::fabs(double{th} - exact),
-              std::fabs(double{std::nextafter(th, 2.0f)} - double{th}))
-        << k;
-    differ += th != (t[k] + t[k + 1]) / 2.0f;
-  }
-  EXPECT_EQ(differ, 4);
+  for (int k = 0; k < 15; ++k) EXPECT_EQ(detail::kNF4Thresholds[k], (t[k] + t[k + 1]) / 2.0f) << k;
+  // Where a float compiler's reading of dQuantizeNF4's literal differs: x equal
+  // to the upper neighbour of threshold 12 is code 12 here (as bitsandbytes' CPU).
+  const float x = std::nextafter(0.5016634166240692f, 1.0f);
+  EXPECT_EQ(x, detail::kNF4Thresholds[12]);
+  std::vector<float> block(64, 0.0f);
+  block[0] = 1.0f;
+  block[1] = x;
+  std::vector<uint8_t> p(32);
+  std::vector<float> a(1);
+  ASSERT_TRUE(QuantizeNF4(DType::F32, block.data(), 64, 64, p.data(), a.data()).ok());
+  EXPECT_EQ(p[0], 0xFC);
 }
 
 TEST(QuantKernels, NF4KnownBlock) {

@@ -10,9 +10,14 @@
 // NF4 (mode "nf4"): the weight is flattened and cut into blocks of `blocksize`
 // consecutive elements (default 64; 32..4096, a power of two). Each block's
 // absmax = max |x| is kept in float32, each element is scaled by (1 / absmax)
-// in float32 and mapped to the nearest of the 16 NF4 values exactly as
-// bitsandbytes' dQuantizeNF4 decision tree decides (ties go to the lower
-// code). Two codes per byte, the first element in the HIGH nibble. A last
+// in float32 and mapped to one of the 16 NF4 values as bitsandbytes'
+// dQuantizeNF4 decision tree decides: the code is the number of its 15
+// thresholds t with x > t, the thresholds being the tree's literals as
+// Python/PyTorch read them (double, then float32), which are exactly the
+// float32 midpoints of neighbouring table values that bitsandbytes' CPU
+// backend uses. (bitsandbytes' CUDA build reads four of the literals directly
+// as float, one ulp away: for x equal to exactly that one float value the
+// CUDA code differs by one.) Two codes per byte, the first element in the HIGH nibble. A last
 // partial block has its own absmax; an odd element count is padded with one
 // code 7 (0.0) in the low nibble of the last byte, as bitsandbytes does. An
 // all-zero block stores absmax 0 and codes 7 (bitsandbytes' CPU backend does

@@ -93,13 +93,20 @@ const float kNF4Values[16] = {-1.0f,
                               0.7229568362236023f,
                               1.0f};
 
-// bitsandbytes' dQuantizeNF4 (csrc/kernels.cu) thresholds, in order; each is
-// the float32 midpoint of two neighbouring table values.
+// bitsandbytes' dQuantizeNF4 (csrc/kernels.cu) thresholds, in order, read as
+// double and rounded to float32: exactly the float32 midpoints of
+// neighbouring table values that bitsandbytes' CPU backend (torch.bucketize)
+// uses, and what a Python port of the tree compares with. (A C or CUDA
+// compiler reading the literals directly as float lands one ulp away at
+// thresholds 0, 8, 12 and 14; see quantization.h.)
+#define LC_T(x) static_cast<float>(x)
 const float kNF4Thresholds[15] = {
-    -0.8480964004993439f,  -0.6106329262256622f,  -0.4599952697753906f,   -0.33967943489551544f,
-    -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
-    0.1202552504837513f,   0.2035212516784668f,   0.2920137718319893f,    0.3893125355243683f,
-    0.5016634166240692f,   0.6427869200706482f,   0.8614784181118011f};
+    LC_T(-0.8480964004993439),   LC_T(-0.6106329262256622),  LC_T(-0.4599952697753906),
+    LC_T(-0.33967943489551544),  LC_T(-0.23460740596055984), LC_T(-0.13791173323988914),
+    LC_T(-0.045525018125772476), LC_T(0.03979014977812767),  LC_T(0.1202552504837513),
+    LC_T(0.2035212516784668),    LC_T(0.2920137718319893),   LC_T(0.3893125355243683),
+    LC_T(0.5016634166240692),    LC_T(0.6427869200706482),   LC_T(0.8614784181118011)};
+#undef LC_T
 
 namespace {
 
