@@ -309,9 +309,14 @@ class LayerCache:
                 return models.layer_from_config(cfg), False
         return None, False
 
-    def _build(self, core_layer, key, module=None):
+    def _build(self, core_layer, key, module=None, dequantize=False):
         """(object, the tensors whose versions tell whether it was changed)."""
         tensors = LayerTensors(core_layer)
+        if key[2] or dequantize or "quantization" in tensors.metadata:
+            from . import quantization  # quantized layers: layercache/quantization.py
+            built = quantization.build_for_cache(self, tensors, key, module, dequantize, _load_into)
+            if built is not None:
+                return built
         if torch is None:
             return tensors, []
         strict = module is not None
@@ -336,21 +341,27 @@ class LayerCache:
         self._hits.forget(model_id, None if layer_index is None else int(layer_index))
 
     def get_layer(self, model_id, layer_index, quantization_mode=None, device="cpu", module=None,
-                  revision=None):
+                  revision=None, dequantize=False):
         """The cached layer (see the module's doc for its type), or None.
 
         ``revision`` None: the commit the model's default revision last resolved to in this cache,
         else the layer cached without a revision (docs/PYTHON.md). (Each instance's get_layer is
-        the C fast path, which comes here for ``module=``, a device or unusual argument types.)"""
-        return self._get_layer_slow(model_id, layer_index, quantization_mode, device, module, revision)
+        the C fast path, which comes here for ``module=``, a device or unusual argument types.)
+
+        A quantized layer ("nf4", "int8": layercache.quantization) comes back with its projections as
+        ``Linear4bit`` / ``LinearInt8`` holding the packed weights (dequantized in forward), or with
+        ``dequantize=True`` as a plain layer; a ``quantization_mode`` that does not match what is
+        stored raises ValueError."""
+        return self._get_layer_slow(model_id, layer_index, quantization_mode, device, module, revision,
+                                    dequantize)
 
     def _get_layer_slow(self, model_id, layer_index, quantization_mode=None, device="cpu", module=None,
-                        revision=None):
+                        revision=None, dequantize=False):
         key = (model_id, int(layer_index), quantization_mode or "", revision or "")
         core_layer = self._core.get_layer(model_id, key[1], key[2], key[3], str(device))
         if core_layer is None:
             return None
-        return self._build(core_layer, key, module)[0]
+        return self._build(core_layer, key, module, bool(dequantize))[0]
 
     def get_layer_with_prefetch(self, model_id, layer_index, num_layers, lookahead=2, quantization_mode=None,
                                 revision=None):
@@ -400,6 +411,10 @@ class LayerCache:
                     None, {"class": f"{cls.__module__}.{cls.__qualname__}", "kwargs": {"config": cfg}})
             self._core.save_model_config(model_id, key[3], json.dumps(cfg))
             self._configs.pop((model_id, key[3]), None)
+        if key[2] or not isinstance(layer, dict) or "quantization" in getattr(layer, "metadata", {}):
+            from . import quantization  # "nf4"/"int8": quantized here if it is not yet
+            layer, qmeta = quantization.prepare_for_cache(layer, key[2])
+            metadata.update(qmeta)
         entries = [_tensor_entry(name, value) for name, value in _state_of(layer).items()]
         core_layer = _core.build_layer(entries, metadata)
         ok = self._core.cache_layer(model_id, key[1], core_layer, key[2], key[3])
@@ -409,20 +424,28 @@ class LayerCache:
 
     def download_and_cache(self, model_id, layer_index, repo_id, filename=None, revision="main",
                            connections=8, quiet=False, layer_pattern=None, endpoint=None, token=None,
-                           offline=False, max_retries=5, module=None, **kwargs):
+                           offline=False, max_retries=5, module=None, quantization_mode=None,
+                           quantization_config=None, **kwargs):
         """Downloads one layer's bytes from the Hugging Face Hub (range requests) and caches it, with
         the model's config.json; returns the layer (a callable module for the known families).
-        Raises OSError when it cannot."""
+        With ``quantization_mode`` "nf4" / "int8" (or a ``quantization_config`` from
+        layercache.quantization) the layer is quantized in C++ before it is cached (the unquantized
+        bytes never reach a tier) and cached under that mode. Raises OSError when it cannot."""
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-        core_layer = self._core.download_and_cache(
-            model_id, int(layer_index), repo_id, filename or "",
-            self._options(revision, connections, quiet, layer_pattern, endpoint, token, offline, max_retries),
-            False)
+        o = self._options(revision, connections, quiet, layer_pattern, endpoint, token, offline, max_retries)
+        if quantization_config is not None or quantization_mode:
+            from . import quantization
+            qc = quantization_config or quantization.config_for_mode(quantization_mode)
+            if quantization_mode and qc.mode != str(quantization_mode).lower():
+                raise ValueError(f"quantization_mode={quantization_mode!r} but the config is {qc.mode!r}")
+            o.set_quantize(qc.mode, qc.blocksize or 64, qc.double_quant, qc.min_elements, qc.quantize_embeddings)
+            quantization_mode = qc.mode
+        core_layer = self._core.download_and_cache(model_id, int(layer_index), repo_id, filename or "", o, False)
         if core_layer is None:
             return None
         rev = "" if revision in (None, "", "main") else revision
-        return self._build(core_layer, (model_id, int(layer_index), "", rev), module)[0]
+        return self._build(core_layer, (model_id, int(layer_index), quantization_mode or "", rev), module)[0]
 
     def download_non_layer_tensors(self, model_id, repo_id, filename=None, **options):
         """Embeddings, final norm and lm_head, by full name."""

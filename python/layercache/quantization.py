@@ -491,6 +491,15 @@ def _selected(module, config):
     return out
 
 
+def _share_cache_refs(module, memo):
+    """Deep copies share (not copy) what the cache attached to a module it returned."""
+    for m in module.modules():
+        for k, v in vars(m).items():
+            if k.startswith("_layercache"):
+                memo[id(v)] = v
+    return memo
+
+
 def _empty_quantized(kind, rec, info, bias):
     if info["mode"] == "nf4":
         return Linear4bit(rec["shape"], rec["dtype"], info["blocksize"], info.get("nested", False), bias, kind)
@@ -518,7 +527,7 @@ def quantize_layer(layer, config=None):
         for p in layer.parameters():
             if id(p) in skip:
                 memo[id(p)] = torch.nn.Parameter(torch.empty(0, dtype=p.dtype, device="meta"), requires_grad=False)
-        q = copy.deepcopy(layer, memo)  # the selected weights are not copied
+        q = copy.deepcopy(layer, _share_cache_refs(layer, memo))  # the selected weights are not copied
         records = {}
         for path, child, kind in sel:
             full = (path + "." if path else "") + "weight"
@@ -615,7 +624,7 @@ def dequantize(layer, dtype=None):
     if torch is not None and isinstance(layer, torch.nn.Module):
         if isinstance(layer, _QuantizedLinear):
             return _plain_module(layer, dtype)
-        out = copy.deepcopy(layer)
+        out = copy.deepcopy(layer, _share_cache_refs(layer, {}))
         for path, child in list(out.named_modules()):
             if isinstance(child, _QuantizedLinear) and path:
                 _set_child(out, path, _plain_module(child, dtype))
@@ -684,3 +693,77 @@ def load_quantized(module, tensors):
     module._layercache_tensors = tensors
     module._layercache_quantization = metadata_of(tensors).get(QUANT_KEY)
     return held
+
+
+# ---- the cache's hooks (layercache.LayerCache calls these) -------------------------------------------
+
+def prepare_for_cache(layer, quantization_mode):
+    """(layer to store, metadata to add) for cache_layer(..., quantization_mode): a layer that is not
+    quantized is quantized with the mode's defaults when the mode is "nf4"/"int8"; a quantized layer
+    must be stored under its own mode. Other modes are labels for plain layers."""
+    req = (quantization_mode or "").lower()
+    info = quantization_info(layer)
+    if req in MODES:
+        if info is None:
+            layer = quantize_layer(layer, config_for_mode(req))
+        elif info["mode"] != req:
+            raise ValueError(f"the layer is quantized as {info['mode']!r}, not {quantization_mode!r}")
+    elif info is not None:
+        raise ValueError(f"the layer is quantized as {info['mode']!r}: cache it with "
+                         f"quantization_mode={info['mode']!r}")
+    return layer, metadata_of(layer)
+
+
+def _has_quantized(module):
+    return any(isinstance(m, _QuantizedLinear) for m in module.modules())
+
+
+def _plain_structure(module):
+    """A module whose quantized projections are replaced by empty plain ones (for dequantize=True)."""
+    for path, child in list(module.named_modules()):
+        if isinstance(child, _QuantizedLinear):
+            w = torch.empty(child.weight_shape, dtype=child.weight_dtype, device="meta")
+            plain = _Conv1D(w, child.bias) if child.kind == "conv1d" else torch.nn.Linear(
+                child.in_features, child.out_features, bias=child.bias is not None, dtype=w.dtype, device="meta")
+            if not path:
+                return plain
+            _set_child(module, path, plain)
+    return module
+
+
+def build_for_cache(cache, tensors, key, module, dequantize, load_into):
+    """What get_layer returns for a stored layer (called by LayerCache._build): None when the layer is
+    not quantized and `dequantize` was not asked (the cache's usual path), else (object, held tensors).
+    Raises ValueError when the requested mode does not match the stored layer."""
+    check_mode(tensors.metadata, key[2])
+    info = quantization_info(tensors.metadata)
+    if info is None:
+        return None
+    held = [tensors.base] if torch is not None and getattr(tensors, "base", None) is not None else []
+    if dequantize:
+        plain = dequantize_tensors(tensors, info)
+        metadata = {k: v for k, v in tensors.metadata.items() if k != QUANT_KEY}
+        plain_tensors = QuantizedTensors(plain, metadata)
+    if torch is None:
+        return (plain_tensors if dequantize else tensors), held
+    strict = module is not None
+    if module is None:
+        module, strict = cache._module_for(tensors, key)
+        if module is None:  # a known family from the model's config.json, built plain
+            module, strict = cache._module_for(tensors, (key[0], key[1], "", key[3]))
+    if module is None:
+        return (plain_tensors if dequantize else tensors), held
+    try:
+        if dequantize:
+            module = _plain_structure(module) if _has_quantized(module) else module
+            load_into(module, plain_tensors)
+            module._layercache_plain = plain_tensors  # keeps the dequantized weights with the module
+            return module, []
+        if not _has_quantized(module):
+            module = quantized_structure(module, info)
+        load_quantized(module, tensors)
+        return module, held
+    except ValueError:
+        if strict:
+            raise
+        return (plain_tensors if dequantize else tensors), held

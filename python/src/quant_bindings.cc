@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "layercache/download.h"
 #include "layercache/quantization.h"
 
 namespace py = pybind11;
@@ -189,4 +190,34 @@ void RegisterQuantBindings(py::module_& parent) {
     return NF4QuantStateJson(blocksize, ParseFloatDType(dtype), shape, nested, offset);
   });
   m.def("python_float_repr", &PythonFloatRepr);
+
+  // DownloadOptions.set_quantize(mode, blocksize, nested, min_elements, quantize_embeddings):
+  // download_and_cache quantizes each layer before caching it (mode "" clears it).
+  if (py::hasattr(parent, "DownloadOptions")) {
+    auto cls = py::reinterpret_borrow<py::class_<DownloadOptions>>(parent.attr("DownloadOptions"));
+    cls.def(
+        "set_quantize",
+        [](DownloadOptions& o, const std::string& mode, int blocksize, bool nested,
+           uint64_t min_elements, bool quantize_embeddings) {
+          if (mode.empty()) {
+            o.quantize.reset();
+            return;
+          }
+          auto parsed = ParseQuantMode(mode);
+          if (!parsed || *parsed == QuantMode::kNone) {
+            throw std::invalid_argument(
+                "quantization_mode must be \"nf4\" or \"int8\" to quantize, got \"" + mode + "\"");
+          }
+          QuantConfig c;
+          c.mode = *parsed;
+          c.blocksize = blocksize;
+          c.nested = nested;
+          c.min_elements = min_elements;
+          c.quantize_embeddings = quantize_embeddings;
+          c.Validate();
+          o.quantize = c;
+        },
+        py::arg("mode"), py::arg("blocksize") = 64, py::arg("nested") = false,
+        py::arg("min_elements") = 4096, py::arg("quantize_embeddings") = false);
+  }
 }
