@@ -77,6 +77,19 @@ DiskTier::DiskTier(const DiskTierOptions& options, std::string root)
 
 Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options) {
   Env* env = options.env != nullptr ? options.env : Env::Default();
+  const char* cdir = options.cache_dir.c_str();
+  if (options.read_only || (::access(cdir, F_OK) == 0 && ::access(cdir, W_OK) != 0)) {
+    if (::access(cdir, R_OK | X_OK) != 0)
+      return ErrnoStatus("cannot use cache_dir " + options.cache_dir, errno);
+    std::unique_ptr<DiskTier> tier(new DiskTier(options, options.cache_dir));
+    tier->read_only_ = true;
+    auto index = Index::Open(":memory:");
+    if (!index.ok()) return index.status();
+    tier->index_ = std::move(*index);
+    if (Status s = tier->LoadReadOnly(); !s.ok()) return s;
+    LogInfo("cache_dir " + options.cache_dir + " is not writable by this user: opened read-only");
+    return tier;
+  }
   if (Status s = env->CreateDirs(options.cache_dir); !s.ok()) {
     return s.WithContext("cannot use cache_dir " + options.cache_dir);
   }
@@ -130,7 +143,7 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options)
 }
 
 DiskTier::~DiskTier() {
-  if (!persist_index_) {
+  if (!persist_index_ && !read_only_) {
     index_.reset();
     if (Status s = RemoveTree(env_, root_); !s.ok())
       LogWarn("cannot remove " + root_ + ": " + s.message());
@@ -168,7 +181,7 @@ Status DiskTier::OpenIndex() {
 }
 
 void DiskTier::RefreshIndexLocked() {
-  if (!persist_index_) return;
+  if (!persist_index_ || read_only_) return;
   // Another process that found the index corrupt replaced it with a rebuilt
   // one: this connection still has the old, unlinked file. Reopen.
   const std::string path = JoinPath(root_, kIndexFile);
@@ -362,6 +375,11 @@ Result<LayerPtr> DiskTier::Get(const LayerKey& key) {
     if (read.status().IsNotFound()) return read.status();
     if (!read.status().IsCorruption()) return read.status();  // an I/O error: the entry may be fine
     checksum_failures_.fetch_add(1, std::memory_order_relaxed);
+    if (read_only_) {
+      LogWarn("corrupt cache entry for " + key.ToString() +
+              " (read-only: not removed): " + read.status().message());
+      return read.status();
+    }
     LogWarn("corrupt cache entry for " + key.ToString() + " removed: " + read.status().message());
     // Remove it unless a writer replaced the file meanwhile.
     auto lock = LockDigest(digest);
@@ -398,6 +416,7 @@ bool DiskTier::Contains(const LayerKey& key) { return env_->Stat(EntryPath(key.D
 // ---- writing ---------------------------------------------------------------
 
 Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock* held) {
+  if (read_only_) return ReadOnlyError("cannot cache " + key.ToString());
   const std::string digest = key.Digest();
   const std::string context = "cannot cache " + key.ToString() + " on disk";
   const int64_t now = NowNs();
@@ -607,6 +626,7 @@ Status DiskTier::CollectEvictions(const std::string& keep, uint64_t incoming,
 }
 
 Status DiskTier::EnforceBudget(uint64_t* evicted) {
+  if (read_only_) return ReadOnlyError("cannot evict");
   std::vector<std::pair<std::string, FileLock>> doomed;
   Status s;
   {
@@ -660,6 +680,7 @@ Status DiskTier::RemoveLocked(const std::string& digest) {
 
 Result<size_t> DiskTier::Invalidate(const std::optional<std::string>& model_id,
                                     const std::optional<int64_t>& layer_index) {
+  if (read_only_) return ReadOnlyError("cannot invalidate");
   Result<std::vector<IndexRow>> rows = [&] {
     std::lock_guard lock(index_mu_);
     RefreshIndexLocked();
@@ -686,6 +707,7 @@ Result<bool> DiskTier::RemoveKey(const LayerKey& key) {
 }
 
 Status DiskTier::Clear() {
+  if (read_only_) return ReadOnlyError("cannot clear");
   auto removed = Invalidate(std::nullopt, std::nullopt);
   if (!removed.ok()) return removed.status();
   // Files the index does not know (being adopted, or left by a crash).
@@ -731,6 +753,8 @@ Result<std::vector<CorruptEntry>> DiskTier::Verify() {
       // Removed since we listed it, or missing: only the latter is a fault.
       // A remover unlinks the file before the row under the key lock, so
       // once we hold that lock a row without its file is a real fault.
+      // Read-only, the index is a snapshot: its writer removed the file.
+      if (read_only_) continue;
       auto key_lock = LockDigest(row.digest);
       if (!key_lock.ok()) return key_lock.status();
       std::lock_guard lock(index_mu_);
@@ -759,6 +783,41 @@ Result<std::vector<CorruptEntry>> DiskTier::Verify() {
     }
   }
   return corrupt;
+}
+
+Status DiskTier::ReadOnlyError(const std::string& what) const {
+  return Status::IOError(what + ": the cache " + cache_dir_ +
+                         " is read-only for this user (it can be listed, verified and read; "
+                         "ask its owner for write access, e.g. a group with umask 002)");
+}
+
+// Read-only: the in-memory index holds every entry whose header reads well;
+// nothing is locked, removed or written.
+Status DiskTier::LoadReadOnly() {
+  auto files = ListEntryFiles();
+  if (!files.ok() && files.status().IsNotFound()) return Status::OK();  // nothing cached yet
+  if (!files.ok()) return files.status();
+  for (const std::string& rel : *files) {
+    const std::string name = rel.substr(rel.find('/') + 1);
+    const std::string digest = name.substr(0, std::min<size_t>(32, name.size()));
+    if (!IsDigest(digest) || name != digest + kEntrySuffix) continue;
+    const std::string path = JoinPath(JoinPath(root_, kEntriesDir), rel);
+    auto read = ReadEntry(path, digest, /*verify_checksum=*/false);
+    if (!read.ok()) continue;  // unreadable: verify reports it
+    auto st = env_->Stat(path);
+    IndexRow row;
+    row.digest = digest;
+    row.key = read->header.key;
+    row.size = read->size;
+    row.data_bytes = read->layer->nbytes();
+    row.created_ns = read->header.created_ns;
+    row.last_access_ns = st.ok() ? st->mtime_ns : read->header.created_ns;
+    row.checksum_algorithm = ChecksumAlgorithmName(read->header.algorithm);
+    row.checksum = read->header.checksum;
+    std::lock_guard lock(index_mu_);
+    if (Status s = index_->Upsert(row); !s.ok()) return s;
+  }
+  return Status::OK();
 }
 
 Status DiskTier::Reconcile(OptimizeReport* report) {
@@ -843,6 +902,7 @@ Status DiskTier::Reconcile(OptimizeReport* report) {
 }
 
 Result<OptimizeReport> DiskTier::Optimize() {
+  if (read_only_) return ReadOnlyError("cannot optimize");
   OptimizeReport report;
   auto maintenance = FileLock::Lock(JoinPath(root_, kLocksFile), kMaintenanceLockOffset, 1);
   if (!maintenance.ok()) return maintenance.status();

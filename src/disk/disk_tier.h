@@ -36,6 +36,13 @@ struct DiskTierOptions {
   // false: a private directory under cache_dir/ephemeral with an in-memory
   // index, removed when the tier closes.
   bool persist_index = true;
+  // Open without changing anything: no lock, temp or index file is created,
+  // the index is built in memory from the entry files (a snapshot: entries
+  // added later are still read by name), reads serve hits and report misses,
+  // and whatever would write (put, invalidate, optimize) fails with a clear
+  // error. Chosen automatically when cache_dir exists but this user cannot
+  // write to it (a shared cache, read-only for some users).
+  bool read_only = false;
   int compression_level = 0;  // 0: entries stored as plain safetensors; 1-9: compressed
   EvictionPolicy eviction_policy = EvictionPolicy::kLru;
   DiskReadMode read_mode = DiskReadMode::kBuffered;
@@ -129,6 +136,9 @@ class DiskTier {
   uint64_t capacity_;
   ChecksumAlgorithm algorithm_;
   bool persist_index_;
+  bool read_only_ = false;
+  Status LoadReadOnly();
+  Status ReadOnlyError(const std::string& what) const;
   int compression_level_;
   DiskReadMode read_mode_;
   EvictionAdvisor advisor_;

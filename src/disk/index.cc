@@ -1,5 +1,8 @@
 #include "disk/index.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <functional>
 
 namespace layercache {
@@ -66,6 +69,12 @@ IndexRow ReadRow(sqlite3_stmt* s) {
 
 Result<std::unique_ptr<Index>> Index::Open(const std::string& path) {
   sqlite3* db = nullptr;
+  if (path != ":memory:") {
+    // Created here with 0666 & ~umask (SQLite would use 0644; its WAL and
+    // shm files copy the database's mode): with umask 002 a group shares it.
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd >= 0) ::close(fd);
+  }
   int rc =
       sqlite3_open_v2(path.c_str(), &db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);

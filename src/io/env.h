@@ -69,14 +69,15 @@ class Env {
   static Env* Default();
 
   virtual Result<std::unique_ptr<RandomAccessFile>> OpenForRead(const std::string& path) = 0;
-  // Creates a new file (fails if it exists) with mode 0644 & ~umask.
+  // Creates a new file (fails if it exists) with mode 0666 & ~umask (the
+  // umask decides: 022 gives 0644; 002 lets a group share a cache).
   virtual Result<std::unique_ptr<WritableFile>> CreateNew(const std::string& path) = 0;
   virtual Status Rename(const std::string& from, const std::string& to) = 0;
   // Removing a file that does not exist is NotFound.
   virtual Status Remove(const std::string& path) = 0;
   virtual Status RemoveDir(const std::string& path) = 0;
   virtual Status SyncDir(const std::string& path) = 0;
-  // mkdir -p, mode 0755 & ~umask.
+  // mkdir -p, mode 0777 & ~umask.
   virtual Status CreateDirs(const std::string& path) = 0;
   // Names in `dir` (not "." or ".."); NotFound if `dir` does not exist.
   virtual Result<std::vector<std::string>> ListDir(const std::string& dir) = 0;

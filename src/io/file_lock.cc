@@ -13,7 +13,7 @@ namespace {
 
 Result<int> OpenLockFile(const std::string& path, bool create) {
   int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
-  int fd = ::open(path.c_str(), flags, 0644);
+  int fd = ::open(path.c_str(), flags, 0666);
   if (fd < 0) return ErrnoStatus("cannot open lock file " + path, errno);
   return fd;
 }

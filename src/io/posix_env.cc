@@ -164,7 +164,7 @@ class PosixEnv final : public Env {
   }
 
   Result<std::unique_ptr<WritableFile>> CreateNew(const std::string& path) override {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) return ErrnoStatus("cannot create " + path, errno);
     return std::unique_ptr<WritableFile>(std::make_unique<PosixWritableFile>(path, fd));
   }
@@ -204,7 +204,7 @@ class PosixEnv final : public Env {
       pos = path.find('/', pos + 1);
       partial = path.substr(0, pos);
       if (partial.empty()) continue;
-      if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
+      if (::mkdir(partial.c_str(), 0777) != 0 && errno != EEXIST) {
         return ErrnoStatus("cannot create directory " + partial, errno);
       }
     }
