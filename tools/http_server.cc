@@ -23,6 +23,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr size_t kFileChunk = 1 << 20;  // bytes read from a file per send
+constexpr size_t kMaxRequestLine = 16 << 10;
 
 bool IEquals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -448,6 +449,10 @@ bool Server::Serve(int fd, const std::string& peer) {
       // Headers.
       size_t end;
       while ((end = in.find("\r\n\r\n")) == std::string::npos) {
+        const size_t eol = in.find("\r\n");
+        if ((eol == std::string::npos ? in.size() : eol) > kMaxRequestLine)
+          throw ParseError{
+              414, "request line longer than " + std::to_string(kMaxRequestLine) + " bytes"};
         if (in.size() > options_.max_header_bytes)
           throw ParseError{431, "request headers larger than " +
                                     std::to_string(options_.max_header_bytes) + " bytes"};
@@ -463,6 +468,9 @@ bool Server::Serve(int fd, const std::string& peer) {
       in.erase(0, end + 4);
       size_t line_end = head.find("\r\n");
       const std::string line = head.substr(0, line_end);
+      if (line.size() > kMaxRequestLine)
+        throw ParseError{414,
+                         "request line longer than " + std::to_string(kMaxRequestLine) + " bytes"};
       const size_t sp1 = line.find(' ');
       const size_t sp2 = sp1 == std::string::npos ? sp1 : line.find(' ', sp1 + 1);
       if (sp2 == std::string::npos || line.find(' ', sp2 + 1) != std::string::npos)
@@ -472,13 +480,16 @@ bool Server::Serve(int fd, const std::string& peer) {
       req.version = line.substr(sp2 + 1);
       if (req.method.empty() || req.target.empty()) throw ParseError{400, "malformed request line"};
       for (char c : req.method)
-        if (!std::isupper(static_cast<unsigned char>(c)))
+        if (!std::isalnum(static_cast<unsigned char>(c)) &&
+            std::string_view("!#$%&'*+-.^_`|~").find(c) == std::string_view::npos)
           throw ParseError{400, "malformed request method"};
       if (req.version != "HTTP/1.1" && req.version != "HTTP/1.0") {
         if (req.version.rfind("HTTP/", 0) == 0)
           throw ParseError{505, "only HTTP/1.0 and HTTP/1.1 are supported"};
         throw ParseError{400, "malformed request line"};
       }
+      if (req.method != "GET" && req.method != "HEAD" && req.method != "POST")
+        throw ParseError{501, "method " + req.method + " is not implemented"};
       for (char c : req.target) {
         const auto u = static_cast<unsigned char>(c);
         if (u <= 0x20 || u >= 0x7f) throw ParseError{400, "invalid character in request target"};
@@ -517,6 +528,9 @@ bool Server::Serve(int fd, const std::string& peer) {
         throw ParseError{501, "request bodies with Transfer-Encoding are not supported"};
       if (req.HasHeader("Content-Length")) {
         const std::string cl = req.Header("Content-Length");
+        for (const auto& [k, v] : req.headers)
+          if (IEquals(k, "Content-Length") && v != cl)
+            throw ParseError{400, "conflicting Content-Length headers"};
         if (cl.empty() || cl.size() > 18 || cl.find_first_not_of("0123456789") != std::string::npos)
           throw ParseError{400, "invalid Content-Length"};
         const uint64_t n = std::stoull(cl);

@@ -234,6 +234,13 @@ def raw_exchange(mirror, payload, timeout=30):
     (b"GET /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"501"),
     (b"POST /api/models/org/tiny/paths-info/main HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n", b"413"),
     (b"GET /x HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", b"431"),
+    (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", b"414"),
+    (b"GET /" + b"a" * 80000, b"414"),                          # still arriving
+    (b"BREW /org/tiny/resolve/main/config.json HTTP/1.1\r\nHost: a\r\n\r\n", b"501"),
+    (b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", b"400"),
+    (b"POST /api/models/org/tiny/paths-info/main HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+     b"Content-Length: 6\r\n\r\npaths=", b"400"),               # conflicting lengths
+    (b"GET /org/tiny/resolve/main/config.json HTTP/1.1\r\nHost: a\r\n bad: fold\r\n\r\n", b"400"),
 ])
 def test_bad_requests_get_a_4xx_and_the_server_lives_on(mirror, payload, status):
     out = raw_exchange(mirror, payload)
