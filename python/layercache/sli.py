@@ -37,8 +37,11 @@ def _find(tensors, *suffixes):
 class StreamingModel:
     """A causal LM whose decoder layers stay in the cache until they run."""
 
-    def __init__(self, cache, model_id, config=None, num_layers=None, revision=None, lookahead=2, resident=False):
+    def __init__(self, cache, model_id, config=None, num_layers=None, revision=None, lookahead=2, resident=False,
+                 quantization_mode=None):
+        # quantization_mode: run the layers cached under that mode ("nf4", "int8": layercache.quantization).
         self.cache, self.model_id, self.revision = cache, model_id, revision
+        self.quantization_mode = quantization_mode
         self.config = dict(config) if config is not None else cache.model_config(model_id, revision)
         if self.config is None:
             raise ValueError(f"the cache has no config.json for {model_id!r}: download the model with "
@@ -78,7 +81,7 @@ class StreamingModel:
 
     def _layer(self, i):
         layer = self.cache.get_layer_with_prefetch(self.model_id, i, self.num_layers, lookahead=self.lookahead,
-                                                   revision=self.revision)
+                                                   revision=self.revision, quantization_mode=self.quantization_mode)
         if layer is None:
             raise KeyError(f"layer {i} of {self.model_id!r} is not cached")
         if not callable(layer):
