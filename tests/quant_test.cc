@@ -389,6 +389,22 @@ TEST(QuantLayer, BadInputIsRefusedNamingTheTensor) {
   LayerPtr m = mb.build();
   EXPECT_FALSE(GetQuantInfo(*m).ok());
   EXPECT_FALSE(DequantizeLayer(*m).ok());
+  // A record whose shape does not match the stored tensor (or is absurd) is an error, not a
+  // huge allocation.
+  for (const char* shape : {"[1099511627776, 1024]", "[18446744073709551615, 2]", "[16, 16]"}) {
+    LayerBuilder hb;
+    hb.add_tensor("x.weight", DType::U8, {64, 1}, std::vector<uint8_t>(64, 0x77));
+    hb.add_tensor("x.weight.absmax", DType::F32, {2}, std::vector<float>{1.0f, 1.0f});
+    hb.set_metadata(
+        kQuantMetadataKey,
+        std::string(
+            R"({"mode":"nf4","blocksize":64,"nested":false,"tensors":{"x.weight":{"dtype":"BF16","shape":)") +
+            shape + "}}}");
+    auto d = DequantizeLayer(*hb.build());
+    ASSERT_FALSE(d.ok()) << shape;
+    EXPECT_NE(d.status().message().find("recorded shape"), std::string::npos)
+        << d.status().message();
+  }
 }
 
 TEST(QuantLayer, ParallelQuantizationIsDeterministic) {

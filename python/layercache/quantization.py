@@ -220,14 +220,21 @@ def dequantize_tensor(name, tensors, info, dtype=None):
     out_name = dtype if isinstance(dtype, str) else _TORCH_NAMES.get(dtype) if dtype is not None else rec["dtype"]
     if out_name not in ("BF16", "F16", "F32"):
         out_name = "F32"
-    n = int(np.prod(shape)) if shape else 1
+    n = 1
+    for d in shape:
+        n *= d
     like_torch = torch is not None
-    raw = np.empty(n, dtype=np.float32 if out_name == "F32" else np.uint16 if out_name == "BF16" else np.float16)
 
     def part(key):
         if key not in tensors:
             raise ValueError(f"the quantized weight {name!r} lacks {key!r}")
         return _np(tensors[key])
+
+    stored = part(name)
+    if stored.size != ((n + 1) // 2 if info["mode"] == "nf4" else n):
+        raise ValueError(f"the quantized weight {name!r} ({stored.size} values) does not match its recorded "
+                         f"shape {shape}")
+    raw = np.empty(n, dtype=np.float32 if out_name == "F32" else np.uint16 if out_name == "BF16" else np.float16)
 
     if info["mode"] == "nf4":
         bs = int(info["blocksize"])
@@ -241,11 +248,11 @@ def dequantize_tensor(name, tensors, info, dtype=None):
             absmax = (absmax + np.float32(state["nested_offset"])).astype(np.float32)
         else:
             absmax = part(name + ".absmax").astype(np.float32, copy=False)
-        _q.dequantize_nf4(part(name), absmax, n, bs, out_name, raw)
+        _q.dequantize_nf4(stored, absmax, n, bs, out_name, raw)
     else:
         prefix = _module_prefix(name)
         rows, cols = shape
-        _q.dequantize_int8(part(name), part(prefix + "SCB").astype(np.float32, copy=False), rows, cols,
+        _q.dequantize_int8(stored, part(prefix + "SCB").astype(np.float32, copy=False), rows, cols,
                            out_name, raw)
     return _float_out(raw, out_name, shape, like_torch)
 

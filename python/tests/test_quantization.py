@@ -218,6 +218,11 @@ def test_bad_input_gets_a_clear_error_or_a_defined_result():
     # Element counts that are not a multiple of the blocksize: the last block is shorter (as bitsandbytes).
     q = Q.quantize_layer({"a.weight": torch.randn(65, 65)}, Q.get_nf4_config(min_elements=1))
     assert tuple(q["a.weight"].shape) == ((65 * 65 + 1) // 2, 1) and q["a.weight.absmax"].numel() == 67
+    # A record that does not match the stored weight is refused before anything is allocated.
+    q = Q.quantize_layer({"a.weight": torch.randn(128, 128)}, Q.get_nf4_config())
+    bad = Q.QuantizedTensors(q, {"quantization": q.metadata["quantization"].replace("[128,128]", "[1099511627776,1024]")})
+    with pytest.raises(ValueError, match="does not match its recorded shape"):
+        Q.dequantize(bad)
     # Buffers of the wrong size are refused by the kernels, never overrun.
     with pytest.raises(ValueError, match="bytes but"):
         Q._q.quantize_nf4(np.zeros(10, np.float32), "F32", 100, 64, np.zeros(50, np.uint8), np.zeros(2, np.float32))

@@ -58,9 +58,13 @@ std::optional<DType> FromTorchName(std::string_view s) {
   return std::nullopt;
 }
 
-uint64_t Product(const std::vector<uint64_t>& shape) {
+// The element count of `shape`, or nullopt when it overflows.
+std::optional<uint64_t> Product(const std::vector<uint64_t>& shape) {
   uint64_t n = 1;
-  for (uint64_t d : shape) n *= d;
+  for (uint64_t d : shape) {
+    if (d != 0 && n > UINT64_MAX / 8 / d) return std::nullopt;
+    n *= d;
+  }
   return n;
 }
 
@@ -358,6 +362,10 @@ Result<QuantInfo> GetQuantInfo(const Layer& layer) {
           return Status::InvalidArgument("tensor \"" + t.name + "\" is not a valid quant state");
         }
         info.mode = QuantMode::kNF4;
+        if (!j["blocksize"].is_number_unsigned() || j["blocksize"].get<uint64_t>() > 4096 ||
+            !ValidBlocksize(j["blocksize"].get<int>())) {
+          return Status::InvalidArgument("tensor \"" + t.name + "\": bad blocksize");
+        }
         info.blocksize = j["blocksize"].get<int>();
         info.nested = j.contains("nested_offset");
         QuantizedTensor q;
@@ -568,6 +576,18 @@ Result<LayerPtr> DequantizeLayer(const Layer& layer, std::optional<DType> dtype)
       aux.insert(ModulePrefix(q.name) + "weight_format");
     }
   }
+  // Every recorded shape must match the stored tensor before anything is allocated.
+  for (const QuantizedTensor& q : info->tensors) {
+    const auto n = Product(q.shape);
+    const TensorInfo* t = layer.find(q.name);
+    const bool nf4 = info->mode == QuantMode::kNF4;
+    if (!n || t == nullptr || t->dtype != (nf4 ? DType::U8 : DType::I8) ||
+        t->nbytes != (nf4 ? (*n + 1) / 2 : *n) || (!nf4 && q.shape.size() != 2)) {
+      return Status::InvalidArgument("quantized tensor \"" + q.name +
+                                     "\" does not match its recorded shape " +
+                                     ShapeString(q.shape));
+    }
+  }
   // Plan the output first, then write every tensor once into its place.
   std::vector<TensorSpec> specs;
   std::map<std::string, const TensorInfo*> sources;
@@ -597,7 +617,7 @@ Result<LayerPtr> DequantizeLayer(const Layer& layer, std::optional<DType> dtype)
     }
     const QuantizedTensor& q = *it->second;
     const DType out = o.dtype;
-    const uint64_t n = Product(q.shape);
+    const uint64_t n = Product(q.shape).value_or(0);
     auto missing = [&](const std::string& name) {
       return Status::InvalidArgument("quantized tensor \"" + q.name + "\" lacks \"" + name +
                                      "\" or it has the wrong size");
