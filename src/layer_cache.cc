@@ -394,26 +394,31 @@ class LayerCache::Impl {
       return !model_id ||
              (k.model_id == *model_id && (!layer_index || k.layer_index == *layer_index));
     };
-    // No write-back of these keys from here on; then disk, then memory: a
-    // read of the disk that began before is not promoted afterwards (its
-    // generation is gone), one promoted before is erased here.
-    BumpAllGenerations(matches);
-    auto removed = disk_->Invalidate(model_id, layer_index);
-    if (!removed.ok()) throw Error(removed.status());
-    if (!model_id) {
-      if (Status s = disk_->Clear(); !s.ok()) throw Error(s);
+    // With every stripe locked (no promotion, no write-back meanwhile): a
+    // new generation, no write-back of these keys, then the disk. A read of
+    // the disk that began before is not promoted afterwards (its generation
+    // is gone); one promoted before is erased from memory below.
+    Result<size_t> removed = 0;
+    {
+      auto locks = LockAllStripes(matches);
+      removed = disk_->Invalidate(model_id, layer_index);
+      if (removed.ok() && !model_id) {
+        if (Status s = disk_->Clear(); !s.ok()) removed = s;
+      }
     }
-    BumpAllGenerations(matches);
     memory_->EraseIf(matches);
+    if (!removed.ok()) throw Error(removed.status());
     return *removed;
   }
 
   void Clear() {
-    auto all = [](const LayerKey&) { return true; };
-    BumpAllGenerations(all);
-    if (Status s = disk_->Clear(); !s.ok()) throw Error(s);
-    BumpAllGenerations(all);
+    Status s;
+    {
+      auto locks = LockAllStripes([](const LayerKey&) { return true; });
+      s = disk_->Clear();
+    }
     memory_->Clear();
+    if (!s.ok()) throw Error(s);
   }
 
   std::vector<CorruptEntry> Verify() {
@@ -536,12 +541,19 @@ class LayerCache::Impl {
     std::lock_guard lock(s.mu);
     s.write_back.erase(key);
   }
-  void BumpAllGenerations(const std::function<bool(const LayerKey&)>& invalidated) {
+  // Locks every stripe (in order), bumping its generation and dropping the
+  // write-back records of the keys being invalidated; held while the disk
+  // removes them.
+  std::vector<std::unique_lock<std::mutex>> LockAllStripes(
+      const std::function<bool(const LayerKey&)>& invalidated) {
+    std::vector<std::unique_lock<std::mutex>> locks;
+    locks.reserve(kStripes);
     for (Stripe& s : stripes_) {
-      std::lock_guard lock(s.mu);
+      locks.emplace_back(s.mu);
       ++s.generation;
       std::erase_if(s.write_back, [&](const auto& kv) { return invalidated(kv.first); });
     }
+    return locks;
   }
   // Puts `layer` in the memory tier: a put's layer (read_at empty), or one
   // read from a lower tier when the generation of its key was `*read_at`.
