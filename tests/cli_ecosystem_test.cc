@@ -252,7 +252,7 @@ TEST(CliSettings, NewCacheRecordsItsSettingsAndCommandsUseThem) {
   EXPECT_EQ(nlohmann::json::parse(Cli(dir, {"ls", "--json"}).out).size(), before + 4);
   // An explicit budget applies to that call only, and its evictions are reported.
   CliRun small = Cli(dir, {"--max-cache-size-gb", "0.00005", "--json", "put", "m", "9",
-                        Fixture("burn_multi_layer.safetensors")});
+                           Fixture("burn_multi_layer.safetensors")});
   ASSERT_EQ(small.exit_code, 0) << small.err;
   auto j = nlohmann::json::parse(small.out);
   EXPECT_GT(j["evicted"].get<int>(), 0);
@@ -323,7 +323,8 @@ TEST(CliCache, RmByModelLayerRevisionQuantWithDryRun) {
   Put(dir, "org/model", 0, {"--revision", "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"});
   Put(dir, "org/model", 1, {"--revision", "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"});
   Put(dir, "org/model", 1, {"--revision", "2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"});
-  Put(dir, "org/model", 1, {"--quant", "int8"});
+  Put(dir, "org/model", 1,
+      {"--quant", "int8", "--quantize"});  // a plain file under int8 is refused
   Put(dir, "other", 0);
   auto count = [&] { return nlohmann::json::parse(Cli(dir, {"ls", "--json"}).out).size(); };
   CliRun dry = Cli(dir, {"rm", "org/model", "--revision", "1111111", "--dry-run", "--json"});
