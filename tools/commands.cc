@@ -307,9 +307,9 @@ int Put(const Global& g, const std::string& model, int64_t layer_index, const st
 }
 
 int Get(const Global& g, const std::string& model, int64_t layer_index, const std::string& quant,
-        const std::string& out) {
+        const std::string& out, const std::string& revision) {
   LayerCache cache(ResolveOptions(g));
-  LayerKey key{model, layer_index, quant, ""};
+  LayerKey key{model, layer_index, quant, revision};
   LayerPtr layer = cache.get_layer(key);
   if (!layer) {
     std::cerr << "layercache: " << key.ToString() << " is not cached\n";

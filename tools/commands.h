@@ -57,7 +57,7 @@ int Inspect(const std::string& file, bool json);
 int Put(const Global& g, const std::string& model, int64_t layer, const std::string& file,
         const std::string& quant, const std::string& revision, const QuantFlags& qf = {});
 int Get(const Global& g, const std::string& model, int64_t layer, const std::string& quant,
-        const std::string& out);
+        const std::string& out, const std::string& revision = "");
 
 // `ls`: sort keys model, layer, size, accessed, created (":asc"/":desc");
 // filters model=GLOB, quant=Q, revision=R, size>N, size<N, accessed>AGE,

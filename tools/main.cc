@@ -141,6 +141,10 @@ int main(int argc, char** argv) {
                   "output file; - for standard output. A regular file is replaced atomically; "
                   "a device or FIFO is written in place; a symlink is written through")
       ->required();
+  std::string get_revision;
+  get->add_option("--revision", get_revision,
+                  "the commit the layer was cached under (default: the one the model's default "
+                  "revision last resolved to in this cache, else none)");
 
   cli::FetchOptions fo;
   DownloadOptions dl;
@@ -256,7 +260,7 @@ int main(int argc, char** argv) {
     }
     if (*inspect) return cli::Inspect(file, g.json);
     if (*put) return cli::Put(g, model, layer, file, quant, revision, qf);
-    if (*get) return cli::Get(g, model, layer, quant, out);
+    if (*get) return cli::Get(g, model, layer, quant, out, get_revision);
     if (*demo) return cli::Demo(d);
     if (*fetch) {
       if (!fetch_quant.empty()) dl.quantize = cli::QuantConfigFor(fetch_quant, fetch_qf);

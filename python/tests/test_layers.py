@@ -226,3 +226,31 @@ def test_io_optimizer(cache_dir):
     assert isinstance(opt.get_layer_with_prefetch("io", 1, 4), torch.nn.Linear)
     with pytest.raises(ValueError):
         opt.get_layer_with_prefetch("io", 4, 4)
+
+
+def test_cli_fetch_then_get_and_ls_revision(tmp_path):
+    """`layercache fetch REPO --model-id m` then `layercache get m 1` hits (the default revision's
+    commit), `--revision` picks a commit, and `ls` shows it."""
+    cli = os.environ.get("LAYERCACHE_CLI")
+    need(cli and os.access(cli, os.X_OK), "LAYERCACHE_CLI (the layercache binary) is not set")
+    sm.write_model(str(tmp_path / "repo"), "qwen2", layers=2)
+    server = subprocess.Popen([cli, "serve", str(tmp_path / "repo"), "--repo-id", "org/tiny"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        endpoint = [server.stdout.readline(), server.stdout.readline()][1].split("=", 1)[1].strip()
+        env = dict(os.environ, HF_ENDPOINT=endpoint)
+        c = ["--cache-dir", str(tmp_path / "cache")]
+        run = lambda *a: subprocess.run([cli, *c, *a], capture_output=True, text=True, env=env, timeout=120)
+        assert run("fetch", "org/tiny", "--model-id", "m").returncode == 0
+        entries = json.loads(run("ls", "--json").stdout)
+        commit = entries[0]["revision"]
+        assert len(commit) == 40 and all(e["revision"] == commit for e in entries)
+        assert "REVISION" in run("ls").stdout and commit[:12] in run("ls").stdout
+        assert run("get", "m", "1", "-o", str(tmp_path / "a.st")).returncode == 0
+        assert run("get", "m", "1", "--revision", commit, "-o", str(tmp_path / "b.st")).returncode == 0
+        assert open(tmp_path / "a.st", "rb").read() == open(tmp_path / "b.st", "rb").read()
+        miss = run("get", "m", "1", "--revision", "0" * 40, "-o", str(tmp_path / "c.st"))
+        assert miss.returncode == 1 and "not cached" in miss.stderr
+    finally:
+        server.terminate()
+        server.wait()
