@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "format/safetensors_io.h"
+#include "io/network_fs.h"
 #include "util/logging.h"
 #include "util/parallel.h"
 #include "util/path.h"
@@ -126,6 +127,12 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options)
   }
   auto maintenance = FileLock::Lock(JoinPath(root, kLocksFile), kMaintenanceLockOffset, 1);
   if (!maintenance.ok()) return maintenance.status();
+  const FileSystemInfo fs = DescribeFileSystem(root);
+  tier->network_fs_ = fs.network;
+  if (fs.network) {
+    LogInfo("cache_dir " + options.cache_dir + " is on a network file system (" + fs.name +
+            "): the index runs in rollback-journal mode, not WAL");
+  }
   if (Status s = tier->OpenIndex(); !s.ok()) return s;
   OptimizeReport report;
   if (Status s = tier->Reconcile(&report); !s.ok())
@@ -158,7 +165,7 @@ Status DiskTier::OpenIndex() {
     return Status::OK();
   }
   const std::string path = JoinPath(root_, kIndexFile);
-  auto index = Index::Open(path);
+  auto index = Index::Open(path, network_fs_);
   if (index.ok()) {
     index_ = std::move(*index);
     auto st = env_->Stat(path);
@@ -172,7 +179,7 @@ Status DiskTier::OpenIndex() {
     Status s = env_->Remove(path + suffix);
     if (!s.ok() && !s.IsNotFound()) return s;
   }
-  auto fresh = Index::Open(path);
+  auto fresh = Index::Open(path, network_fs_);
   if (!fresh.ok()) return fresh.status();
   index_ = std::move(*fresh);
   auto st = env_->Stat(path);
@@ -187,7 +194,7 @@ void DiskTier::RefreshIndexLocked() {
   const std::string path = JoinPath(root_, kIndexFile);
   auto st = env_->Stat(path);
   if (!st.ok() || st->inode == index_inode_) return;
-  auto index = Index::Open(path);
+  auto index = Index::Open(path, network_fs_);
   if (!index.ok()) {
     LogWarn("the index was replaced but cannot be reopened yet: " + index.status().message());
     return;

@@ -75,6 +75,8 @@ class DiskTier {
   // Entries, file bytes and logical (tensor) bytes across every process
   // using the directory.
   Result<IndexTotals> Totals();
+  bool read_only() const { return read_only_; }
+  bool network_fs() const { return network_fs_; }
 
   std::string EntryPath(const std::string& digest) const;
   const std::string& root() const { return root_; }
@@ -137,6 +139,7 @@ class DiskTier {
   ChecksumAlgorithm algorithm_;
   bool persist_index_;
   bool read_only_ = false;
+  bool network_fs_ = false;  // index in rollback-journal mode (io/network_fs.h)
   Status LoadReadOnly();
   Status ReadOnlyError(const std::string& what) const;
   int compression_level_;

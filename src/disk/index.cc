@@ -67,7 +67,7 @@ IndexRow ReadRow(sqlite3_stmt* s) {
 
 }  // namespace
 
-Result<std::unique_ptr<Index>> Index::Open(const std::string& path) {
+Result<std::unique_ptr<Index>> Index::Open(const std::string& path, bool network_fs) {
   sqlite3* db = nullptr;
   if (path != ":memory:") {
     // Created here with 0666 & ~umask (SQLite would use 0644; its WAL and
@@ -89,7 +89,13 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path) {
   auto corrupt = [&](const Status& s) {
     return Status::Corruption("index " + path + " is unusable: " + s.message());
   };
-  if (!in_memory) {
+  if (!in_memory && network_fs) {
+    // WAL needs memory shared by every process that opens the database: not
+    // across hosts. The rollback journal works on network file systems (with
+    // working POSIX locks), fsyncing at each commit.
+    if (Status s = index->Exec("PRAGMA journal_mode=DELETE"); !s.ok()) return corrupt(s);
+    if (Status s = index->Exec("PRAGMA synchronous=FULL"); !s.ok()) return corrupt(s);
+  } else if (!in_memory) {
     if (Status s = index->Exec("PRAGMA journal_mode=WAL"); !s.ok()) return corrupt(s);
     if (Status s = index->Exec("PRAGMA synchronous=NORMAL"); !s.ok()) return corrupt(s);
   }

@@ -42,7 +42,9 @@ class Index {
  public:
   // Opens or creates the index at `path` (":memory:" for a private, in-memory
   // one). Fails with kCorruption when the file is not a usable database.
-  static Result<std::unique_ptr<Index>> Open(const std::string& path);
+  // `network_fs`: the folder is on a network file system (io/network_fs.h):
+  // rollback-journal mode instead of WAL.
+  static Result<std::unique_ptr<Index>> Open(const std::string& path, bool network_fs = false);
   ~Index();
 
   Status Begin();  // BEGIN IMMEDIATE (waits for other writers)
