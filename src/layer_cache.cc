@@ -756,12 +756,17 @@ bool LayerCache::cache_layer(std::string_view model_id, int64_t layer_index, Lay
 }
 
 bool LayerCache::cache_layer(const LayerKey& key, LayerPtr layer) {
-  Status s = impl_->Put(key, layer);
+  Status s = cache_layer_status(key, std::move(layer));
   if (!s.ok()) LogWarn(s.message());
   return s.ok();
 }
 
 Status LayerCache::cache_layer_status(const LayerKey& key, LayerPtr layer) {
+  // The cache knows the mode: under "nf4"/"int8" only a layer quantized that
+  // way, and a quantized layer only under its own mode (quantization.h).
+  if (layer) {
+    if (Status q = quant::CheckQuantMode(*layer, key.quantization_mode); !q.ok()) return q;
+  }
   return impl_->Put(key, layer);
 }
 

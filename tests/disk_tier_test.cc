@@ -8,6 +8,7 @@
 
 #include "disk/entry_codec.h"
 #include "layercache/layer_cache.h"
+#include "layercache/quantization.h"
 #include "layercache/safetensors.h"
 #include "test_support.h"
 
@@ -41,7 +42,7 @@ void FlipByte(const std::string& path, size_t offset_from_end) {
 TEST(DiskTier, EntryIsAValidSafetensorsFileThatDescribesItself) {
   TempDir dir;
   LayerCache cache(Opts(dir));
-  auto layer = MakeLayer(3);
+  auto layer = quant::QuantizeLayer(*MakeLayer(3), quant::QuantConfig::NF4()).value();
   ASSERT_TRUE(cache.cache_layer("Qwen/Qwen2.5-7B", 3, layer, "nf4"));
   const std::string path = OnlyEntryPath(cache);
   EXPECT_NE(path.find(".safetensors"), std::string::npos);
@@ -132,7 +133,7 @@ TEST(DiskTier, IndexIsRebuiltWhenDeleted) {
   {
     LayerCache cache(Opts(dir));
     for (int i = 0; i < 5; ++i)
-      ASSERT_TRUE(cache.cache_layer("m", i, MakeLayer(i), i % 2 ? "nf4" : ""));
+      ASSERT_TRUE(cache.cache_layer("m", i, MakeLayer(i), i % 2 ? "awq-label" : ""));
   }
   for (const char* f : {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm"})
     fs::remove(dir / f);
@@ -140,7 +141,7 @@ TEST(DiskTier, IndexIsRebuiltWhenDeleted) {
   EXPECT_EQ(reopened.get_stats().disk_cache_entries, 5u);
   for (int i = 0; i < 5; ++i) {
     LayerPtr l =
-        reopened.get_layer("m", i, i % 2 ? std::optional<std::string>("nf4") : std::nullopt);
+        reopened.get_layer("m", i, i % 2 ? std::optional<std::string>("awq-label") : std::nullopt);
     ASSERT_NE(l, nullptr) << i;
     EXPECT_TRUE(l->ContentEquals(*MakeLayer(i)));
   }

@@ -50,9 +50,9 @@ TEST(LayerCache, MissThenCacheThenHitFromMemory) {
 TEST(LayerCache, QuantizationModeAndRevisionArePartOfTheKey) {
   TempDir dir;
   LayerCache cache(Opts(dir));
-  ASSERT_TRUE(cache.cache_layer("m", 1, MakeLayer(1), "nf4"));
+  ASSERT_TRUE(cache.cache_layer("m", 1, MakeLayer(1), "awq-label"));
   EXPECT_EQ(cache.get_layer("m", 1), nullptr);
-  ASSERT_NE(cache.get_layer("m", 1, "nf4"), nullptr);
+  ASSERT_NE(cache.get_layer("m", 1, "awq-label"), nullptr);
   ASSERT_TRUE(cache.cache_layer(LayerKey{"m", 1, "", "abc"}, MakeLayer(2)));
   EXPECT_TRUE(cache.get_layer(LayerKey{"m", 1, "", "abc"})->ContentEquals(*MakeLayer(2)));
   EXPECT_EQ(cache.get_layer(LayerKey{"m", 1, "", "def"}), nullptr);
@@ -132,10 +132,10 @@ TEST(LayerCache, InvalidateOneLayerOneModelOrEverything) {
     ASSERT_TRUE(cache.cache_layer("a", i, MakeLayer(i)));
     ASSERT_TRUE(cache.cache_layer("b", i, MakeLayer(10 + i)));
   }
-  ASSERT_TRUE(cache.cache_layer("a", 1, MakeLayer(1), "nf4"));
+  ASSERT_TRUE(cache.cache_layer("a", 1, MakeLayer(1), "awq-label"));
   EXPECT_EQ(cache.invalidate_cache("a", 1), 2u);  // both quantization modes
   EXPECT_EQ(cache.get_layer("a", 1), nullptr);
-  EXPECT_EQ(cache.get_layer("a", 1, "nf4"), nullptr);
+  EXPECT_EQ(cache.get_layer("a", 1, "awq-label"), nullptr);
   EXPECT_NE(cache.get_layer("a", 0), nullptr);
   EXPECT_EQ(cache.invalidate_cache("a"), 2u);
   EXPECT_EQ(cache.get_layer("a", 0), nullptr);

@@ -8,8 +8,10 @@
 #include <cstring>
 #include <random>
 
+#include "layercache/layer_cache.h"
 #include "layercache/quantization.h"
 #include "quant/kernels.h"
+#include "test_support.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -416,6 +418,32 @@ TEST(QuantLayer, ParallelQuantizationIsDeterministic) {
   ASSERT_TRUE(QuantizeNF4(DType::BF16, w.data(), n, 64, p2.data(), a2.data(), 4).ok());
   EXPECT_EQ(p1, p2);
   EXPECT_EQ(a1, a2);
+}
+
+TEST(QuantCache, TheCacheKnowsTheMode) {
+  testing::TempDir dir;
+  LayerCacheOptions o;
+  o.cache_dir = dir.path();
+  LayerCache cache(o);
+  LayerPtr plain = SyntheticLayer(128, 344);
+  LayerPtr q = QuantizeLayer(*plain, QuantConfig::NF4()).value();
+  // A plain layer under "nf4", an nf4 layer under "int8" or under no mode: refused, saying why.
+  Status s = cache.cache_layer_status({"m", 0, "nf4", ""}, plain);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("not quantized"), std::string::npos) << s.message();
+  EXPECT_FALSE(cache.cache_layer_status({"m", 0, "int8", ""}, q).ok());
+  EXPECT_FALSE(cache.cache_layer_status({"m", 0, "", ""}, q).ok());
+  EXPECT_EQ(cache.get_stats().disk_cache_entries, 0u);
+  // Under its own mode it is cached, and comes back with its record.
+  ASSERT_TRUE(cache.cache_layer_status({"m", 0, "nf4", ""}, q).ok());
+  LayerPtr got = cache.get_layer("m", 0, "nf4");
+  ASSERT_NE(got, nullptr);
+  EXPECT_TRUE(CheckQuantMode(*got, "nf4").ok());
+  auto back = DequantizeLayer(*got);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ((*back)->find("mlp.down_proj.weight")->dtype, DType::BF16);
+  // Other labels stay labels for plain layers.
+  EXPECT_TRUE(cache.cache_layer_status({"m", 0, "awq-label", ""}, plain).ok());
 }
 
 }  // namespace

@@ -523,11 +523,15 @@ def test_quantized_family_layer_in_a_new_process(tmp_path, family):
 def test_a_stored_mode_mismatch_is_a_clear_error(tmp_path):
     c = layercache.LayerCache(cache_dir=str(tmp_path / "c"))
     plain = {"a.weight": torch.randn(128, 128).to(torch.bfloat16)}
-    # An entry stored under "nf4" whose tensors are not quantized (a tool that only labelled it).
+    # The C++ cache refuses an entry under "nf4" whose tensors are not quantized (only labelled)...
     entries = [layercache._tensor_entry(k, v) for k, v in plain.items()]
-    assert c._core.cache_layer("m", 0, layercache._core.build_layer(entries, {}), "nf4", "")
+    assert not c._core.cache_layer("m", 0, layercache._core.build_layer(entries, {}), "nf4", "")
+    assert c.get_layer("m", 0, quantization_mode="nf4") is None
+    # ... and get_layer checks what it reads (an entry written by an older version): the same check.
     with pytest.raises(ValueError, match="not quantized"):
-        c.get_layer("m", 0, quantization_mode="nf4")
+        Q.check_mode({}, "nf4")
+    with pytest.raises(ValueError, match="stored layer is 'nf4'"):
+        Q.check_mode(Q.quantize_layer(plain, Q.get_nf4_config()), "int8")
     # cache_layer quantizes a plain layer given "nf4"/"int8", and refuses a quantized one under another mode.
     assert c.cache_layer("m", 1, plain, quantization_mode="int8")
     assert Q.quantization_info(c.get_layer("m", 1, quantization_mode="int8"))["mode"] == "int8"
