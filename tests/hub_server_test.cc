@@ -175,3 +175,41 @@ TEST(HubServer, BusyPortIsRefused) {
 
 }  // namespace
 }  // namespace layercache
+
+namespace layercache {
+namespace {
+
+TEST(HubServer, IdleKeepAliveConnectionsHoldNoThread) {
+  Repo repo;
+  HubServerOptions o;
+  o.threads = 1;  // one request at a time
+  HubServer server(o);
+  server.AddRepo("acme/m", repo.dir.path());
+  const int port = server.Start();
+  ASSERT_GT(port, 0) << server.last_error();
+  const std::string get = "GET /acme/m/resolve/main/config.json HTTP/1.1\r\nHost: t\r\n\r\n";
+  // Several connections served one after the other and left open (keep-alive)...
+  std::vector<int> fds;
+  for (int i = 0; i < 4; ++i) {
+    const int fd = Connect(port);
+    ASSERT_GE(fd, 0);
+    timeval tv{10, 0};  // far below the 15 s idle timeout that would free a held thread
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ASSERT_TRUE(Send(fd, get));
+    std::string in, body;
+    int status = 0;
+    ASSERT_TRUE(ReadResponse(fd, &in, &status, &body)) << "connection " << i << " not served";
+    EXPECT_EQ(status, 200);
+    fds.push_back(fd);
+  }
+  // ... and the first one is still usable.
+  ASSERT_TRUE(Send(fds[0], get));
+  std::string in, body;
+  int status = 0;
+  ASSERT_TRUE(ReadResponse(fds[0], &in, &status, &body));
+  EXPECT_EQ(status, 200);
+  for (int fd : fds) ::close(fd);
+}
+
+}  // namespace
+}  // namespace layercache

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -256,14 +257,18 @@ bool ParseForm(std::string_view s, std::vector<std::pair<std::string, std::strin
 Server::Server(Handler handler, ServerOptions options)
     : handler_(std::move(handler)), options_(std::move(options)) {
   if (options_.threads < 1) options_.threads = 1;
-  if (options_.max_connections < options_.threads) options_.max_connections = options_.threads;
+  if (options_.max_connections < 1) options_.max_connections = 1;
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+  handback_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (wake_fd_ < 0 || handback_fd_ < 0 || epoll_fd_ < 0)
+    throw std::runtime_error(std::string("eventfd/epoll: ") + std::strerror(errno));
 }
 
 Server::~Server() {
   Stop();
-  if (wake_fd_ >= 0) ::close(wake_fd_);
+  for (int fd : {wake_fd_, handback_fd_, epoll_fd_})
+    if (fd >= 0) ::close(fd);
 }
 
 int Server::Listen(const std::string& host, int port, std::string* error) {
@@ -319,74 +324,170 @@ void Server::Start() {
   if (listen_fd_ < 0 || started_) return;
   started_ = true;
   for (int i = 0; i < options_.threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
-  acceptor_ = std::thread([this] { AcceptLoop(); });
+  poller_ = std::thread([this] { PollLoop(); });
 }
 
 void Server::Wait() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return stopping_.load(); });
+  stop_cv_.wait(lock, [this] { return stopping_.load(); });
 }
 
 void Server::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_.exchange(true)) {
-      // Already stopping: a second Stop() only waits for the threads below.
-    }
+    stopping_ = true;
     const uint64_t one = 1;
     [[maybe_unused]] ssize_t w = ::write(wake_fd_, &one, sizeof one);
     for (int fd : active_) ::shutdown(fd, SHUT_RDWR);
-    for (auto& [fd, peer] : queue_) ::close(fd);
-    queue_.clear();
   }
   cv_.notify_all();
-  if (acceptor_.joinable()) acceptor_.join();
+  stop_cv_.notify_all();
+  if (poller_.joinable()) poller_.join();
   for (auto& t : workers_)
     if (t.joinable()) t.join();
   workers_.clear();
+  // Only this thread is left: close what waited.
+  for (auto& c : queue_) ::close(c->fd);
+  for (auto& c : handback_) ::close(c->fd);
+  for (auto& [fd, c] : idle_) ::close(fd);
+  queue_.clear();
+  handback_.clear();
+  idle_.clear();
   if (listen_fd_ >= 0) {
     ::close(listen_fd_);
     listen_fd_ = -1;
   }
 }
 
-void Server::AcceptLoop() {
+// One thread waits for every connection that is not being served (new ones,
+// and keep-alive ones between requests) with epoll, and hands those with
+// bytes to read to the workers: idle connections hold no thread.
+void Server::PollLoop() {
+  auto add = [this](int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.fd = fd;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  };
+  add(wake_fd_);
+  add(handback_fd_);
+  ::fcntl(listen_fd_, F_SETFL, ::fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
+  add(listen_fd_);
+  bool listen_paused = false;
+  Clock::time_point resume_listen;
+  epoll_event events[64];
   while (!stopping_) {
-    pollfd p[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    if (::poll(p, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
+    // Sleep until the next idle deadline (or the listening socket's resumption).
+    auto next = Clock::now() + std::chrono::seconds(60);
+    for (const auto& [fd, c] : idle_) next = std::min(next, c->deadline);
+    if (listen_paused) next = std::min(next, resume_listen);
+    const auto wait_ms = std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()).count() + 1);
+    const int n = ::epoll_wait(epoll_fd_, events, 64, static_cast<int>(wait_ms));
+    if (n < 0 && errno != EINTR) break;
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == wake_fd_) return;
+      if (fd == handback_fd_) {
+        uint64_t v;
+        [[maybe_unused]] ssize_t r = ::read(handback_fd_, &v, sizeof v);
+        std::vector<std::unique_ptr<Conn>> back;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          back.swap(handback_);
+        }
+        for (auto& c : back) {
+          c->deadline = Clock::now() + std::chrono::milliseconds(options_.idle_timeout_ms);
+          const int cfd = c->fd;
+          idle_[cfd] = std::move(c);
+          add(cfd);
+        }
+        continue;
+      }
+      if (fd == listen_fd_) {
+        for (;;) {
+          sockaddr_storage ss{};
+          socklen_t len = sizeof ss;
+          const int cfd =
+              ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
+          if (cfd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+              // Out of descriptors: stop accepting for a moment rather than spin.
+              ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+              listen_paused = true;
+              resume_listen = Clock::now() + std::chrono::milliseconds(100);
+            }
+            break;  // EAGAIN: all accepted; ECONNABORTED and the like: next time
+          }
+          Accepted(cfd, ss);
+        }
+        continue;
+      }
+      // An idle connection has bytes (or was closed): a worker serves it.
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+      auto it = idle_.find(fd);
+      if (it == idle_.end()) continue;
+      std::unique_ptr<Conn> c = std::move(it->second);
+      idle_.erase(it);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        queue_.push_back(std::move(c));
+      }
+      cv_.notify_one();
     }
-    if (p[1].revents != 0 || stopping_) break;
-    if ((p[0].revents & POLLIN) == 0) continue;
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    const int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
-    if (fd < 0) continue;  // EMFILE, ECONNABORTED, ...: keep serving the others
-    char host[INET6_ADDRSTRLEN] = "?";
-    if (ss.ss_family == AF_INET)
-      ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, host, sizeof host);
-    else if (ss.ss_family == AF_INET6)
-      ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, host, sizeof host);
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    timeval tv{options_.write_timeout_ms / 1000, (options_.write_timeout_ms % 1000) * 1000};
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    std::unique_lock<std::mutex> lock(mu_);
-    if (static_cast<int>(queue_.size() + active_.size()) >= options_.max_connections) {
-      lock.unlock();
+    const auto now = Clock::now();
+    if (listen_paused && now >= resume_listen) {
+      listen_paused = false;
+      add(listen_fd_);
+    }
+    for (auto it = idle_.begin(); it != idle_.end();) {
+      if (it->second->deadline <= now) {
+        // No request within the idle (or, for a new connection, request) timeout.
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->first, nullptr);
+        ::close(it->first);
+        it = idle_.erase(it);
+        std::lock_guard<std::mutex> lock(mu_);
+        --open_;
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+void Server::Accepted(int fd, const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (ss.ss_family == AF_INET)
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, host, sizeof host);
+  else if (ss.ss_family == AF_INET6)
+    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, host,
+                sizeof host);
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  timeval tv{options_.write_timeout_ms / 1000, (options_.write_timeout_ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (open_ >= options_.max_connections) {
       static const char kBusy[] =
           "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
           "X-Error-Message: too many connections\r\nRetry-After: 1\r\nConnection: close\r\n"
           "Content-Length: 34\r\n\r\n{\"error\": \"too many connections\"}\n";
       WriteAll(fd, kBusy, sizeof kBusy - 1);
       LingeringClose(fd, 100);
-      continue;
+      return;
     }
-    queue_.emplace_back(fd, host);
-    lock.unlock();
-    cv_.notify_all();
+    ++open_;
   }
+  auto c = std::make_unique<Conn>();
+  c->fd = fd;
+  c->peer = host;
+  c->deadline = Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms);
+  idle_[fd] = std::move(c);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.fd = fd;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
 }
 
 void Server::WorkerLoop() {
@@ -394,24 +495,34 @@ void Server::WorkerLoop() {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
     if (stopping_) return;
-    auto [fd, peer] = std::move(queue_.front());
+    std::unique_ptr<Conn> c = std::move(queue_.front());
     queue_.pop_front();
-    active_.insert(fd);
+    active_.insert(c->fd);
     lock.unlock();
-    const bool linger = Serve(fd, peer);
+    const End end = Serve(*c);
     lock.lock();
-    active_.erase(fd);
+    active_.erase(c->fd);
+    if (end == End::kIdle && !stopping_) {
+      handback_.push_back(std::move(c));
+      lock.unlock();
+      const uint64_t one = 1;
+      [[maybe_unused]] ssize_t w = ::write(handback_fd_, &one, sizeof one);
+      continue;
+    }
+    --open_;
     lock.unlock();
-    if (linger) {
-      LingeringClose(fd, 500);
+    if (end == End::kLinger) {
+      LingeringClose(c->fd, 500);
     } else {
-      ::close(fd);
+      ::close(c->fd);
     }
   }
 }
 
-bool Server::Serve(int fd, const std::string& peer) {
-  std::string in;  // bytes received and not yet consumed
+Server::End Server::Serve(Conn& conn) {
+  const int fd = conn.fd;
+  const std::string& peer = conn.peer;
+  std::string& in = conn.in;  // bytes received and not yet consumed
   char buf[16384];
   // Reads more into `in` until `deadline`; false on timeout, EOF, error or stop.
   auto read_more = [&](Clock::time_point deadline) -> bool {
@@ -431,13 +542,16 @@ bool Server::Serve(int fd, const std::string& peer) {
     }
   };
 
-  for (bool first = true;; first = false) {
+  for (;;) {
     const auto start = Clock::now();
-    // Wait for the request's first byte (keep-alive idle time after the first).
-    if (in.empty() &&
-        !read_more(start + std::chrono::milliseconds(first ? options_.request_timeout_ms
-                                                           : options_.idle_timeout_ms)))
-      return false;
+    if (in.empty()) {
+      // Between requests: take what has arrived; nothing yet goes back to the poller.
+      const ssize_t r = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (r == 0) return End::kClose;
+      if (r < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? End::kIdle : End::kClose;
+      in.append(buf, static_cast<size_t>(r));
+    }
     const auto deadline = Clock::now() + std::chrono::milliseconds(options_.request_timeout_ms);
     Request req;
     req.peer = peer;
@@ -457,7 +571,7 @@ bool Server::Serve(int fd, const std::string& peer) {
           throw ParseError{431, "request headers larger than " +
                                     std::to_string(options_.max_header_bytes) + " bytes"};
         if (!read_more(deadline)) {
-          if (stopping_) return false;
+          if (stopping_) return End::kClose;
           throw ParseError{408, "request not received in time"};
         }
       }
@@ -539,11 +653,11 @@ bool Server::Serve(int fd, const std::string& peer) {
                                     std::to_string(options_.max_body_bytes) + " bytes"};
         if (IEquals(req.Header("Expect"), "100-continue") && in.size() < n) {
           static const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
-          if (!WriteAll(fd, kContinue, sizeof kContinue - 1)) return false;
+          if (!WriteAll(fd, kContinue, sizeof kContinue - 1)) return End::kClose;
         }
         while (in.size() < n) {
           if (!read_more(deadline)) {
-            if (stopping_) return false;
+            if (stopping_) return End::kClose;
             throw ParseError{408, "request body not received in time"};
           }
         }
@@ -641,7 +755,7 @@ bool Server::Serve(int fd, const std::string& peer) {
                          std::to_string(ms) + "ms" + (ok ? "" : " aborted");
       options_.access_log(line);
     }
-    if (!ok || !keep_alive || stopping_) return unread;
+    if (!ok || !keep_alive || stopping_) return unread ? End::kLinger : End::kClose;
   }
 }
 

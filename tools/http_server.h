@@ -1,7 +1,8 @@
 // A small HTTP/1.1 server for `layercache serve`: persistent connections, a
-// fixed pool of worker threads, a bound on open connections (503 beyond it),
+// fixed pool of worker threads serving requests while one epoll thread
+// watches the connections between requests, a bound on open connections (503 beyond it),
 // timeouts for reading a request, for idle keep-alive connections and for
-// writing, bodies from memory or from a file (sendfile), HEAD answered with
+// writing, bodies from memory or from a file (pread + send), HEAD answered with
 // the headers of GET, and one access-log line per request. It parses only
 // what it needs: request line, headers, Content-Length bodies; anything
 // malformed gets a 4xx and the connection is closed. The handler sees the
@@ -10,15 +11,20 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
 #include <thread>
 #include <utility>
+
+struct sockaddr_storage;
 #include <vector>
 
 namespace layercache::http {
@@ -86,23 +92,38 @@ class Server {
   uint64_t file_bytes_sent() const { return file_bytes_sent_.load(std::memory_order_relaxed); }
 
  private:
-  void AcceptLoop();
+  struct Conn {
+    int fd = -1;
+    std::string peer;
+    std::string in;  // received, not yet consumed (pipelined requests)
+    std::chrono::steady_clock::time_point deadline;  // while idle: closed after it
+  };
+  enum class End { kClose, kLinger, kIdle };
+  void PollLoop();
+  void Accepted(int fd, const struct sockaddr_storage& ss);
   void WorkerLoop();
-  // Serves one connection; true when it ended with a request not read to
-  // its end (close it gracefully).
-  bool Serve(int fd, const std::string& peer);
+  // Serves the requests that have arrived on a connection: kIdle when it
+  // waits for the next one (back to the poller), kLinger when it ended with a
+  // request not read to its end (close it gracefully), kClose otherwise.
+  End Serve(Conn& conn);
 
   Handler handler_;
   ServerOptions options_;
   int listen_fd_ = -1;
-  int wake_fd_ = -1;  // eventfd, readable once stopping
+  int wake_fd_ = -1;      // eventfd, readable once stopping
+  int handback_fd_ = -1;  // eventfd: workers handed connections back
+  int epoll_fd_ = -1;
   std::atomic<bool> stopping_{false};
-  std::thread acceptor_;
+  std::thread poller_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::pair<int, std::string>> queue_;  // accepted, not yet served
-  std::set<int> active_;                           // being served
+  std::condition_variable cv_;                   // workers: a connection to serve, or stop
+  std::condition_variable stop_cv_;              // Wait(): stopped
+  std::deque<std::unique_ptr<Conn>> queue_;      // with bytes to read, for a worker
+  std::vector<std::unique_ptr<Conn>> handback_;  // from workers, for the poller
+  std::set<int> active_;                         // being served
+  int open_ = 0;                                 // open connections (all of the above + idle)
+  std::map<int, std::unique_ptr<Conn>> idle_;    // the poller's own: waiting for a request
   bool started_ = false;
   std::atomic<uint64_t> file_bytes_sent_{0};
 };

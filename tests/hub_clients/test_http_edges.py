@@ -281,29 +281,29 @@ def test_busy_port_and_bad_port_are_refused(mirror, models):
 def test_connection_bound_and_request_timeout(models, tmp_path):
     m = Mirror(["--repo", f"org/tiny={models['org/tiny']}", "--threads", "1",
                 "--max-connections", "2", "--timeout", "2"], tmp_path / "log")
+
+    def read_all(sock):
+        out = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return out
+            out += chunk
+
     try:
         held = [socket.create_connection((m.host, m.port), timeout=30) for _ in range(2)]
-        held[0].sendall(b"GET /org/tiny/resolve/main/config.json HTTP/1.1\r\nHost: a\r\n")  # unfinished
+        # The only thread waits for the rest of this request ...
+        held[0].sendall(b"GET /org/tiny/resolve/main/config.json HTTP/1.1\r\nHost: a\r\n")
+        # ... this complete one waits for the thread.
+        held[1].sendall(b"GET /org/tiny/resolve/main/config.json HTTP/1.1\r\nHost: a\r\n"
+                        b"Connection: close\r\n\r\n")
         # A third connection is over the bound: 503 at once.
         out = raw_exchange(m, b"GET /api/models/org/tiny HTTP/1.1\r\nHost: a\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 503"), out[:100]
-        # The unfinished request times out with 408 (after --timeout) and the connection closes.
-        reply = b""
-        while True:
-            chunk = held[0].recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-        assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
-        # The queued connection is served next.
-        held[1].sendall(b"GET /org/tiny/resolve/main/config.json HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        reply = b""
-        while True:
-            chunk = held[1].recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-        assert reply.startswith(b"HTTP/1.1 200")
+        # The unfinished request times out with 408 (after --timeout) and its connection closes;
+        # then the waiting request is served.
+        assert read_all(held[0]).startswith(b"HTTP/1.1 408")
+        assert read_all(held[1]).startswith(b"HTTP/1.1 200")
         for s in held:
             s.close()
     finally:
