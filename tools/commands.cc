@@ -202,13 +202,25 @@ int Clear(const Global& g) {
   return ReportRemoved(g, before, bytes);
 }
 
-int Invalidate(const Global& g, const std::string& model, std::optional<int64_t> layer) {
+int Invalidate(const Global& g, const std::string& model, std::optional<int64_t> layer,
+               const std::string& revision) {
   LayerCache cache(ResolveOptions(g));
-  uint64_t bytes = 0;
-  for (const EntryInfo& e : cache.list_entries()) {
-    if (e.key.model_id == model && (!layer || e.key.layer_index == *layer)) bytes += e.size_bytes;
+  if (!revision.empty() && revision.size() < 7) {
+    std::cerr << "layercache: --revision needs a commit or a prefix of at least 7 characters\n";
+    return kExitUsage;
   }
-  size_t n = cache.invalidate_cache(model, layer);
+  uint64_t bytes = 0;
+  size_t n = 0;
+  for (const EntryInfo& e : cache.list_entries()) {
+    if (e.key.model_id != model || (layer && e.key.layer_index != *layer)) continue;
+    if (revision.empty()) {
+      bytes += e.size_bytes;
+    } else if (e.key.revision.rfind(revision, 0) == 0 && cache.remove_entry(e.key)) {
+      bytes += e.size_bytes;
+      ++n;
+    }
+  }
+  if (revision.empty()) n = cache.invalidate_cache(model, layer);
   return ReportRemoved(g, n, bytes);
 }
 

@@ -52,7 +52,8 @@ int Stats(const Global& g);
 int Verify(const Global& g, const std::string& model);
 int Optimize(const Global& g);
 int Clear(const Global& g);
-int Invalidate(const Global& g, const std::string& model, std::optional<int64_t> layer);
+int Invalidate(const Global& g, const std::string& model, std::optional<int64_t> layer,
+               const std::string& revision = "");
 int Inspect(const std::string& file, bool json);
 int Put(const Global& g, const std::string& model, int64_t layer, const std::string& file,
         const std::string& quant, const std::string& revision, const QuantFlags& qf = {});

@@ -109,6 +109,9 @@ int main(int argc, char** argv) {
   inv->add_option("MODEL", model, "model id")->required();
   auto* layer_opt = AddInt(inv, "--layer", &layer_value, 0, kMaxLayer, "only this layer index");
   inv->add_flag("--json", g.json, "print JSON");
+  std::string inv_revision;
+  inv->add_option("--revision", inv_revision,
+                  "only the entries of this revision (a commit, or a prefix of 7+ characters)");
 
   auto* inspect = app.add_subcommand("inspect", "validate a safetensors file and list its tensors");
   std::string file;
@@ -256,7 +259,8 @@ int main(int argc, char** argv) {
     if (*clear) return cli::Clear(g);
     if (*inv) {
       return cli::Invalidate(
-          g, model, layer_opt->count() ? std::optional<int64_t>(layer_value) : std::nullopt);
+          g, model, layer_opt->count() ? std::optional<int64_t>(layer_value) : std::nullopt,
+          inv_revision);
     }
     if (*inspect) return cli::Inspect(file, g.json);
     if (*put) return cli::Put(g, model, layer, file, quant, revision, qf);

@@ -486,8 +486,17 @@ class LayerCache:
 
     # ---- maintenance -------------------------------------------------------------------------
 
-    def invalidate_cache(self, model_id=None, layer_index=None):
-        """Removes one layer, a model's layers, or (no arguments) everything."""
+    def invalidate_cache(self, model_id=None, layer_index=None, revision=None):
+        """Removes one layer, a model's layers, or (no arguments) everything; with ``revision`` (a
+        commit or a prefix of 7+ characters) only the entries of that revision."""
+        if revision is not None:
+            if model_id is None:
+                raise ValueError("revision given without model_id; pass the model too")
+            n = self._core.invalidate_revision(model_id, None if layer_index is None else int(layer_index),
+                                               str(revision))
+            with self._lock:
+                self._forget(model_id, layer_index)
+            return n
         n = self._core.invalidate_cache(model_id, None if layer_index is None else int(layer_index))
         with self._lock:
             self._forget(model_id, layer_index)

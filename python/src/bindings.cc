@@ -510,6 +510,28 @@ PYBIND11_MODULE(_core, m) {
              return Wrap(std::move(layer));
            })
       .def("options", &LayerCache::options, py::return_value_policy::copy)
+      // Removes the entries of (model, layer or all, revision or a 7+ character
+      // prefix of it), all quantization modes; returns how many.
+      .def("invalidate_revision",
+           [](LayerCache& c, const std::string& model_id, std::optional<int64_t> layer_index,
+              const std::string& revision) {
+             if (revision.size() < 7) {
+               throw std::invalid_argument(
+                   "revision must be a commit or a prefix of at least 7 characters, got \"" +
+                   revision + "\"");
+             }
+             py::gil_scoped_release release;
+             size_t n = 0;
+             for (const EntryInfo& e : c.list_entries()) {
+               if (e.key.model_id != model_id ||
+                   (layer_index && e.key.layer_index != *layer_index) ||
+                   e.key.revision.rfind(revision, 0) != 0) {
+                 continue;
+               }
+               n += c.remove_entry(e.key) ? 1 : 0;
+             }
+             return n;
+           })
       .def("default_revision", &LayerCache::default_revision,
            py::call_guard<py::gil_scoped_release>())
       .def("model_config", &LayerCache::model_config, py::call_guard<py::gil_scoped_release>())

@@ -251,6 +251,23 @@ def test_cli_fetch_then_get_and_ls_revision(tmp_path):
         assert open(tmp_path / "a.st", "rb").read() == open(tmp_path / "b.st", "rb").read()
         miss = run("get", "m", "1", "--revision", "0" * 40, "-o", str(tmp_path / "c.st"))
         assert miss.returncode == 1 and "not cached" in miss.stderr
+        assert run("invalidate", "m", "--layer", "1", "--revision", commit[:8]).returncode == 0
+        assert run("get", "m", "1", "-o", str(tmp_path / "d.st")).returncode == 1
+        assert run("get", "m", "0", "-o", str(tmp_path / "e.st")).returncode == 0
+        assert run("invalidate", "m", "--revision", "abc").returncode == 2
     finally:
         server.terminate()
         server.wait()
+
+
+def test_invalidate_one_revision(cache_dir):
+    c = layercache.LayerCache(cache_dir=cache_dir)
+    a, b = "a" * 40, "b" * 40
+    c.cache_layer("r", 0, {"w": torch.ones(2)}, revision=a)
+    c.cache_layer("r", 0, {"w": torch.zeros(2)}, revision=b)
+    assert c.get_layer("r", 0, revision=a)["w"].tolist() == [1.0, 1.0]
+    assert c.invalidate_cache("r", revision=a[:7]) == 1
+    assert c.get_layer("r", 0, revision=a) is None
+    assert c.get_layer("r", 0, revision=b)["w"].tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError):
+        c.invalidate_cache("r", revision="ab")
