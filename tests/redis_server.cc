@@ -72,11 +72,16 @@ std::string RedisServer::Cli(const std::vector<std::string>& args) const {
   return RunCommand(argv).out;
 }
 
-RedisCluster::RedisCluster(const std::string& dir, int n) {
-  for (int i = 0; i < n; ++i) nodes_.push_back(std::make_unique<RedisServer>(dir, true));
+RedisCluster::RedisCluster(const std::string& dir, int n, int replicas) {
+  // A replica may always take over (its data age is not held against it).
+  const std::vector<std::string> extra =
+      replicas > 0 ? std::vector<std::string>{"--cluster-replica-validity-factor", "0"}
+                   : std::vector<std::string>{};
+  for (int i = 0; i < n * (1 + replicas); ++i)
+    nodes_.push_back(std::make_unique<RedisServer>(dir, true, extra));
   std::vector<std::string> argv = {kRedisCli, "--cluster", "create"};
   for (const auto& node : nodes_) argv.push_back(node->address());
-  argv.insert(argv.end(), {"--cluster-replicas", "0", "--cluster-yes"});
+  argv.insert(argv.end(), {"--cluster-replicas", std::to_string(replicas), "--cluster-yes"});
   const CommandResult created = RunCommand(argv);
   if (created.exit_code != 0) {
     error_ = created.out;

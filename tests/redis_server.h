@@ -43,7 +43,8 @@ class RedisServer {
 // reports cluster_state:ok.
 class RedisCluster {
  public:
-  RedisCluster(const std::string& dir, int n = 3);
+  // `replicas`: replicas per master (started too, and joined as such).
+  RedisCluster(const std::string& dir, int n = 3, int replicas = 0);
   bool ok() const { return ok_; }
   std::vector<std::unique_ptr<RedisServer>>& nodes() { return nodes_; }
   std::vector<std::string> urls() const;

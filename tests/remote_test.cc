@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <future>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -671,6 +672,100 @@ TEST(RedisClusterTier, KillingAMasterMidRunServesNoWrongBytes) {
   ASSERT_TRUE(killed);
   EXPECT_EQ(t.ok, 4) << "every node got every layer, with the right bytes:\n" << t.out;
   EXPECT_GT(t.errors, 0u) << "the dead master was noticed";
+}
+
+// Failover: 3 masters with a replica each. Four nodes load 8 layers; a master
+// is SIGKILLed while four more nodes load them; its replica is promoted.
+// Every node gets every layer with the right bytes (from Redis, or from the
+// source when Redis fails it); after the promotion four fresh nodes load them
+// again: each layer crosses from the source at most once (single flight
+// holds), and the figures are printed.
+TEST(RedisClusterTier, AKilledMasterIsReplacedByItsReplicaAndNothingWrongIsServed) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisCluster cluster(dir.path(), 3, 1);
+  ASSERT_TRUE(cluster.ok()) << cluster.error();
+  // The masters, and the replica of the one to be killed.
+  std::vector<RedisServer*> masters;
+  for (auto& node : cluster.nodes())
+    if (node->Cli({"ROLE"}).rfind("master", 0) == 0) masters.push_back(node.get());
+  ASSERT_EQ(masters.size(), 3u);
+  RedisServer* victim = masters[0];
+  const std::string victim_id = [&] {
+    std::string id = victim->Cli({"CLUSTER", "MYID"});
+    while (!id.empty() && (id.back() == '\n' || id.back() == '\r')) id.pop_back();
+    return id;
+  }();
+  RedisServer* replica = nullptr;
+  for (auto& node : cluster.nodes()) {
+    if (node.get() == victim) continue;
+    const std::string role = node->Cli({"ROLE"});
+    if (role.rfind("slave", 0) == 0 &&
+        node->Cli({"INFO", "replication"}).find("master_port:" + std::to_string(victim->port())) !=
+            std::string::npos)
+      replica = node.get();
+  }
+  ASSERT_NE(replica, nullptr) << "no replica of the master to kill";
+  ServedModel m(8);
+  ASSERT_GT(m.port, 0);
+
+  // 1. Warm: the layers are published (and replicated).
+  const NodeTotals warm = RunNodes(dir, 4, m.endpoint(), 8, cluster.urls(), m.model.path());
+  ASSERT_EQ(warm.ok, 4) << warm.out;
+  // The replica has caught up with its master (bounded wait).
+  bool synced = false;
+  for (int i = 0; i < 3000 && !synced; ++i) {
+    synced =
+        replica->Cli({"INFO", "replication"}).find("master_link_status:up") != std::string::npos;
+    if (!synced) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(synced) << replica->Cli({"INFO", "replication"});
+  ASSERT_EQ(victim->Cli({"WAIT", "1", "10000"}).substr(0, 1), "1") << "replication";
+  // 2. Under load: four fresh nodes load the layers; a master dies meanwhile.
+  TempDir load_dir;
+  const uint64_t sent_before = m.server.bytes_sent();
+  std::chrono::steady_clock::time_point killed_at;
+  std::optional<double> recovered_s;
+  const NodeTotals during =
+      RunNodes(load_dir, 4, m.endpoint(), 8, cluster.urls(), m.model.path(), [&] {
+        victim->Kill();
+        killed_at = std::chrono::steady_clock::now();
+        // The replica is promoted (bounded wait: cluster-node-timeout is 2 s).
+        for (int i = 0; i < 3000; ++i) {
+          if (replica->Cli({"ROLE"}).rfind("master", 0) == 0 &&
+              replica->Cli({"CLUSTER", "INFO"}).find("cluster_state:ok") != std::string::npos) {
+            recovered_s =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+            break;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+      });
+  EXPECT_EQ(during.ok, 4) << "every node got every layer, with the right bytes:\n" << during.out;
+  ASSERT_TRUE(recovered_s.has_value())
+      << "the replica of " << victim_id << " was not promoted: ROLE " << replica->Cli({"ROLE"})
+      << "\nCLUSTER INFO " << replica->Cli({"CLUSTER", "INFO"}) << "\nCLUSTER NODES "
+      << replica->Cli({"CLUSTER", "NODES"});
+  const uint64_t fallback_bytes = m.server.bytes_sent() - sent_before;
+  // 3. After the promotion: four more fresh nodes; each layer crosses from
+  // the source at most once, and nothing wrong is served.
+  TempDir after_dir;
+  const uint64_t sent_mid = m.server.bytes_sent();
+  const NodeTotals after = RunNodes(after_dir, 4, m.endpoint(), 8, cluster.urls(), m.model.path());
+  EXPECT_EQ(after.ok, 4) << after.out;
+  const uint64_t sent_after = m.server.bytes_sent() - sent_mid;
+  EXPECT_LE(sent_after, m.layer_bytes + m.layer_bytes / 100 + 4 * m.overhead)
+      << "after the promotion each layer crosses from the source at most once";
+  std::printf(
+      "failover: 3 masters + 3 replicas; %d layer fetches under load while a master was "
+      "killed: %llu remote hits, %llu errors, %.1f layers' bytes from the source (fallbacks); "
+      "replica promoted and cluster ok %.2f s after the kill; after it, %d fetches: %llu remote "
+      "hits, %.1f layers' bytes from the source\n",
+      4 * 8, static_cast<unsigned long long>(during.remote_hits),
+      static_cast<unsigned long long>(during.errors),
+      static_cast<double>(fallback_bytes) / static_cast<double>(m.info.bytes_per_layer),
+      *recovered_s, 4 * 8, static_cast<unsigned long long>(after.remote_hits),
+      static_cast<double>(sent_after) / static_cast<double>(m.info.bytes_per_layer));
 }
 
 }  // namespace
