@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 import warnings
+import weakref
 
 from . import _core
 
@@ -254,7 +255,22 @@ class LayerCache:
         # changed in place (C++: _core.HitPath). At most the memory tier's budget of layers is kept
         # (oldest first out), so layers evicted from the cache are not held for long.
         budget = int(float(core_options_memory_gb(core)) * (1 << 30))
-        self._hits = _core.HitPath(core, self._build_for_hit, self._get_layer_slow, budget)
+        # The C++ side holds these functions, which reach this object through a weak reference only:
+        # a LayerCache is freed (and its C++ cache closed) as soon as the program drops it.
+        me = weakref.ref(self)
+
+        def live():
+            # Dropped during the call (`LayerCache(...).get_layer(...)`): a wrapper of the same C++ cache.
+            obj = me()
+            return obj if obj is not None else LayerCache._of_core(core)
+
+        def build(*args):
+            return live()._build_for_hit(*args)
+
+        def slow(*args, **kwargs):
+            return live()._get_layer_slow(*args, **kwargs)
+
+        self._hits = _core.HitPath(core, build, slow, budget)
         # The fast path: a C function (a memory hit costs about a dict lookup; docs/PYTHON.md).
         self.get_layer = self._hits.get_layer_function()
         self._lock = threading.Lock()

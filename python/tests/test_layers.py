@@ -271,3 +271,18 @@ def test_invalidate_one_revision(cache_dir):
     assert c.get_layer("r", 0, revision=b)["w"].tolist() == [0.0, 0.0]
     with pytest.raises(ValueError):
         c.invalidate_cache("r", revision="ab")
+
+
+def test_a_dropped_cache_is_freed_and_its_layers_stay_usable(cache_dir):
+    import gc
+    import weakref
+    c = layercache.LayerCache(cache_dir=cache_dir)
+    c.cache_layer("m", 0, {"w": torch.ones(3)})
+    got = c.get_layer("m", 0)
+    assert c.get_layer("m", 0) is got
+    ref = weakref.ref(c)
+    del c
+    gc.collect()
+    assert ref() is None  # the C++ side holds nothing that keeps the Python object alive
+    assert got["w"].tolist() == [1.0, 1.0, 1.0]
+    assert layercache.LayerCache(cache_dir=cache_dir).get_layer("m", 0)["w"].tolist() == [1.0, 1.0, 1.0]
