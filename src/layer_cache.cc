@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <condition_variable>
 #include <functional>
 #include <future>
 #include <iostream>
@@ -400,7 +401,7 @@ class LayerCache::Impl {
     // is gone); one promoted before is erased from memory below.
     Result<size_t> removed = 0;
     {
-      auto locks = LockAllStripes(matches);
+      InvalidationScope scope(this, matches);
       removed = disk_->Invalidate(model_id, layer_index);
       if (removed.ok() && !model_id) {
         if (Status s = disk_->Clear(); !s.ok()) removed = s;
@@ -414,7 +415,7 @@ class LayerCache::Impl {
   void Clear() {
     Status s;
     {
-      auto locks = LockAllStripes([](const LayerKey&) { return true; });
+      InvalidationScope scope(this, [](const LayerKey&) { return true; });
       s = disk_->Clear();
     }
     memory_->Clear();
@@ -541,19 +542,68 @@ class LayerCache::Impl {
     std::lock_guard lock(s.mu);
     s.write_back.erase(key);
   }
-  // Locks every stripe (in order), bumping its generation and dropping the
-  // write-back records of the keys being invalidated; held while the disk
-  // removes them.
-  std::vector<std::unique_lock<std::mutex>> LockAllStripes(
-      const std::function<bool(const LayerKey&)>& invalidated) {
-    std::vector<std::unique_lock<std::mutex>> locks;
-    locks.reserve(kStripes);
+  // Bumps every stripe's generation and drops the write-back records of the
+  // keys being invalidated (one stripe locked at a time).
+  void BumpAllGenerations(const std::function<bool(const LayerKey&)>& invalidated) {
     for (Stripe& s : stripes_) {
-      locks.emplace_back(s.mu);
+      std::lock_guard lock(s.mu);
       ++s.generation;
       std::erase_if(s.write_back, [&](const auto& kv) { return invalidated(kv.first); });
     }
-    return locks;
+  }
+  // While an invalidation removes entries from disk: no layer read from disk
+  // is promoted and no write-back starts; write-backs begun before it finish
+  // first (they hold their key's lock, so the invalidation would miss a row
+  // they are about to commit). No lock is held while waiting: the disk's key
+  // locks are taken by the invalidation only afterwards.
+  class InvalidationScope {
+   public:
+    InvalidationScope(Impl* impl, const std::function<bool(const LayerKey&)>& invalidated)
+        : impl_(impl), invalidated_(invalidated) {
+      impl_->invalidating_.fetch_add(1);
+      impl_->BumpAllGenerations(invalidated_);
+      std::unique_lock lock(impl_->write_back_mu_);
+      impl_->write_back_cv_.wait(lock, [&] { return impl_->write_backs_ == 0; });
+    }
+    ~InvalidationScope() {
+      impl_->BumpAllGenerations(invalidated_);
+      impl_->invalidating_.fetch_sub(1);
+    }
+    InvalidationScope(const InvalidationScope&) = delete;
+    InvalidationScope& operator=(const InvalidationScope&) = delete;
+
+   private:
+    Impl* impl_;
+    std::function<bool(const LayerKey&)> invalidated_;
+  };
+  // Writes a layer evicted from memory back to disk if it is on disk no more
+  // and nothing since made that wrong: a put of its key (the record is gone),
+  // an invalidation (the same, or one in progress). Under the key's disk lock,
+  // taken without waiting (its holder writes a newer version anyway).
+  void WriteBack(const LayerKey& k, const LayerPtr& l) {
+    auto key_lock = disk_->TryLockKey(k);
+    if (!key_lock.ok() || !key_lock->has_value()) return;
+    {
+      Stripe& s = StripeOf(k);
+      std::lock_guard lock(s.mu);
+      auto it = s.write_back.find(k);
+      if (it == s.write_back.end() || it->second != l.get()) return;
+      s.write_back.erase(it);
+      if (invalidating_.load() > 0) return;
+      std::lock_guard wb(write_back_mu_);
+      ++write_backs_;
+    }
+    if (!disk_->Contains(k)) {
+      if (Status st = disk_->Put(k, l, &**key_lock); !st.ok()) {
+        LogWarn("layer " + k.ToString() +
+                " evicted from memory could not be written to disk: " + st.message());
+      }
+    }
+    {
+      std::lock_guard wb(write_back_mu_);
+      --write_backs_;
+    }
+    write_back_cv_.notify_all();
   }
   // Puts `layer` in the memory tier: a put's layer (read_at empty), or one
   // read from a lower tier when the generation of its key was `*read_at`.
@@ -568,25 +618,15 @@ class LayerCache::Impl {
       Stripe& s = StripeOf(key);
       std::lock_guard lock(s.mu);
       if (read_at) {
-        if (s.generation != *read_at) return;  // a put or invalidation came after the read
+        // A put or invalidation came after the read, or one is under way.
+        if (s.generation != *read_at || invalidating_.load() > 0) return;
       } else {
         ++s.generation;
       }
       memory_->Insert(key, layer, &evicted);
       s.write_back[key] = layer.get();
     }
-    for (const auto& [k, l] : evicted) {
-      Stripe& s = StripeOf(k);
-      std::lock_guard lock(s.mu);
-      auto it = s.write_back.find(k);
-      if (it == s.write_back.end() || it->second != l.get()) continue;  // invalidated since
-      s.write_back.erase(it);
-      if (disk_->Contains(k)) continue;
-      if (Status st = disk_->Put(k, l); !st.ok()) {
-        LogWarn("layer " + k.ToString() +
-                " evicted from memory could not be written to disk: " + st.message());
-      }
-    }
+    for (const auto& [k, l] : evicted) WriteBack(k, l);
   }
 
   Result<LayerPtr> LoadAsLeader(const LayerKey& key, const Loader& loader, uint64_t generation) {
@@ -663,6 +703,10 @@ class LayerCache::Impl {
   std::mutex flights_mu_;
   std::unordered_map<LayerKey, Flight, LayerKeyHash> flights_;
   std::array<Stripe, kStripes> stripes_;
+  std::atomic<int> invalidating_{0};
+  std::mutex write_back_mu_;
+  std::condition_variable write_back_cv_;
+  int write_backs_ = 0;  // in progress
 
   // Hit and miss counters, striped over cache lines so that threads do not
   // contend on them; summed by get_stats().

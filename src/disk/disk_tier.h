@@ -63,6 +63,10 @@ class DiskTier {
   Status Put(const LayerKey& key, const LayerPtr& layer, const FileLock* held = nullptr);
   // The cross-process lock of one key (blocks until held).
   Result<FileLock> LockKey(const LayerKey& key);
+  // The same without waiting: empty when another writer holds it.
+  Result<std::optional<FileLock>> TryLockKey(const LayerKey& key) {
+    return TryLockDigest(key.Digest());
+  }
 
   Result<size_t> Invalidate(const std::optional<std::string>& model_id,
                             const std::optional<int64_t>& layer_index);
