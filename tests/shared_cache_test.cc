@@ -32,20 +32,24 @@ using testing::TempDir;
 constexpr const char* kSetpriv = "/usr/bin/setpriv";
 constexpr int kGroup = 100;  // "users" on Debian
 
+// The CLI, copied where nobody may run it (the build folder may be under a
+// home nobody cannot enter).
+std::string g_cli;
+
 // Runs the CLI as nobody (with `group` as a supplementary group when >= 0)
 // under umask `umask`.
 testing::CommandResult AsNobody(const std::vector<std::string>& args, int group = -1,
                                 const std::string& umask = "022") {
   std::string cmd = "umask " + umask + "; exec " + kSetpriv + " --reuid=65534 --regid=65534 " +
                     (group >= 0 ? "--groups=" + std::to_string(group) : "--clear-groups") + " " +
-                    testing::CliPath();
+                    g_cli;
   for (const std::string& a : args) cmd += " '" + a + "'";
   return testing::RunCommand({"/bin/sh", "-c", cmd});
 }
 
 testing::CommandResult AsRoot(const std::vector<std::string>& args,
                               const std::string& umask = "022") {
-  std::string cmd = "umask " + umask + "; exec " + testing::CliPath();
+  std::string cmd = "umask " + umask + "; exec " + g_cli;
   for (const std::string& a : args) cmd += " '" + a + "'";
   return testing::RunCommand({"/bin/sh", "-c", cmd});
 }
@@ -80,6 +84,10 @@ TEST(SharedCache, AUserWhoCannotWriteListsVerifiesAndReadsAndChangesNothing) {
   TempDir dir;
   fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                   fs::perms::others_read | fs::perms::others_exec);
+  g_cli = dir / "layercache";
+  fs::copy_file(testing::CliPath(), g_cli);
+  fs::permissions(g_cli, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                             fs::perms::others_read | fs::perms::others_exec);
   const std::string cache = dir / "cache";
   const std::string l0 = WriteLayerFile(dir, "l0.safetensors", 1);
   const std::string l1 = WriteLayerFile(dir, "l1.safetensors", 2);
@@ -122,6 +130,10 @@ TEST(SharedCache, ACacheCreatedForAGroupIsWritableByTheGroup) {
   TempDir dir;
   fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                   fs::perms::others_read | fs::perms::others_exec);
+  g_cli = dir / "layercache";
+  fs::copy_file(testing::CliPath(), g_cli);
+  fs::permissions(g_cli, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                             fs::perms::others_read | fs::perms::others_exec);
   // The administrator's setup (README, "Multi-user setup"): a setgid
   // directory of the group, and umask 002 for its members.
   const std::string shared = dir / "shared";
