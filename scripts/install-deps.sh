@@ -10,6 +10,7 @@ PACKAGES=(
   libhiredis-dev redis-server redis-tools
   libgtest-dev libbenchmark-dev clang libclang-rt-14-dev
   python3 python3-dev pybind11-dev python3-numpy python3-torch python3-pytest
+  python3-prometheus-client
 )
 
 missing=()

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <future>
@@ -18,6 +19,7 @@
 #include "hub/hub_source.h"
 #include "layercache/progress.h"
 #include "memory/memory_tier.h"
+#include "metrics.h"
 #include "remote/remote_tier.h"
 #include "source/checkpoint.h"
 #include "source/model_refs.h"
@@ -79,6 +81,7 @@ class LayerCache::Impl {
     if (!disk.ok()) throw Error(disk.status());
     disk_ = std::move(*disk);
     if (creating) RecordSettingsOfNewCache(cache_dir_, options_);  // cache_settings.h
+    lifetime_ = std::make_unique<LifetimeCounters>(options_.persist_metadata ? cache_dir_ : "");
     hub_ = std::make_unique<HubSource>(JoinPath(cache_dir_, "refs"));
     refs_ = std::make_unique<ModelRefs>(Env::Default(), JoinPath(cache_dir_, "model-refs"));
     const RemoteTierOptions r = RemoteTierOptions::From(options_);
@@ -133,10 +136,17 @@ class LayerCache::Impl {
       return model.status();
     }
     key.revision = (*model)->key_revision();
+    LogDebug("download_and_cache " + key.ToString() + " from " + repo_id + "@" + revision);
     auto result = GetOrLoad(key, [&]() -> Result<LayerPtr> {
+      const auto t0 = std::chrono::steady_clock::now();
       auto d = non_layer ? (*model)->DownloadNonLayerTensors(options.connections, options.quiet)
                          : (*model)->DownloadLayer(layer_index, options.connections, options.quiet);
       if (!d.ok()) return d.status();
+      const double took =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      latencies_.load_hub.Observe(took);
+      LogDebug("downloaded " + key.ToString() + ": " + std::to_string(d->payload_bytes) +
+               " bytes in " + std::to_string(took) + " s");
       RecordDownload(d->payload_bytes);
       if (quantize) return quant::QuantizeLayer(*d->layer, *options.quantize);
       return d->layer;
@@ -250,8 +260,20 @@ class LayerCache::Impl {
     flights_.erase(key);
   }
 
-  // Disk (or an in-flight load of the same key), single-flight.
+  // Disk (or an in-flight load of the same key), single-flight, timed.
   LayerPtr GetSlow(const LayerKey& key) {
+    const auto t0 = std::chrono::steady_clock::now();
+    bool remote = false;
+    LayerPtr layer = GetSlowUntimed(key, &remote);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    (!layer   ? latencies_.get_miss
+     : remote ? latencies_.get_remote
+              : latencies_.get_disk)
+        .Observe(s);
+    return layer;
+  }
+
+  LayerPtr GetSlowUntimed(const LayerKey& key, bool* served_by_remote) {
     std::promise<Result<LayerPtr>> promise;
     const uint64_t generation = Generation(key);
     bool registered = false;
@@ -282,6 +304,7 @@ class LayerCache::Impl {
     promise.set_value(read.ok() ? Result<LayerPtr>(*read) : Result<LayerPtr>(read.status()));
     EndFlight(key, registered);
     if (read.ok()) {
+      *served_by_remote = from_remote;
       if (!from_remote) c.disk_hits.fetch_add(1, std::memory_order_relaxed);
       c.bytes_served.fetch_add((*read)->nbytes(), std::memory_order_relaxed);
       return std::move(*read);
@@ -334,7 +357,10 @@ class LayerCache::Impl {
     key.Validate();
     CheckLayer(layer);
     ForgetWriteBack(key);
+    const auto t0 = std::chrono::steady_clock::now();
     Status s = disk_->Put(key, layer, held);
+    latencies_.put_disk.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     Promote(key, layer);
     if (s.ok()) {
       layers_cached_.fetch_add(1, std::memory_order_relaxed);
@@ -435,6 +461,27 @@ class LayerCache::Impl {
   }
 
   CacheStats Stats() {
+    CacheStats s = StatsOfThisProcess();
+    s.lifetime = lifetime_->FlushAndRead(s);
+    return s;
+  }
+
+  ~Impl() {
+    if (lifetime_) (void)lifetime_->FlushAndRead(StatsOfThisProcess());
+  }
+
+  std::string Metrics() { return MetricsText(Stats(), latencies_); }
+  Result<LayerPtr> TimedGetOrLoad(const LayerKey& key, const Loader& loader) {
+    return GetOrLoad(key, [&]() -> Result<LayerPtr> {
+      const auto t0 = std::chrono::steady_clock::now();
+      Result<LayerPtr> r = loader();
+      latencies_.load_other.Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      return r;
+    });
+  }
+
+  CacheStats StatsOfThisProcess() {
     CacheStats s;
     auto totals = disk_->Totals();
     if (totals.ok()) {
@@ -504,6 +551,7 @@ class LayerCache::Impl {
 
   void Flush() {
     if (remote_) remote_->Flush();
+    (void)Stats();  // adds this process's counters to the lifetime totals
   }
 
   void RecordDownload(uint64_t bytes) {
@@ -735,6 +783,8 @@ class LayerCache::Impl {
   std::atomic<uint64_t> bytes_downloaded_{0};
   std::atomic<uint64_t> layers_cached_{0};
   std::atomic<uint64_t> disk_write_errors_{0};
+  CacheLatencies latencies_;
+  std::unique_ptr<LifetimeCounters> lifetime_;
 };
 
 // ---- LayerCache ------------------------------------------------------------
@@ -815,7 +865,7 @@ Status LayerCache::cache_layer_status(const LayerKey& key, LayerPtr layer) {
 }
 
 Result<LayerPtr> LayerCache::get_or_load(const LayerKey& key, const Loader& loader) {
-  return impl_->GetOrLoad(key, loader);
+  return impl_->TimedGetOrLoad(key, loader);
 }
 
 LayerPtr LayerCache::download_and_cache(std::string_view model_id, int64_t layer_index,
@@ -877,6 +927,8 @@ void LayerCache::print_stats(std::ostream& out) { out << get_stats().ToText() <<
 void LayerCache::print_stats() { print_stats(std::cout); }
 
 std::vector<EntryInfo> LayerCache::list_entries() { return impl_->List(); }
+
+std::string LayerCache::metrics_text() { return impl_->Metrics(); }
 
 const LayerCacheOptions& LayerCache::options() const { return impl_->options(); }
 

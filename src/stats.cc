@@ -81,6 +81,12 @@ std::string CacheStats::ToJson(int indent) const {
   j["memory_cache_bytes"] = memory_cache_bytes;
   j["max_disk_cache_bytes"] = max_disk_cache_bytes;
   j["max_memory_cache_bytes"] = max_memory_cache_bytes;
+  if (!lifetime.empty()) {
+    // Every process that used this cache directory (this one included).
+    nlohmann::ordered_json l;
+    for (const auto& [name, value] : lifetime) l[name] = value;
+    j["lifetime"] = std::move(l);
+  }
   j["version"] = LAYERCACHE_VERSION;
   return j.dump(indent);
 }

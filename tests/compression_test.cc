@@ -41,7 +41,7 @@ LayerCacheOptions Opts(const TempDir& dir, bool compress) {
   o.cache_dir = dir / "cache";
   o.max_memory_cache_size_gb = 0;  // every get reads (and decompresses) the entry
   o.enable_compression = compress;
-  o.compression_level = 3;
+  o.compression_level = 6;  // the default: zstd 1
   return o;
 }
 

@@ -48,7 +48,8 @@ class EvictionReport {
   uint64_t evicted_bytes_ = 0;
 };
 
-int Stats(const Global& g);
+// format: text, json or prometheus.
+int Stats(const Global& g, const std::string& format);
 int Verify(const Global& g, const std::string& model);
 int Optimize(const Global& g);
 int Clear(const Global& g);

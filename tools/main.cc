@@ -8,6 +8,7 @@
 
 #include "cli_args.h"
 #include "commands.h"
+#include "layercache/logging.h"
 #include "layercache/status.h"
 #include "layercache/version.h"
 #include "serve_command.h"
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
   using cli::AddDouble;
   using cli::AddInt;
   constexpr int64_t kMaxLayer = INT64_MAX;
+  (void)GetLogLevel();  // reads and checks $LAYERCACHE_LOG now, not at the first message
   CLI::App app{"layercache: a memory, SSD and Redis cache of model layers"};
   app.require_subcommand(1);
   // Global options are accepted before or after the subcommand.
@@ -47,6 +49,9 @@ int main(int argc, char** argv) {
 
   auto* stats = app.add_subcommand("stats", "print cache statistics");
   stats->add_flag("--json", g.json, "print JSON (the get_stats() shape)");
+  std::string stats_format = "text";
+  stats->add_option("--format", stats_format, "text (default), json or prometheus")
+      ->check(CLI::IsMember({"text", "json", "prometheus"}));
   cli::ListOptions lo;
   auto* ls = app.add_subcommand("ls", "list the cached layers, with a per-model summary");
   ls->add_flag("--json", g.json, "print JSON");
@@ -245,7 +250,7 @@ int main(int argc, char** argv) {
   g.checksum_given = checksum_opt->count() > 0;
   try {
     if (g.checksum_given) g.options.checksum_algorithm = ParseChecksumAlgorithm(checksum);
-    if (*stats) return cli::Stats(g);
+    if (*stats) return cli::Stats(g, stats_format);
     if (*ls) return cli::List(g, lo);
     if (*verify) return cli::Verify(g, verify_model);
     if (*rm) {

@@ -174,8 +174,9 @@ class LayerCache {
   OptimizeReport optimize_cache();
 
   // Waits until the layers being published to the remote tier in the
-  // background are there (the destructor waits too). Nothing to do without
-  // a remote tier.
+  // background are there (the destructor waits too), and adds this process's
+  // counters to the cache's lifetime totals (get_stats() and closing the
+  // cache do that too).
   void flush();
 
   CacheStats get_stats();
@@ -185,6 +186,10 @@ class LayerCache {
 
   // Every disk entry, most recently used first.
   std::vector<EntryInfo> list_entries();
+
+  // get_stats() and latency histograms (get, put, load, per tier) in the
+  // Prometheus text exposition format, for a scrape endpoint.
+  std::string metrics_text();
 
   const LayerCacheOptions& options() const;
   // The directory in use (default applied, "~" expanded).

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 namespace layercache {
@@ -45,6 +46,15 @@ struct CacheStats {
   uint64_t remote_breaker_opens = 0;  // times Redis was set aside after errors
   bool remote_breaker_open = false;   // set aside now
   uint64_t remote_redirections = 0;   // Redis Cluster MOVED / ASK redirections followed
+
+  // The counters above summed over every process that has used this cache
+  // directory (kept in <cache_dir>/metrics.sqlite; empty without
+  // persist_metadata or when the directory is read-only): memory_hits,
+  // disk_hits, remote_hits, misses, memory_evictions, disk_evictions,
+  // checksum_failures, layers_cached, disk_write_errors, bytes_served,
+  // bytes_downloaded, bytes_read_from_disk, bytes_written_to_disk,
+  // bytes_from_remote, bytes_to_remote.
+  std::map<std::string, uint64_t> lifetime;
 
   uint64_t total_evictions() const { return memory_evictions + disk_evictions; }
   // hits / (hits + misses), 0 when there was no lookup.

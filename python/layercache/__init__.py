@@ -540,6 +540,11 @@ class LayerCache:
         """The seed's statistics dict (plus more counters)."""
         return json.loads(self._core.stats_json())
 
+    def metrics_text(self):
+        """get_stats() and latency histograms in the Prometheus text format
+        (serve it from a /metrics endpoint)."""
+        return self._core.metrics_text()
+
     def print_stats(self):
         sys.stdout.write(self._core.stats_text())
         sys.stdout.flush()

@@ -622,6 +622,7 @@ PYBIND11_MODULE(_core, m) {
                                nullptr, revision);
            })
       .def("stats_json", [](LayerCache& c) { return c.get_stats().ToJson(); })
+      .def("metrics_text", &LayerCache::metrics_text, py::call_guard<py::gil_scoped_release>())
       .def("stats_text", [](LayerCache& c) { return c.get_stats().ToText(); })
       .def_property_readonly("cache_dir", &LayerCache::cache_dir);
 

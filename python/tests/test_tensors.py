@@ -162,7 +162,7 @@ def test_download_and_cache_from_a_local_hub_server(cache_dir, tmp_path):
 
 
 def test_compressed_cache_round_trips_bf16_and_shrinks_it(cache_dir):
-    cache = LayerCache(cache_dir=cache_dir, enable_compression=True, compression_level=3,
+    cache = LayerCache(cache_dir=cache_dir, enable_compression=True, compression_level=6,
                        max_memory_cache_size_gb=0)
     w = (torch.randn(512, 512) * 0.02).to(torch.bfloat16)
     assert cache.cache_layer("z", 0, {"w": w, "i": torch.arange(10)})

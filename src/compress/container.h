@@ -24,8 +24,11 @@ inline constexpr uint64_t kCompressionChunkBytes = 1u << 20;
 // Byte width used for grouping a dtype's elements (1: no grouping).
 uint32_t GroupWidth(DType dtype);
 
-// Compresses `layer`'s data section; `level` is the seed's 1-9 (zstd levels
-// 1-9). `threads` 0: all cores.
+// The zstd level used for compression_level `level` (1-9, clamped).
+int ZstdLevelFor(int level);
+
+// Compresses `layer`'s data section at compression_level `level` (1-9, see
+// ZstdLevelFor), every tensor kind alike. `threads` 0: all cores.
 AlignedBuffer CompressLayerData(const Layer& layer, int level, unsigned threads = 0);
 
 // Decompresses `container` into `out` (exactly `logical_bytes` long, laid

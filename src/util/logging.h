@@ -1,12 +1,11 @@
-// Minimal leveled logging to stderr. The level comes from $LAYERCACHE_LOG
-// (debug, info, warn (default), error, off).
+// Leveled logging (the public side is include/layercache/logging.h).
 #pragma once
 
 #include <string>
 
-namespace layercache {
+#include "layercache/logging.h"
 
-enum class LogLevel { kDebug = 0, kInfo, kWarn, kError, kOff };
+namespace layercache {
 
 LogLevel CurrentLogLevel();
 void Log(LogLevel level, const std::string& message);

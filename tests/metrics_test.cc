@@ -1,0 +1,108 @@
+// Lifetime counters, latency histograms, the Prometheus text and the logging API.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "layercache/layer_cache.h"
+#include "layercache/logging.h"
+#include "test_support.h"
+
+namespace layercache {
+namespace {
+
+using testing::TempDir;
+
+LayerPtr Small() {
+  TensorInfo t;
+  t.name = "w";
+  t.dtype = DType::F32;
+  t.shape = {256};
+  t.nbytes = 1024;
+  AlignedBuffer b(1024);
+  std::memset(b.data(), 7, 1024);
+  return Layer::Create({t}, std::move(b), {}).value();
+}
+
+LayerCacheOptions Opts(const TempDir& dir) {
+  LayerCacheOptions o;
+  o.cache_dir = dir / "c";
+  o.max_memory_cache_size_gb = 0;  // every hit is a disk hit
+  return o;
+}
+
+TEST(Lifetime, CountersSurviveTheProcessAndAddUp) {
+  TempDir dir;
+  {
+    LayerCache a(Opts(dir));
+    ASSERT_TRUE(a.cache_layer("m", 0, Small()));
+    ASSERT_NE(a.get_layer("m", 0), nullptr);
+  }  // closing flushes
+  LayerCache b(Opts(dir));
+  ASSERT_NE(b.get_layer("m", 0), nullptr);
+  EXPECT_EQ(b.get_layer("m", 1), nullptr);
+  CacheStats s = b.get_stats();
+  EXPECT_EQ(s.disk_hits, 1u);  // this process
+  EXPECT_EQ(s.lifetime.at("disk_hits"), 2u);
+  EXPECT_EQ(s.lifetime.at("misses"), 1u);
+  EXPECT_EQ(s.lifetime.at("layers_cached"), 1u);
+  // A second get_stats adds nothing twice.
+  EXPECT_EQ(b.get_stats().lifetime.at("disk_hits"), 2u);
+  EXPECT_NE(s.ToJson().find("\"lifetime\""), std::string::npos);
+  EXPECT_EQ(s.ToText().find("Lifetime"), std::string::npos);  // print_stats keeps the seed layout
+}
+
+TEST(Metrics, TextHasCountersGaugesAndHistograms) {
+  TempDir dir;
+  LayerCache c(Opts(dir));
+  ASSERT_TRUE(c.cache_layer("m", 0, Small()));
+  ASSERT_NE(c.get_layer("m", 0), nullptr);
+  const std::string t = c.metrics_text();
+  EXPECT_NE(t.find("# TYPE layercache_hits_total counter\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("layercache_hits_total{tier=\"disk\"} 1\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("# TYPE layercache_get_duration_seconds histogram\n"), std::string::npos);
+  EXPECT_NE(t.find("layercache_get_duration_seconds_count{tier=\"disk\"} 1\n"), std::string::npos);
+  EXPECT_NE(t.find("layercache_get_duration_seconds_bucket{tier=\"disk\",le=\"+Inf\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(t.find("layercache_put_duration_seconds_count{tier=\"disk\"} 1\n"), std::string::npos);
+  EXPECT_NE(t.find("layercache_lifetime_hits_total{tier=\"disk\"} 1\n"), std::string::npos);
+  EXPECT_EQ(t.back(), '\n');
+}
+
+TEST(Logging, LevelAndSinkAreTheCallersToSet) {
+  const LogLevel before = GetLogLevel();
+  std::mutex mu;
+  std::vector<std::pair<LogLevel, std::string>> got;
+  SetLogSink([&](LogLevel l, const std::string& m) {
+    std::lock_guard lock(mu);
+    got.emplace_back(l, m);
+  });
+  SetLogLevel(LogLevel::kDebug);
+  {
+    TempDir dir;
+    LayerCache c(Opts(dir));
+    // A layer that does not fit the budget: its failure is logged.
+    LayerCacheOptions tiny = Opts(dir);
+    tiny.cache_dir = dir / "tiny";
+    tiny.max_cache_size_gb = 1e-7;
+    LayerCache t(tiny);
+    EXPECT_FALSE(t.cache_layer("m", 0, Small()));
+  }
+  SetLogSink(nullptr);
+  SetLogLevel(before);
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got.back().first, LogLevel::kWarn);
+  EXPECT_EQ(ParseLogLevel("warning"), LogLevel::kWarn);
+  EXPECT_THROW(ParseLogLevel("loud"), std::invalid_argument);
+}
+
+TEST(Logging, UnknownLayercacheLogIsReported) {
+  auto r = testing::RunCommand({"/usr/bin/env", "LAYERCACHE_LOG=loud", testing::CliPath(),
+                                "--cache-dir", "/nonexistent/x", "put", "m", "0", "/nonexistent"});
+  EXPECT_NE(r.out.find("LAYERCACHE_LOG"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("debug, info, warn, error or off"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace layercache
