@@ -200,8 +200,11 @@ class LayerCache::Impl {
     }
     if (::isatty(2) != 0) progress.Finish();
     if (auto json = ReadFileToString(Env::Default(), JoinPath(dir, "config.json")); json.ok()) {
-      refs_->SaveConfig(model_id, "", *json);
+      refs_->SaveConfig(model_id, revision, *json);
     }
+    // A snapshot imported under its commit (a Hugging Face cache's refs/main) becomes the model's
+    // default revision, as a download of "main" does (source/model_refs.h).
+    if (!revision.empty()) refs_->Record(model_id, revision);
     return done;
   }
 

@@ -115,7 +115,10 @@ class LayerCache {
   // sharded one with model.safetensors.index.json), reading only each
   // layer's tensors. `layers` empty: all of them. Returns how many were
   // cached; throws layercache::Error on failure. `revision` is the key's
-  // revision (e.g. the commit of a Hugging Face cache snapshot; "" none).
+  // revision (e.g. the commit of a Hugging Face cache snapshot; "" none); a
+  // non-empty one is recorded as the model's default revision (as a download
+  // of "main" records its commit), and the directory's config.json is kept
+  // for it.
   size_t import_checkpoint(const std::string& dir, std::string_view model_id,
                            const std::vector<int64_t>& layers = {},
                            const std::string& layer_pattern = "", bool include_non_layer = true,
