@@ -44,9 +44,22 @@ AlignedBuffer AlignedBuffer::FromMapping(void* map_base, size_t map_length, std:
   return b;
 }
 
+AlignedBuffer AlignedBuffer::Adopt(std::byte* data, size_t size, size_t alignment,
+                                   std::function<void(std::byte*)> free_fn) {
+  AlignedBuffer b;
+  b.data_ = data;
+  b.size_ = size;
+  b.alignment_ = alignment;
+  b.capacity_ = size;
+  b.free_fn_ = std::move(free_fn);
+  return b;
+}
+
 void AlignedBuffer::Release() {
   if (data_ == nullptr) return;
-  if (map_base_ != nullptr) {
+  if (free_fn_) {
+    std::exchange(free_fn_, nullptr)(data_);
+  } else if (map_base_ != nullptr) {
     ::munmap(map_base_, map_length_);
     map_base_ = nullptr;
   } else if (capacity_ >= kLargeBufferBytes) {
@@ -63,7 +76,8 @@ AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
       alignment_(std::exchange(other.alignment_, 0)),
       capacity_(std::exchange(other.capacity_, 0)),
       map_base_(std::exchange(other.map_base_, nullptr)),
-      map_length_(std::exchange(other.map_length_, 0)) {}
+      map_length_(std::exchange(other.map_length_, 0)),
+      free_fn_(std::exchange(other.free_fn_, nullptr)) {}
 
 AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
   if (this != &other) {
@@ -74,6 +88,7 @@ AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
     capacity_ = std::exchange(other.capacity_, 0);
     map_base_ = std::exchange(other.map_base_, nullptr);
     map_length_ = std::exchange(other.map_length_, 0);
+    free_fn_ = std::exchange(other.free_fn_, nullptr);
   }
   return *this;
 }

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -53,6 +54,10 @@ class AlignedBuffer {
   // which is unmapped when the buffer goes.
   static AlignedBuffer FromMapping(void* map_base, size_t map_length, std::byte* data, size_t size);
   bool is_mapping() const { return map_base_ != nullptr; }
+  // Takes `data` (`size` bytes aligned to `alignment`, allocated elsewhere:
+  // page-locked memory, say), which `free_fn` releases when the buffer goes.
+  static AlignedBuffer Adopt(std::byte* data, size_t size, size_t alignment,
+                             std::function<void(std::byte*)> free_fn);
 
  private:
   void Release();
@@ -63,6 +68,7 @@ class AlignedBuffer {
   size_t capacity_ = 0;
   void* map_base_ = nullptr;
   size_t map_length_ = 0;
+  std::function<void(std::byte*)> free_fn_;  // adopted memory
 };
 
 struct TensorInfo {
