@@ -31,3 +31,20 @@ else()
   message(STATUS "layercache: GPU tier without CUDA (device='cuda:N' reports that)")
   target_sources(layercache PRIVATE src/gpu/no_cuda_runtime.cc)
 endif()
+
+# bench/gpu_bench (docs/PERFORMANCE.md): its compute kernel is compiled by
+# nvcc for LAYERCACHE_CUDA_ARCH (sm_90 covers H100 and H200; PTX is embedded
+# for newer GPUs), the rest by the C++ compiler.
+if(LAYERCACHE_HAVE_CUDA AND LAYERCACHE_BUILD_BENCH AND CUDAToolkit_NVCC_EXECUTABLE)
+  set(_spin_obj ${CMAKE_CURRENT_BINARY_DIR}/gpu_spin.o)
+  add_custom_command(OUTPUT ${_spin_obj}
+    COMMAND ${CUDAToolkit_NVCC_EXECUTABLE} -O2 -ccbin ${CMAKE_CXX_COMPILER} -Xcompiler -fPIC
+            -gencode arch=compute_${LAYERCACHE_CUDA_ARCH},code=[sm_${LAYERCACHE_CUDA_ARCH},compute_${LAYERCACHE_CUDA_ARCH}]
+            -c ${CMAKE_CURRENT_SOURCE_DIR}/bench/gpu_spin.cu -o ${_spin_obj}
+    DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/bench/gpu_spin.cu
+    COMMENT "nvcc bench/gpu_spin.cu (sm_${LAYERCACHE_CUDA_ARCH})"
+    VERBATIM)
+  add_executable(gpu_bench bench/gpu_bench.cc ${_spin_obj})
+  target_include_directories(gpu_bench PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR}/bench)
+  target_link_libraries(gpu_bench PRIVATE layercache CUDA::cudart_static)
+endif()

@@ -1,9 +1,13 @@
 // The GPU tier on a real CUDA device. Needs a build with CUDA
 // (-DLAYERCACHE_CUDA=ON or the toolkit found) and a device; elsewhere each
-// test skips saying "no CUDA device" (the one skip allowed in CI).
+// test skips saying "no CUDA device" (the one skip allowed in CI), unless
+// LAYERCACHE_REQUIRE_CUDA=1 (scripts/gpu-check.sh sets it), which makes a
+// missing device a failure.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "disk/disk_tier.h"
 #include "gpu/device_runtime.h"
@@ -23,9 +27,16 @@ class CudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto rt = CudaRuntime();
-    if (!rt.ok()) GTEST_SKIP() << "no CUDA device: " << rt.status().message();
-    if ((*rt)->DeviceCount() == 0) {
-      GTEST_SKIP() << "no CUDA device: " << (*rt)->Name() << " sees none (no GPU or no driver)";
+    std::string why;
+    if (!rt.ok()) {
+      why = "no CUDA device: " + rt.status().message();
+    } else if ((*rt)->DeviceCount() == 0) {
+      why = "no CUDA device: " + (*rt)->Name() + " sees none (no GPU or no driver)";
+    }
+    if (!why.empty()) {
+      const char* require = std::getenv("LAYERCACHE_REQUIRE_CUDA");
+      if (require != nullptr && std::string(require) == "1") FAIL() << why;
+      GTEST_SKIP() << why;
     }
     rt_ = *rt;
   }
