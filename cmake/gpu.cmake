@@ -8,7 +8,7 @@ set(LAYERCACHE_CUDA "AUTO" CACHE STRING "GPU tier on CUDA: AUTO, ON or OFF")
 set(LAYERCACHE_CUDA_ARCH "90" CACHE STRING "GPU architecture of the benchmark's kernel (90: H100/H200)")
 
 target_sources(layercache PRIVATE
-  src/disk/entry_reader.cc
+  src/disk/entry_open.cc
   src/gpu/device_runtime.cc
   src/gpu/device_layer.cc
   src/gpu/staging_pool.cc

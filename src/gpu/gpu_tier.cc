@@ -5,7 +5,7 @@
 #include <cstring>
 #include <thread>
 
-#include "disk/entry_reader.h"
+#include "disk/entry_open.h"
 #include "util/parallel.h"
 
 namespace layercache {

@@ -1,4 +1,4 @@
-#include "disk/entry_reader.h"
+#include "disk/entry_open.h"
 
 #include <cstdint>
 
