@@ -12,7 +12,10 @@ target_sources(layercache PRIVATE
   src/gpu/device_runtime.cc
   src/gpu/device_layer.cc
   src/gpu/staging_pool.cc
-  src/gpu/gpu_tier.cc)
+  src/gpu/gpu_tier.cc
+  src/gpu/gpu_front.cc
+  src/gpu/device_runtime_default.cc
+  src/layer_cache_gpu.cc)
 
 set(LAYERCACHE_HAVE_CUDA OFF)
 if(LAYERCACHE_CUDA STREQUAL "AUTO")

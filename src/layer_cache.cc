@@ -16,6 +16,7 @@
 #include "cache_settings_internal.h"
 #include "disk/disk_tier.h"
 #include "disk/entry_codec.h"
+#include "gpu/gpu_front.h"
 #include "hub/hub_source.h"
 #include "layercache/progress.h"
 #include "memory/memory_tier.h"
@@ -43,8 +44,8 @@ void CheckDevice(std::string_view device) {
   if (device != "cpu") {
     throw std::invalid_argument(
         "device \"" + std::string(device) +
-        "\" is not supported: this version of layercache returns layers in "
-        "CPU memory only; pass device=\"cpu\" and move the tensors yourself");
+        "\" is not supported here: this call returns layers in CPU memory (device=\"cpu\"); "
+        "for a layer in GPU memory call get_layer(key, \"cuda:N\")");
   }
 }
 
@@ -564,6 +565,19 @@ class LayerCache::Impl {
   const LayerCacheOptions& options() const { return options_; }
   const std::string& cache_dir() const { return cache_dir_; }
 
+  // The GPU tier's view of the host tiers (src/gpu/gpu_front.h).
+  HostTiers GpuHostTiers() {
+    HostTiers h;
+    h.memory_lookup = [this](const LayerKey& key) { return memory_->Lookup(LayerKeyRef(key)); };
+    h.memory_insert = [this](const LayerKey& key, LayerPtr layer) { Promote(key, layer); };
+    h.host_get = [this](const LayerKey& key) -> Result<LayerPtr> {
+      if (LayerPtr layer = Get(LayerKeyRef(key))) return layer;
+      return Status::NotFound(key.ToString());
+    };
+    h.entry_path = [this](const LayerKey& key) { return disk_->EntryPath(key.Digest()); };
+    return h;
+  }
+
  private:
   // Versions in memory never go back in time (tests/versioned_stress_test.cc):
   // each key (by stripe) has a generation that every put and invalidation
@@ -961,5 +975,7 @@ void reset_layer_cache() {
   std::lock_guard lock(g_singleton_mu);
   g_singleton.reset();
 }
+
+HostTiers LayerCache::GpuHostTiers() { return impl_->GpuHostTiers(); }
 
 }  // namespace layercache

@@ -81,6 +81,12 @@ void LayerCacheOptions::Validate() const {
         "max_memory_cache_size_gb must be zero (no memory tier) or a positive number of GiB, got " +
         std::to_string(max_memory_cache_size_gb));
   }
+  if (!std::isfinite(max_gpu_cache_size_gb) || max_gpu_cache_size_gb < 0) {
+    throw std::invalid_argument(
+        "max_gpu_cache_size_gb must be zero (keep no layers on the GPU) or a positive number of "
+        "GiB, got " +
+        std::to_string(max_gpu_cache_size_gb));
+  }
   if (compression_level < 1 || compression_level > 9) {
     throw std::invalid_argument("compression_level must be between 1 and 9, got " +
                                 std::to_string(compression_level));
@@ -138,5 +144,6 @@ uint64_t LayerCacheOptions::max_disk_bytes() const { return GiBToBytes(max_cache
 uint64_t LayerCacheOptions::max_memory_bytes() const {
   return GiBToBytes(max_memory_cache_size_gb);
 }
+uint64_t LayerCacheOptions::max_gpu_bytes() const { return GiBToBytes(max_gpu_cache_size_gb); }
 
 }  // namespace layercache

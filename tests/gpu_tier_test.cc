@@ -7,11 +7,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 
 #include "disk/disk_tier.h"
 #include "gpu/device_runtime.h"
+#include "layercache/layer_cache.h"
 #include "sim_device.h"
 #include "test_layers.h"
 #include "test_support.h"
@@ -455,6 +457,196 @@ TEST(CudaRuntimeTest, BuildWithoutCudaSaysSo) {
     EXPECT_EQ(rt.status().code(), StatusCode::kUnsupported);
     EXPECT_NE(rt.status().message().find("LAYERCACHE_CUDA=ON"), std::string::npos);
   }
+}
+
+}  // namespace
+}  // namespace layercache
+
+// ---- LayerCache's device calls, on the simulated device ----
+
+namespace layercache {
+namespace {
+
+class LayerCacheGpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override { SetDefaultDeviceRuntime(sim_); }
+  void TearDown() override { SetDefaultDeviceRuntime(nullptr); }
+
+  LayerCacheOptions Options(double gpu_gb = 1.0) {
+    LayerCacheOptions o;
+    o.cache_dir = dir_.path();
+    o.max_cache_size_gb = 1;
+    o.max_memory_cache_size_gb = 0.5;
+    o.max_gpu_cache_size_gb = gpu_gb;
+    return o;
+  }
+  bool SameBytes(const DeviceLayerPtr& d, const LayerPtr& h) {
+    if (!d || !h || d->nbytes() != h->nbytes()) return false;
+    std::vector<std::byte> out(d->nbytes());
+    EXPECT_TRUE(sim_->CopyToHost(d->device(), out.data(), d->data(), out.size()).ok());
+    return std::memcmp(out.data(), h->data(), out.size()) == 0;
+  }
+  bool InMemory(LayerCache& cache, const LayerKey& key) {
+    for (const EntryInfo& e : cache.list_entries()) {
+      if (e.key == key) return e.in_memory;
+    }
+    return false;
+  }
+
+  std::shared_ptr<SimDevice> sim_ = std::make_shared<SimDevice>(2, 1024 * kMiB);
+  TempDir dir_;
+};
+
+TEST_F(LayerCacheGpuTest, FromDiskFromMemoryAndHits) {
+  const LayerKey a{"m", 0, "", ""}, b{"m", 1, "", ""};
+  LayerPtr la = MakeLayer(100, 9 * kMiB), lb = MakeLayer(101, 3 * kMiB);
+  {
+    LayerCache writer(Options());
+    ASSERT_TRUE(writer.cache_layer(a, la));
+    ASSERT_TRUE(writer.cache_layer(b, lb));
+    // In memory here: copied from the memory tier.
+    DeviceLayerPtr d = writer.get_layer(b, "cuda:1");
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(d->device(), 1);
+    EXPECT_TRUE(SameBytes(d, lb));
+    EXPECT_EQ(writer.get_layer(b, "cuda:1"), d);  // a GPU-tier hit: the same layer
+  }
+  LayerCache cache(Options());  // a fresh memory tier: from the disk entry
+  sim_->ClearLog();
+  DeviceLayerPtr d = cache.get_layer(a, "cuda");
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(d->device(), 0);
+  EXPECT_TRUE(SameBytes(d, la));
+  EXPECT_EQ(Count(sim_->log(), "h2d"), 2u);  // two 8 MiB chunks, staged
+  EXPECT_FALSE(InMemory(cache, a));          // not through the memory tier
+  EXPECT_EQ(cache.get_layer(a, "cuda:0"), d);
+  EXPECT_EQ(cache.get_layer(LayerKey{"m", 7, "", ""}, "cuda:0"), nullptr);  // a miss
+  auto miss = cache.get_layer_status(LayerKey{"m", 7, "", ""}, "cuda:0");
+  EXPECT_TRUE(miss.status().IsNotFound());
+}
+
+TEST_F(LayerCacheGpuTest, BadDevicesAreClearErrors) {
+  LayerCache cache(Options());
+  const LayerKey k{"m", 0, "", ""};
+  for (const char* bad : {"tpu:0", "cuda:", "cuda:x", "cuda:-1", "cuda:1x", "cpu"}) {
+    EXPECT_THROW(cache.get_layer(k, bad), std::invalid_argument) << bad;
+  }
+  try {
+    cache.get_layer(k, "cuda:2");
+    FAIL() << "cuda:2 accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:2 does not exist"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(cache.get_layer("m", 0, std::nullopt, "cuda:0"), std::invalid_argument);
+  EXPECT_THROW(cache.prefetch({k}, "cuda:9"), std::invalid_argument);
+}
+
+TEST_F(LayerCacheGpuTest, WithoutTheSimulatorTheBuildSaysWhatIsMissing) {
+  SetDefaultDeviceRuntime(nullptr);  // the real CUDA runtime, or none
+  LayerCache cache(Options());
+  const LayerKey k{"m", 0, "", ""};
+  if (!BuiltWithCuda()) {
+    try {
+      cache.get_layer(k, "cuda:0");
+      FAIL() << "a build without CUDA served a device";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status().code(), StatusCode::kUnsupported);
+      EXPECT_NE(std::string(e.what()).find("no CUDA support"), std::string::npos);
+    }
+  } else if (CudaRuntime().value()->DeviceCount() == 0) {
+    try {
+      cache.get_layer(k, "cuda:0");
+      FAIL() << "a machine without a GPU served a device";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("sees no GPU"), std::string::npos) << e.what();
+    }
+  } else {
+    EXPECT_EQ(cache.get_layer(k, "cuda:0"), nullptr);  // a real GPU: a plain miss
+  }
+}
+
+TEST_F(LayerCacheGpuTest, CorruptEntryIsAMissAndNothingReachesTheDevice) {
+  const LayerKey k{"m", 3, "", ""};
+  LayerPtr l = MakeLayer(103, 2 * kMiB);
+  std::string path;
+  {
+    LayerCache writer(Options());
+    ASSERT_TRUE(writer.cache_layer(k, l));
+    path = writer.list_entries().at(0).path;
+  }
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-100, std::ios::end);
+    f.put('\x01');
+  }
+  LayerCache cache(Options());
+  EXPECT_EQ(cache.get_layer(k, "cuda:0"), nullptr);
+  EXPECT_EQ(sim_->live_allocations(), 0u);
+  EXPECT_EQ(cache.get_stats().checksum_failures, 1u);  // the disk tier removed and counted it
+  EXPECT_TRUE(cache.list_entries().empty());
+}
+
+TEST_F(LayerCacheGpuTest, EvictedGoBackToMemoryAndPrefetchFillsTheDevice) {
+  std::vector<LayerKey> keys;
+  std::vector<LayerPtr> layers;
+  for (int i = 0; i < 3; ++i) {
+    keys.push_back({"p", i, "", ""});
+    layers.push_back(MakeLayer(200 + i, 2 * kMiB));
+  }
+  {
+    LayerCache writer(Options());
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(writer.cache_layer(keys[i], layers[i]));
+  }
+  // Room on the GPU for one layer; a fresh memory tier.
+  LayerCache cache(Options(3.0 / 1024));
+  ASSERT_NE(cache.get_layer(keys[0], "cuda:0"), nullptr);
+  EXPECT_FALSE(InMemory(cache, keys[0]));
+  ASSERT_NE(cache.get_layer(keys[1], "cuda:0"), nullptr);  // evicts 0 from the GPU...
+  EXPECT_TRUE(InMemory(cache, keys[0]));                   // ...into host memory
+  auto back = cache.get_layer(keys[0]);
+  ASSERT_NE(back, nullptr);
+  EXPECT_TRUE(back->ContentEquals(*layers[0]));
+
+  auto futures = cache.prefetch({keys[2]}, "cuda:0");
+  ASSERT_EQ(futures.size(), 1u);
+  DeviceLayerPtr pre = futures[0].get();
+  ASSERT_NE(pre, nullptr);
+  EXPECT_TRUE(SameBytes(pre, layers[2]));
+  EXPECT_EQ(cache.get_layer(keys[2], "cuda:0"), pre);  // served by the GPU tier
+
+  // Prefetches layer 0 (wrapping), which may evict 2 from a one-layer GPU
+  // budget first: the layer served is 2's, whichever copy.
+  DeviceLayerPtr d = cache.get_layer_with_prefetch(keys[2], 3, "cuda:0", 1);
+  EXPECT_TRUE(SameBytes(d, layers[2]));
+  EXPECT_THROW(cache.get_layer_with_prefetch(keys[2], 2, "cuda:0"), std::invalid_argument);
+}
+
+TEST_F(LayerCacheGpuTest, PinnedMemoryLayersAreCopiedDirectly) {
+  LayerCacheOptions o = Options();
+  o.pin_memory_layers = true;
+  LayerCache cache(o);
+  const LayerKey k{"m", 4, "", ""};
+  LayerPtr l = MakeLayer(104, 20 * kMiB);
+  ASSERT_TRUE(cache.cache_layer(k, l));
+  EXPECT_FALSE(sim_->IsPinned(cache.get_layer(k)->data()));
+  ASSERT_NE(cache.get_layer(k, "cuda:0"), nullptr);
+  LayerPtr host = cache.get_layer(k);
+  EXPECT_TRUE(sim_->IsPinned(host->data()));  // the memory tier now holds a pinned copy
+  EXPECT_TRUE(host->ContentEquals(*l));
+  // The next device gets it with no staging buffer at all.
+  const size_t pinned_before = sim_->pinned_allocations();
+  ASSERT_NE(cache.get_layer(k, "cuda:1"), nullptr);
+  EXPECT_EQ(sim_->pinned_allocations(), pinned_before);
+}
+
+TEST_F(LayerCacheGpuTest, OptionsAreValidated) {
+  LayerCacheOptions o = Options();
+  o.max_gpu_cache_size_gb = -1;
+  EXPECT_THROW(o.Validate(), std::invalid_argument);
+  o.max_gpu_cache_size_gb = std::nan("");
+  EXPECT_THROW(o.Validate(), std::invalid_argument);
+  o.max_gpu_cache_size_gb = 0;
+  EXPECT_NO_THROW(o.Validate());
 }
 
 }  // namespace

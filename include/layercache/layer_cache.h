@@ -37,6 +37,7 @@
 #include <string_view>
 #include <vector>
 
+#include "layercache/device_layer.h"
 #include "layercache/download.h"
 #include "layercache/entry.h"
 #include "layercache/key.h"
@@ -68,6 +69,29 @@ class LayerCache {
                      std::optional<std::string> quantization_mode = std::nullopt,
                      std::string_view device = "cpu");
   LayerPtr get_layer(const LayerKey& key);
+
+  // The layer in the memory of GPU `device` ("cuda:N", or "cuda" for
+  // cuda:0), or nullptr when no tier has it. Served from the GPU tier, else
+  // copied there from the memory tier, or read straight from its disk entry
+  // through pinned staging buffers (checksum verified), or fetched through
+  // the other tiers; then kept in the GPU tier (max_gpu_cache_size_gb per
+  // device). The copies are complete when it is returned. Throws
+  // std::invalid_argument for a malformed device or an ordinal that does not
+  // exist, layercache::Error when this build has no CUDA support, and for
+  // device failures (out of device memory after evicting everything it
+  // could, a failed copy: nothing is cached then).
+  DeviceLayerPtr get_layer(const LayerKey& key, std::string_view device);
+  // As above, with every failure (and a miss: NotFound) as a Status.
+  Result<DeviceLayerPtr> get_layer_status(const LayerKey& key, std::string_view device);
+  // Starts copying layers to `device` in the background; one future per key
+  // (nullptr when a layer is not cached or its load failed, which is logged).
+  std::vector<std::shared_future<DeviceLayerPtr>> prefetch(const std::vector<LayerKey>& keys,
+                                                           std::string_view device);
+  // get_layer_with_prefetch for a device: prefetches the next `lookahead`
+  // layers of key's model to `device` (wrapping after num_layers - 1), then
+  // returns `key`'s layer on it.
+  DeviceLayerPtr get_layer_with_prefetch(const LayerKey& key, int64_t num_layers,
+                                         std::string_view device, int lookahead = 2);
 
   // Caches `layer` in memory and on disk. True when the disk entry was
   // written; false (with the reason logged) otherwise, in which case the
@@ -203,7 +227,13 @@ class LayerCache {
 
  private:
   class Impl;
+  struct GpuPart;
+  static std::shared_ptr<GpuPart> NewGpuPart();
+  // What the GPU tier needs of the host tiers (src/gpu/gpu_front.h).
+  struct HostTiers GpuHostTiers();
   std::unique_ptr<Impl> impl_;
+  // Declared after impl_, so destroyed first: its prefetches use the tiers.
+  std::shared_ptr<GpuPart> gpu_ = NewGpuPart();
 };
 
 // The process-wide cache. The first call creates it (with `options`, or the

@@ -73,6 +73,16 @@ struct LayerCacheOptions {
   int remote_wait_ms = 300'000;  // longest wait for another node loading a layer
   int64_t remote_ttl_s = 0;      // expiry of published layers; 0: none (Redis's LRU)
 
+  // The GPU tier (docs/DESIGN.md, "GPU tier"): layers asked for on a device
+  // (get_layer(key, "cuda:N")) are kept in its memory under this budget, in
+  // GiB per device; 0 keeps none (each request copies the layer again).
+  double max_gpu_cache_size_gb = 4.0;
+  // Keep the memory tier's layers in page-locked (pinned) host memory once
+  // they have gone to a GPU, so that the next copy to a device is a direct
+  // DMA at full PCIe speed instead of a staged one. Pinned memory cannot be
+  // swapped: leave off unless max_memory_cache_size_gb fits in RAM easily.
+  bool pin_memory_layers = false;
+
   // Throws std::invalid_argument, saying how to fix it, for unusable values.
   void Validate() const;
   // The cache_dir that will be used (default and "~" applied).
@@ -82,6 +92,7 @@ struct LayerCacheOptions {
 
   uint64_t max_disk_bytes() const;
   uint64_t max_memory_bytes() const;
+  uint64_t max_gpu_bytes() const;
 
   friend bool operator==(const LayerCacheOptions&, const LayerCacheOptions&) = default;
 };

@@ -75,4 +75,10 @@ Result<std::shared_ptr<DeviceRuntime>> CudaRuntime();
 // Whether this build has CUDA support.
 bool BuiltWithCuda();
 
+// The runtime LayerCache uses for devices: CudaRuntime(), unless another was
+// set (the tests set a simulated device; nullptr restores CUDA). Caches
+// created before a change keep theirs.
+Result<std::shared_ptr<DeviceRuntime>> DefaultDeviceRuntime();
+void SetDefaultDeviceRuntime(std::shared_ptr<DeviceRuntime> runtime);
+
 }  // namespace layercache
