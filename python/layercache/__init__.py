@@ -374,6 +374,9 @@ class LayerCache:
     def _get_layer_slow(self, model_id, layer_index, quantization_mode=None, device="cpu", module=None,
                         revision=None, dequantize=False):
         key = (model_id, int(layer_index), quantization_mode or "", revision or "")
+        if str(device) != "cpu":  # {name: torch CUDA tensor} through the GPU tier (layercache.gpu)
+            from . import gpu
+            return gpu.device_layer(self._core, model_id, key[1], key[2], key[3], device)
         core_layer = self._core.get_layer(model_id, key[1], key[2], key[3], str(device))
         if core_layer is None:
             return None

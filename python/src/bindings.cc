@@ -343,9 +343,14 @@ PyMethodDef kGetLayerDef = {
 
 }  // namespace
 
+namespace layercache {
+void BindGpu(py::module_& m);  // gpu_bindings.cc
+}  // namespace layercache
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "layercache C++ core";
   m.attr("__version__") = LAYERCACHE_VERSION;
+  layercache::BindGpu(m);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
