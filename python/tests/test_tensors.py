@@ -122,7 +122,7 @@ def test_bad_arguments_raise_value_error(cache_dir):
     with pytest.raises(ValueError, match="layer_index"):
         cache.get_layer("m", -1)
     with pytest.raises(ValueError, match="device"):
-        cache.get_layer("m", 0, device="cuda:0")
+        cache.get_layer("m", 0, device="tpu:0")
     with pytest.raises(ValueError):
         cache.cache_layer("m", 0, "not a layer")
     with pytest.raises(ValueError):
