@@ -38,7 +38,7 @@ bundle() {
   # on a machine without this one's -dev packages.
   for p in "$BUNDLE"/*_test "$BUNDLE"/gpu_bench; do
     ldd "$p" | awk '/=> \//{print $3}'
-  done | sort -u | grep -Ev '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libgcc_s|libstdc\+\+)\.so' |
+  done | sort -u | grep -Ev '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' |
     while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
   du -sh "$BUNDLE"
   echo "carry $BUNDLE to the GPU machine and run: scripts/gpu-check.sh run"
