@@ -30,9 +30,11 @@ if(LAYERCACHE_HAVE_CUDA)
   message(STATUS "layercache: GPU tier on CUDA ${CUDAToolkit_VERSION} (${CUDAToolkit_BIN_DIR})")
   target_sources(layercache PRIVATE src/gpu/cuda_runtime.cc)
   target_link_libraries(layercache PRIVATE CUDA::cudart_static)
+  set(PC_CUDA_LIBS " -L${CUDAToolkit_LIBRARY_DIR} -lcudart_static -ldl -lrt")  # layercache.pc
 else()
   message(STATUS "layercache: GPU tier without CUDA (device='cuda:N' reports that)")
   target_sources(layercache PRIVATE src/gpu/no_cuda_runtime.cc)
+  set(PC_CUDA_LIBS "")
 endif()
 
 # bench/gpu_bench (docs/PERFORMANCE.md): its compute kernel is compiled by
