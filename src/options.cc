@@ -52,15 +52,18 @@ const char* EvictionPolicyName(EvictionPolicy policy) {
 }
 
 DiskReadMode ParseDiskReadMode(const std::string& name) {
+  if (name == "auto") return DiskReadMode::kAuto;
   if (name == "buffered") return DiskReadMode::kBuffered;
   if (name == "direct") return DiskReadMode::kDirect;
   if (name == "mapped") return DiskReadMode::kMapped;
-  throw std::invalid_argument(
-      "disk_read_mode must be \"buffered\", \"direct\" or \"mapped\", got \"" + name + "\"");
+  throw std::invalid_argument("unknown disk read mode \"" + name +
+                              "\"; use \"auto\" (default), \"buffered\", \"direct\" or \"mapped\"");
 }
 
 const char* DiskReadModeName(DiskReadMode mode) {
   switch (mode) {
+    case DiskReadMode::kAuto:
+      return "auto";
     case DiskReadMode::kBuffered:
       return "buffered";
     case DiskReadMode::kDirect:
@@ -68,7 +71,7 @@ const char* DiskReadModeName(DiskReadMode mode) {
     case DiskReadMode::kMapped:
       return "mapped";
   }
-  return "unknown";
+  return "auto";
 }
 
 void LayerCacheOptions::Validate() const {

@@ -12,29 +12,38 @@ namespace layercache {
 // Which entry an eviction removes, in both tiers.
 enum class EvictionPolicy {
   kLru,  // the seed's: the least recently used entry
-  // Follows LRU, except when the workload sweeps layers 0..N-1 over and over
-  // (a forward pass through a model that does not fit), where it evicts the
-  // most recently used entry instead and keeps hitting capacity/N of the
-  // time, as Belady's optimal policy does. Decided by simulating both on
-  // key-only "ghost" caches.
+  // The default. Follows LRU, except when the workload sweeps layers
+  // 0..N-1 over and over (a forward pass through a model that does not fit),
+  // where it evicts the most recently used entry instead and keeps hitting
+  // capacity/N of the time, as Belady's optimal policy does (LRU hits
+  // nothing there). Decided by simulating both on key-only "ghost" caches;
+  // on skewed (Zipf) traffic it equals LRU (docs/PERFORMANCE.md).
   kScanResistant,
 };
 // "lru" or "scan-resistant"; throws std::invalid_argument otherwise.
 EvictionPolicy ParseEvictionPolicy(const std::string& name);
 const char* EvictionPolicyName(EvictionPolicy policy);
 
-// How the disk tier reads entries.
+// How the disk tier reads entries (src/disk/entry_reader.h; measured in
+// docs/PERFORMANCE.md).
 enum class DiskReadMode {
-  kBuffered,  // through the page cache (default: repeated loads come from RAM)
-  kDirect,    // O_DIRECT for entries of 1 MiB and more: device bandwidth, no page-cache copy
-  // Like kBuffered, but an entry of 16 MiB or more that is wholly in the page
-  // cache is mapped (mmap) instead of copied: the fastest warm loads. The
-  // layer then shares the file's pages: the cache never writes entry files
-  // in place, but bytes that someone else changed in the file after the
-  // checksum was verified would show through.
+  // The default: each 8 MiB chunk the fastest way its state allows. A large
+  // entry wholly in the page cache is served from a private mapping of the
+  // file (no copy: a write to it copies that page and never reaches the
+  // file); cached chunks are copied out on every core; chunks not in the page
+  // cache are read with O_DIRECT, several requests in flight (a cold load at
+  // the device's bandwidth; it does not fill the page cache).
+  kAuto,
+  kBuffered,  // always through the page cache: repeated loads come from RAM
+  kDirect,    // always O_DIRECT for entries of 1 MiB and more
+  // Like kAuto, but chunks not in the page cache are read through it. A large
+  // entry wholly in the page cache is mapped, as with kAuto. The layer then
+  // shares the file's pages: the cache never writes entry files in place, but
+  // bytes that someone else changed in the file after the checksum was
+  // verified would show through (so with kAuto).
   kMapped,
 };
-// "buffered", "direct" or "mapped"; throws std::invalid_argument otherwise.
+// "auto", "buffered", "direct" or "mapped"; throws std::invalid_argument otherwise.
 DiskReadMode ParseDiskReadMode(const std::string& name);
 const char* DiskReadModeName(DiskReadMode mode);
 
@@ -57,8 +66,8 @@ struct LayerCacheOptions {
   // the cache starts empty on each open and its files go when it closes.
   bool persist_metadata = true;
   ChecksumAlgorithm checksum_algorithm = ChecksumAlgorithm::kXXH3_128;
-  EvictionPolicy eviction_policy = EvictionPolicy::kLru;
-  DiskReadMode disk_read_mode = DiskReadMode::kBuffered;
+  EvictionPolicy eviction_policy = EvictionPolicy::kScanResistant;
+  DiskReadMode disk_read_mode = DiskReadMode::kAuto;
   // Background threads loading layers for prefetch(); >= 1.
   int prefetch_threads = 2;
 

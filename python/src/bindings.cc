@@ -400,7 +400,7 @@ PYBIND11_MODULE(_core, m) {
         });
 
   // Every LayerCacheOptions field, under its C++ (= the seed's keyword) name;
-  // the enums as their names ("xxh3-128", "lru", "buffered", ...).
+  // the enums as their names ("xxh3-128", "scan-resistant", "auto", ...).
   py::class_<LayerCacheOptions>(m, "Options")
       .def(py::init<>())
       .def_readwrite("cache_dir", &LayerCacheOptions::cache_dir)
@@ -427,28 +427,11 @@ PYBIND11_MODULE(_core, m) {
           })
       .def_property(
           "disk_read_mode",
-          [](const LayerCacheOptions& o) -> std::string {
-            switch (o.disk_read_mode) {
-              case DiskReadMode::kDirect:
-                return "direct";
-              case DiskReadMode::kMapped:
-                return "mapped";
-              default:
-                return "buffered";
-            }
+          [](const LayerCacheOptions& o) {
+            return std::string(DiskReadModeName(o.disk_read_mode));
           },
           [](LayerCacheOptions& o, const std::string& v) {
-            if (v == "buffered") {
-              o.disk_read_mode = DiskReadMode::kBuffered;
-            } else if (v == "direct") {
-              o.disk_read_mode = DiskReadMode::kDirect;
-            } else if (v == "mapped") {
-              o.disk_read_mode = DiskReadMode::kMapped;
-            } else {
-              throw std::invalid_argument(
-                  "disk_read_mode must be \"buffered\", \"direct\" or \"mapped\", got \"" + v +
-                  "\"");
-            }
+            o.disk_read_mode = ParseDiskReadMode(v);
           })
       .def_readwrite("prefetch_threads", &LayerCacheOptions::prefetch_threads)
       .def_readwrite("remote_urls", &LayerCacheOptions::remote_urls)

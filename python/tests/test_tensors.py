@@ -230,7 +230,7 @@ def test_two_caches_share_layers_through_redis(cache_dir, tmp_path):
         redis.wait()
 
 
-@pytest.mark.parametrize("mode", ["buffered", "direct", "mapped"])
+@pytest.mark.parametrize("mode", ["auto", "buffered", "direct", "mapped"])
 def test_every_disk_read_mode_serves_the_same_bytes(cache_dir, mode):
     state = {"w": torch.randn(2048, 2048), "b": torch.randn(64).to(torch.bfloat16)}  # 16 MiB: mappable
     LayerCache(cache_dir=cache_dir).cache_layer("m", 0, state)

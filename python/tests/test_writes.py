@@ -44,7 +44,7 @@ def check_pristine(layer, expected):
     assert torch.equal(layer["w"], expected["w"]) and torch.equal(layer["b"], expected["b"])
 
 
-@pytest.mark.parametrize("mode", ["buffered", "direct", "mapped"])
+@pytest.mark.parametrize("mode", ["auto", "buffered", "direct", "mapped"])
 def test_writes_stay_with_the_caller_in_every_mode(tmp_path, mode):
     cache_dir = str(tmp_path / "cache")
     expected = state()

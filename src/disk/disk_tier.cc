@@ -9,6 +9,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "disk/entry_reader.h"
 #include "format/safetensors_io.h"
 #include "io/network_fs.h"
 #include "util/logging.h"
@@ -27,8 +28,6 @@ constexpr const char* kOwnerLock = "owner.lock";
 constexpr const char* kEntrySuffix = ".safetensors";
 // Byte 0 of the locks file serialises reconciliation; key locks live above.
 constexpr uint64_t kMaintenanceLockOffset = 0;
-// Entries at least this large are mapped instead of copied when resident.
-constexpr uint64_t kMapThreshold = 16u << 20;
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -248,22 +247,8 @@ Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const 
         header->data_bytes);
   }
   AlignedBuffer buffer;
-  // kMapped: a large entry that is all in the page cache is mapped, not copied.
-  // A large entry wholly in the page cache is mapped: kMapped serves the
-  // mapping itself (no copy); kBuffered copies it out of the mapping (a
-  // user-space copy, on several cores, beats read()'s copy).
-  AlignedBuffer mapping;
-  const bool resident = read_mode_ != DiskReadMode::kDirect &&
-                        header->data_bytes >= kMapThreshold &&
-                        f.MapIfResident(header->data_offset, header->data_bytes, &mapping);
-  const bool mapped = resident && read_mode_ == DiskReadMode::kMapped;
-  if (mapped) {
-    buffer = std::move(mapping);
-  } else {
-    buffer = AlignedBuffer(header->data_bytes);
-  }
-  if (Status s = ReadData(f, header->data_offset, header->data_bytes, &buffer, checksum.get(),
-                          mapped, resident && !mapped ? mapping.data() : nullptr);
+  if (Status s = ReadEntryData(f, header->data_offset, header->data_bytes, read_mode_,
+                               checksum.get(), &buffer);
       !s.ok()) {
     return s.WithContext(path);
   }
@@ -280,98 +265,6 @@ Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const 
   out.layer = std::move(*layer);
   out.header = std::move(*entry);
   return out;
-}
-
-Status DiskTier::ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, AlignedBuffer* buffer,
-                          EntryDigest* digest, bool mapped, const std::byte* copy_from) {
-  constexpr uint64_t kChunk = EntryDigest::kChunkBytes;
-  constexpr uint64_t kPage = 4096;
-  std::byte* dst = buffer->data();
-  std::atomic<bool> direct = read_mode_ == DiskReadMode::kDirect && n >= (1u << 20) &&
-                             base % kPage == 0 && buffer->alignment() >= kPage;
-  // Reads [off, off + len) of the data section into place.
-  auto read = [&](uint64_t off, uint64_t len) -> Status {
-    if (mapped) return Status::OK();
-    if (copy_from != nullptr) {
-      std::memcpy(dst + off, copy_from + off, len);
-      return Status::OK();
-    }
-    if (direct) {
-      const uint64_t padded = (len + kPage - 1) / kPage * kPage;  // the buffer is page-rounded
-      auto got = f.ReadDirect(base + off, padded, dst + off);
-      if (got.ok()) {
-        return *got >= len
-                   ? Status::OK()
-                   : Status::IOError("file ends at byte " + std::to_string(base + off + *got));
-      }
-      if (got.status().code() != StatusCode::kUnsupported) return got.status();
-      direct = false;  // this file system has no O_DIRECT: read through the page cache
-    }
-    return f.Read(base + off, len, dst + off);
-  };
-  const size_t chunks = static_cast<size_t>((n + kChunk - 1) / kChunk);
-  const unsigned workers = std::min(4u, std::max(1u, std::thread::hardware_concurrency()));
-  // XXH3 entries are hashed by chunk, on every core, in any order; MD5 and
-  // SHA-256 in order, by one hasher.
-  const bool in_order = digest != nullptr && !digest->chunked();
-  const unsigned hashers = in_order ? 1u : workers;
-  auto hash = [&](size_t i) {
-    if (digest == nullptr) return;
-    const uint64_t off = i * kChunk;
-    const std::span<const std::byte> bytes(dst + off,
-                                           static_cast<size_t>(std::min(kChunk, n - off)));
-    if (in_order) {
-      digest->Update(bytes);
-    } else {
-      digest->AddChunk(i, bytes);
-    }
-  };
-  std::mutex mu;
-  std::condition_variable cv;
-  Status first_error;
-  std::atomic<bool> failed{false};
-  auto fail = [&](const Status& s) {
-    std::lock_guard lock(mu);
-    if (first_error.ok()) first_error = s;
-    failed = true;
-    cv.notify_all();
-  };
-  // Workers each read a chunk into place and hash it: data already in the
-  // page cache is copied out on every core, and O_DIRECT requests wait on the
-  // device, not the CPU, so four stay in flight.
-  if (chunks <= 1 ||
-      (!in_order && (mapped || copy_from != nullptr || direct || f.IsResident(base, n)))) {
-    ParallelFor(chunks, direct ? std::max(hashers, 4u) : hashers, [&](size_t i) {
-      if (failed) return;
-      const uint64_t off = i * kChunk;
-      if (Status s = read(off, std::min(kChunk, n - off)); !s.ok()) return fail(s);
-      hash(i);
-    });
-    return first_error;
-  }
-  // Otherwise one reader in file order (the kernel's readahead works; an
-  // in-order hash could not use more), while the hashers take the chunks
-  // already read.
-  size_t ready = 0;  // chunks read
-  std::thread reader([&] {
-    for (size_t i = 0; i < chunks && !failed; ++i) {
-      const uint64_t off = i * kChunk;
-      if (Status s = read(off, std::min(kChunk, n - off)); !s.ok()) return fail(s);
-      std::lock_guard lock(mu);
-      ready = i + 1;
-      cv.notify_all();
-    }
-  });
-  ParallelFor(chunks, hashers, [&](size_t i) {
-    {
-      std::unique_lock lock(mu);
-      cv.wait(lock, [&] { return ready > i || failed; });
-      if (failed) return;
-    }
-    hash(i);
-  });
-  reader.join();
-  return first_error;
 }
 
 Result<LayerPtr> DiskTier::Get(const LayerKey& key) {

@@ -44,8 +44,8 @@ struct DiskTierOptions {
   // write to it (a shared cache, read-only for some users).
   bool read_only = false;
   int compression_level = 0;  // 0: entries stored as plain safetensors; 1-9: compressed
-  EvictionPolicy eviction_policy = EvictionPolicy::kLru;
-  DiskReadMode read_mode = DiskReadMode::kBuffered;
+  EvictionPolicy eviction_policy = EvictionPolicy::kScanResistant;
+  DiskReadMode read_mode = DiskReadMode::kAuto;
   Env* env = nullptr;  // nullptr: Env::Default()
 };
 
@@ -109,11 +109,6 @@ class DiskTier {
   Result<ReadResult> ReadEntry(const std::string& path, const std::string& digest,
                                bool verify_checksum);
   Status Reconcile(OptimizeReport* report);
-  // Reads the data section [base, base + n) of `f` into `buffer` (already
-  // holding it when `mapped`; copied from `copy_from`, a mapping of it, when
-  // given), feeding `checksum` (if any) as bytes arrive.
-  Status ReadData(RandomAccessFile& f, uint64_t base, uint64_t n, AlignedBuffer* buffer,
-                  EntryDigest* checksum, bool mapped, const std::byte* copy_from);
   // Evicts LRU rows until the total plus `incoming` fits (skipping `keep` and
   // keys that are locked by writers). Call with index_mu_ held, inside a transaction;
   // the files to unlink are appended to `doomed` with their locks.

@@ -46,6 +46,20 @@ class RandomAccessFile {
     (void)offset, (void)n, (void)out;
     return false;
   }
+  // How many of the pages overlapping [offset, offset + n) are in the page
+  // cache; -1 when it cannot tell. Cheap (no mapping is made where the kernel
+  // has cachestat(2)).
+  virtual int64_t CachedPages(uint64_t offset, uint64_t n) {
+    (void)offset, (void)n;
+    return -1;
+  }
+  // Maps [offset, offset + n) privately (offset a multiple of 4096): reads see
+  // the file's pages without a copy, a write makes a private copy of its page
+  // and never reaches the file. False when it cannot map.
+  virtual bool MapPrivate(uint64_t offset, uint64_t n, AlignedBuffer* out) {
+    (void)offset, (void)n, (void)out;
+    return false;
+  }
 };
 
 class WritableFile {

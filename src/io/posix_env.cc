@@ -2,8 +2,10 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -94,6 +96,50 @@ class PosixRandomAccessFile final : public RandomAccessFile {
     return true;
   }
 
+  int64_t CachedPages(uint64_t offset, uint64_t n) override {
+    if (n == 0) return 0;
+#if defined(__linux__) && defined(__x86_64__)
+    // cachestat(2), Linux 6.5: counts without mapping (mincore needs a
+    // mapping and a byte per page: ~8 ms for 466 MB against ~0.1 ms).
+    struct {
+      uint64_t off, len;
+    } range{offset, n};
+    struct {
+      uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+    } stat{};
+    constexpr long kCachestat = 451;
+    if (!cachestat_missing_.load(std::memory_order_relaxed)) {
+      if (::syscall(kCachestat, fd_, &range, &stat, 0) == 0) {
+        return static_cast<int64_t>(stat.nr_cache);
+      }
+      if (errno == ENOSYS) cachestat_missing_.store(true, std::memory_order_relaxed);
+    }
+#endif
+    const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    const uint64_t start = offset / page * page;
+    const uint64_t len = offset + n - start;
+    void* base = ::mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd_, static_cast<off_t>(start));
+    if (base == MAP_FAILED) return -1;
+    std::vector<unsigned char> pages((len + page - 1) / page);
+    int64_t cached = -1;
+    if (::mincore(base, len, pages.data()) == 0) {
+      cached = 0;
+      for (unsigned char p : pages) cached += p & 1;
+    }
+    ::munmap(base, len);
+    return cached;
+  }
+
+  bool MapPrivate(uint64_t offset, uint64_t n, AlignedBuffer* out) override {
+    const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    if (n == 0 || offset % page != 0) return false;
+    void* base =
+        ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd_, static_cast<off_t>(offset));
+    if (base == MAP_FAILED) return false;
+    *out = AlignedBuffer::FromMapping(base, n, static_cast<std::byte*>(base), n);
+    return true;
+  }
+
   ~PosixRandomAccessFile() override {
     if (direct_fd_ >= 0) ::close(direct_fd_);
     ::close(fd_);
@@ -106,6 +152,7 @@ class PosixRandomAccessFile final : public RandomAccessFile {
   uint64_t inode_;
   std::once_flag direct_once_;
   int direct_fd_ = -1;
+  static inline std::atomic<bool> cachestat_missing_{false};
 };
 
 class PosixWritableFile final : public WritableFile {

@@ -9,7 +9,7 @@
 // key-only "ghost" caches of the same byte capacity, scores each by its
 // recent hits (exponentially decayed) and advises the one that is winning, so
 // it follows LRU except when the workload is scanning. Policy kLru (the
-// seed's, the default) always says LRU. Thread-safe.
+// seed's) always says LRU; kScanResistant is the default. Thread-safe.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
 #include "memory/memory_tier.h"
 
+#include <algorithm>
 #include <chrono>
 #include <limits>
 #include <mutex>
@@ -18,17 +19,41 @@ uint64_t RecencyStamp() {
 }
 
 MemoryTier::MemoryTier(uint64_t capacity_bytes, EvictionPolicy policy)
-    : capacity_(capacity_bytes), advisor_(policy, capacity_bytes) {}
+    : capacity_(capacity_bytes), advisor_(policy, capacity_bytes) {
+  if (policy != EvictionPolicy::kLru) {
+    for (Shard& s : shards_) s.pending.reserve(kPendingMax);  // hits never allocate
+  }
+}
 
 LayerPtr MemoryTier::Lookup(const LayerKeyRef& key) {
-  Shard& s = ShardFor(key);
+  const size_t hash = LayerKeyHash()(key);
+  Shard& s = shards_[hash % kShards];
   std::lock_guard lock(s.mu);
   auto it = s.map.find(key);
   if (it == s.map.end()) return nullptr;
   Entry& e = *it->second;
-  e.last_access.store(RecencyStamp(), std::memory_order_relaxed);
-  if (advisor_.policy() != EvictionPolicy::kLru) advisor_.Access(LayerKeyHash()(key), e.charge);
+  const uint64_t stamp = RecencyStamp();
+  e.last_access.store(stamp, std::memory_order_relaxed);
+  // The advisor hears of hits at the next eviction decision (a miss path),
+  // never on this one. Past kPendingMax hits since the last insertion of the
+  // shard, the cache is hitting nearly always and the rest are not recorded.
+  if (advisor_.policy() != EvictionPolicy::kLru && s.pending.size() < kPendingMax) {
+    s.pending.push_back({stamp, hash, e.charge});
+  }
   return e.layer;
+}
+
+void MemoryTier::DrainPendingAccesses() {
+  if (advisor_.policy() == EvictionPolicy::kLru) return;
+  std::vector<PendingAccess> all;
+  for (Shard& s : shards_) {
+    std::lock_guard lock(s.mu);
+    all.insert(all.end(), s.pending.begin(), s.pending.end());
+    s.pending.clear();
+  }
+  std::sort(all.begin(), all.end(),
+            [](const PendingAccess& a, const PendingAccess& b) { return a.stamp < b.stamp; });
+  for (const PendingAccess& a : all) advisor_.Access(a.id, a.charge);
 }
 
 bool MemoryTier::Contains(const LayerKeyRef& key) const {
@@ -39,6 +64,7 @@ bool MemoryTier::Contains(const LayerKeyRef& key) const {
 
 bool MemoryTier::Insert(const LayerKey& key, LayerPtr layer, Evicted* evicted) {
   const uint64_t charge = layer->nbytes();
+  DrainPendingAccesses();
   advisor_.Access(LayerKeyHash()(key), charge);
   if (charge > capacity_) {
     Erase(key);  // a stale smaller version must not stay behind

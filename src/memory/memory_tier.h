@@ -62,10 +62,22 @@ class MemoryTier {
     uint64_t charge = 0;
     std::atomic<uint64_t> last_access{0};
   };
+  // A hit seen by the EvictionAdvisor later: (time stamp, key hash, charge).
+  struct PendingAccess {
+    uint64_t stamp;
+    uint64_t id;
+    uint64_t charge;
+  };
   struct alignas(64) Shard {
     mutable std::mutex mu;
     std::unordered_map<LayerKey, std::unique_ptr<Entry>, LayerKeyHash, LayerKeyEqual> map;
+    // Hits not yet told to the advisor (a policy other than LRU): a hit
+    // appends here under the shard lock it holds anyway (no allocation: the
+    // room is reserved), instead of updating the advisor's ghost caches; they
+    // are told in time order before each eviction decision.
+    std::vector<PendingAccess> pending;
   };
+  static constexpr size_t kPendingMax = 1024;
   static constexpr size_t kShards = 16;
 
   Shard& ShardFor(const LayerKeyRef& key) { return shards_[LayerKeyHash()(key) % kShards]; }
@@ -73,6 +85,8 @@ class MemoryTier {
     return shards_[LayerKeyHash()(key) % kShards];
   }
   void EvictUntilWithinCapacity(const LayerKey& keep, Evicted* evicted);
+  // Tells the advisor every pending hit, in time order.
+  void DrainPendingAccesses();
 
   const uint64_t capacity_;
   std::array<Shard, kShards> shards_;
