@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -46,5 +47,40 @@ inline int Wait(pid_t pid) {
 }
 
 inline int Run(const std::vector<std::string>& args) { return Wait(Spawn(args)); }
+
+// Runs `args` (argv[0] looked up in PATH) and returns its standard output;
+// `*status` gets its exit status (1 if it did not exit normally).
+inline std::string Capture(const std::vector<std::string>& args, int* status) {
+  int fds[2];
+  if (::pipe(fds) != 0) {
+    *status = 1;
+    return "";
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t r; (r = ::read(fds[0], buf, sizeof buf)) > 0;)
+    out.append(buf, static_cast<size_t>(r));
+  ::close(fds[0]);
+  *status = Wait(pid);
+  return out;
+}
+
+// Exits with a message: benchmarks never time a failure as if it were a result.
+[[noreturn]] inline void Fail(const std::string& what) {
+  std::fprintf(stderr, "benchmark failed: %s\n", what.c_str());
+  std::exit(1);
+}
 
 }  // namespace layercache::bench

@@ -3,11 +3,16 @@
 //   build/bench/download_bench [--layers N] [--hidden H] [--intermediate I] [--reps R]
 // 1. writes a synthetic Llama-shaped model and serves it on loopback;
 // 2. limit: the curl CLI fetching each layer's byte range (one process,
-//    one connection, --next per range), output to /dev/null;
+//    one connection, --next per range), output to /dev/null; the limit is
+//    the sum of curl's own per-transfer times (-w %{time_total}), so that
+//    curl's process start-up is not counted against it (the wall time with
+//    start-up is printed too);
 // 3. ours: HubModel::DownloadLayer for every layer into memory, with 1 and
 //    with 8 connections; and download_and_cache (transfer + checksummed,
 //    fsynced disk entry) for reference.
-// Prints medians and ratios to the curl limit.
+// Prints medians and ratios to the curl limit. A failed transfer stops the
+// benchmark (never timed as a result).
+// Smoke run (CI): --layers 2 --hidden 64 --intermediate 128 --reps 1
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -78,7 +83,7 @@ int main(int argc, char** argv) {
       if (hi == 0) continue;
       if (curl.size() > 3) curl.push_back("--next");
       curl.insert(curl.end(),
-                  {"-s", "--fail", "-o", "/dev/null", "-r",
+                  {"-s", "--fail", "-o", "/dev/null", "-w", "%{time_total}\n", "-r",
                    std::to_string(lo) + "-" + std::to_string(hi - 1),
                    endpoint + "/bench/model/resolve/main/" + e.path().filename().string()});
       total += hi - lo;
@@ -91,23 +96,28 @@ int main(int argc, char** argv) {
   Run({"sh", "-c",
        "cat " + dir + "/model/*.safetensors > /dev/null"});  // page cache warm for all runs
 
-  std::vector<double> curl_s, ours1_s, ours8_s, cached_s;
+  std::vector<double> curl_s, curl_wall_s, ours1_s, ours8_s, cached_s;
   for (int r = 0; r < reps; ++r) {
-    curl_s.push_back(Seconds([&] {
-      if (Run(curl) != 0) std::fprintf(stderr, "curl failed\n");
-    }));
+    int status = 0;
+    std::string times;
+    curl_wall_s.push_back(Seconds([&] { times = Capture(curl, &status); }));
+    if (status != 0) Fail("curl exited with status " + std::to_string(status));
+    double sum = 0;
+    for (size_t pos = 0, nl; (nl = times.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+      sum += std::strtod(times.c_str() + pos, nullptr);
+    }
+    curl_s.push_back(sum);
     for (int connections : {1, 8}) {
       auto client = std::make_shared<HubClient>(HubSettings{endpoint, "", false, {}});
       auto model = HubModel::Open(client, "bench/model", "main", "", "");
-      if (!model.ok()) {
-        std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
-        return 1;
+      if (!model.ok()) Fail(model.status().ToString());
+      if (auto warm = (*model)->DownloadLayer(0, connections, true); !warm.ok()) {
+        Fail(warm.status().ToString());  // shard headers in
       }
-      (void)(*model)->DownloadLayer(0, connections, true);  // shard headers in
       const double s = Seconds([&] {
         for (int64_t i = 0; i < layers; ++i) {
           auto d = (*model)->DownloadLayer(i, connections, true);
-          if (!d.ok()) std::fprintf(stderr, "%s\n", d.status().ToString().c_str());
+          if (!d.ok()) Fail(d.status().ToString());
         }
       });
       (connections == 1 ? ours1_s : ours8_s).push_back(s);
@@ -121,8 +131,10 @@ int main(int argc, char** argv) {
     d.quiet = true;
     cache.hub_num_layers("bench/model", "", d);
     cached_s.push_back(Seconds([&] {
-      for (int64_t i = 0; i < layers; ++i)
-        cache.download_and_cache("bench", i, "bench/model", "", d);
+      for (int64_t i = 0; i < layers; ++i) {
+        auto l = cache.download_and_cache_status("bench", i, "bench/model", "", d);
+        if (!l.ok()) Fail(l.status().ToString());
+      }
     }));
     fs::remove_all(o.cache_dir);
   }
@@ -133,7 +145,8 @@ int main(int argc, char** argv) {
                 limit / s);
   };
   std::printf("medians of %d runs:\n", reps);
-  line("limit: curl CLI, same ranges, 1 connection", limit);
+  line("limit: curl, same ranges, 1 connection", limit);
+  line("  (curl's wall time, process start-up included)", Median(curl_wall_s));
   line("ours: DownloadLayer, 1 connection", Median(ours1_s));
   line("ours: DownloadLayer, 8 connections", Median(ours8_s));
   line("ours: download_and_cache (+ fsynced entry)", Median(cached_s));

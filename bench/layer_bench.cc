@@ -1,11 +1,17 @@
 // The layer-streaming macro benchmark: in one run, the limits of this machine
-// (raw O_DIRECT read of the same entry files, memcpy) and our cold disk load,
-// warm load, memory hit, streaming with and without prefetch, each printed as
-// a ratio to its limit; then trace-driven eviction against Belady's optimum.
-//   build/bench/layer_bench [--small] [--reps N] [--seed-path]
+// (the device: best of a one-request sequential O_DIRECT read and 16 / 32
+// requests in flight, of the same entry file; memcpy on every core) and our
+// loads as ratios to them: cold and warm get_layer in a NEW process for every
+// disk_read_mode and checksum (cold: after `sync; echo 3 >
+// /proc/sys/vm/drop_caches` as root, else fadvise, and it says so), memory
+// hits, streaming with and without prefetch; then trace-driven eviction
+// against Belady's optimum.
+//   build/bench/layer_bench [--small] [--reps N] [--seed-path] [--traces-only] [--smoke]
 // --small uses a 61 MB layer instead of the 7B-class 466 MB one;
 // --traces-only runs the eviction traces alone;
-// --seed-path also times torch.load + hashlib.md5 (Debian's python3-torch).
+// --seed-path also times torch.load + hashlib.md5 (Debian's python3-torch);
+// --smoke: a 2 MB layer, one repetition, short traces (CI runs it so that the
+// benchmark cannot rot; its numbers mean nothing).
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_limits.h"
 #include "layercache/layer_cache.h"
 #include "layercache/safetensors.h"
 #include "memory/memory_tier.h"
@@ -49,8 +56,11 @@ double Median(int reps, F&& f) {
 }
 
 // A 7B-class decoder layer (Qwen2-7B shapes), bf16 random bits.
+bool g_tiny = false;  // --smoke
+
 LayerPtr MakeLayer(bool small, uint64_t seed) {
-  const uint64_t h = small ? 1280 : 3584, kv = small ? 256 : 512, inter = small ? 6912 : 18944;
+  uint64_t h = small ? 1280 : 3584, kv = small ? 256 : 512, inter = small ? 6912 : 18944;
+  if (g_tiny) h = 256, kv = 64, inter = 768;
   std::mt19937_64 rng(seed);
   LayerBuilder b;
   auto add = [&](const std::string& name, uint64_t rows, uint64_t cols) {
@@ -82,21 +92,27 @@ void EvictDir(const std::string& dir) {
   }
 }
 
-// Raw sequential O_DIRECT read of a whole file in 8 MiB requests.
-double RawDirectRead(const std::string& path, std::byte* buf, uint64_t cap) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT);
-  if (fd < 0) fd = ::open(path.c_str(), O_RDONLY);  // no O_DIRECT here: page cache dropped instead
-  Evict(path);
-  const auto t0 = Clock::now();
-  uint64_t off = 0;
-  for (;;) {
-    const ssize_t r = ::pread(fd, buf + (off % cap), 8u << 20, static_cast<off_t>(off));
-    if (r <= 0) break;
-    off += static_cast<uint64_t>(r);
+// A get_layer in a new process (this program, run with --child-load): its
+// seconds. The parent drops the page cache first for a cold load.
+double ChildLoad(const std::string& self, const std::string& dir, DiskReadMode mode) {
+  auto out = benchkit::RunCapture({self, "--child-load", dir, DiskReadModeName(mode)});
+  if (!out.ok()) {
+    std::fprintf(stderr, "child load failed: %s\n", out.status().ToString().c_str());
+    std::exit(1);
   }
-  const double s = Since(t0);
-  ::close(fd);
-  return s;
+  return std::stod(*out);
+}
+
+void ReadWhole(const std::string& dir) {  // into the page cache
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    FILE* f = std::fopen(e.path().c_str(), "rb");
+    if (f == nullptr) continue;
+    std::vector<char> buf(8u << 20);
+    while (std::fread(buf.data(), 1, buf.size(), f) > 0) {
+    }
+    std::fclose(f);
+  }
 }
 
 void Spin(double seconds) {
@@ -108,90 +124,131 @@ void Spin(double seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool small = false, seed_path = false, traces_only = false;
+  bool small = false, seed_path = false, traces_only = false, smoke = false;
   int reps = 5;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--child-load" && i + 2 < argc) {  // internal: one timed get_layer
+      LayerCacheOptions c;
+      c.cache_dir = argv[i + 1];
+      c.max_cache_size_gb = 100;
+      c.max_memory_cache_size_gb = 0;
+      c.disk_read_mode = ParseDiskReadMode(argv[i + 2]);
+      LayerCache cache(c);
+      const auto t0 = Clock::now();
+      LayerPtr l = cache.get_layer("bench", 0);
+      const double s = Since(t0);
+      if (!l) return 1;
+      std::printf("%.9f\n", s);
+      return 0;
+    }
     if (a == "--small") small = true;
     if (a == "--seed-path") seed_path = true;
     if (a == "--traces-only") traces_only = true;
+    if (a == "--smoke") smoke = g_tiny = true;
     if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+  }
+  if (smoke) reps = 1;
+  ::unsetenv("LAYERCACHE_REMOTE");  // the local tiers are measured
+  std::string self;
+  {
+    std::error_code ec;
+    self = fs::read_symlink("/proc/self/exe", ec).string();
   }
   char tmpl[] = "/var/tmp/layercache-lbench-XXXXXX";
   const std::string dir = ::mkdtemp(tmpl);
   LayerPtr layer = MakeLayer(small, 1);
   const double gb = static_cast<double>(layer->nbytes()) / 1e9;
   std::printf("layer: %.1f MB bf16 (%s); %d reps, medians; work dir %s\n", gb * 1e3,
-              small ? "--small" : "7B-class", reps, dir.c_str());
+              smoke   ? "--smoke"
+              : small ? "--small"
+                      : "7B-class",
+              reps, dir.c_str());
 
   LayerCacheOptions o;
   o.cache_dir = dir + "/cache";
   o.max_cache_size_gb = 100;
   o.max_memory_cache_size_gb = 0;
-  o.disk_read_mode = DiskReadMode::kDirect;
   {
     LayerCache writer(o);
-    writer.cache_layer("bench", 0, layer);
+    if (!writer.cache_layer("bench", 0, layer)) {
+      std::fprintf(stderr, "cannot write the entry\n");
+      return 1;
+    }
   }
   std::string entry;
   for (const auto& e : fs::recursive_directory_iterator(o.cache_dir + "/entries")) {
     if (e.is_regular_file()) entry = e.path().string();
   }
-  AlignedBuffer scratch(layer->nbytes() + (16u << 20));
 
   if (!traces_only) {
     // --- limits ---------------------------------------------------------------
-    const double raw =
-        Median(reps, [&] { RawDirectRead(entry, scratch.data(), scratch.size() - (8u << 20)); });
-    const double memcpy_s =
-        Median(reps, [&] { std::memcpy(scratch.data(), layer->data(), layer->nbytes()); });
-    std::printf(
-        "\nlimits\n  raw O_DIRECT sequential read   %8.1f ms  %6.2f GB/s\n  memcpy                 "
-        "  "
-        "      "
-        "%8.1f ms  %6.2f GB/s\n",
-        raw * 1e3, gb / raw, memcpy_s * 1e3, gb / memcpy_s);
+    auto device = benchkit::MeasureDeviceLimit(entry, reps);
+    const double memcpy_gbps = benchkit::MeasureMemcpyGBps(layer->nbytes(), reps);
+    const double device_gbps = device.ok() ? device->best() : 0;
+    std::printf("\nlimits (same run, same entry file)\n");
+    if (device.ok()) {
+      std::printf("  device: sequential O_DIRECT, 16 MiB requests   %6.2f GB/s\n",
+                  device->sequential_gbps);
+      std::printf("  device: O_DIRECT, 16 x 1 MiB in flight         %6.2f GB/s\n",
+                  device->qd16_gbps);
+      std::printf("  device: O_DIRECT, 32 x 512 KiB in flight       %6.2f GB/s\n",
+                  device->qd32_gbps);
+    } else {
+      std::printf("  device: %s\n", device.status().ToString().c_str());
+    }
+    std::printf("  memcpy on %u cores                              %6.2f GB/s\n",
+                std::thread::hardware_concurrency(), memcpy_gbps);
 
-    // --- disk loads -----------------------------------------------------------
-    std::printf("\ndisk tier (get_layer, checksum verified, memory tier off)\n");
-    for (ChecksumAlgorithm algorithm :
-         {ChecksumAlgorithm::kXXH3_128, ChecksumAlgorithm::kSHA256, ChecksumAlgorithm::kMD5}) {
+    // --- disk loads, each in a new process ---------------------------------------
+    std::string how = "?";
+    auto cold = [&](const std::string& d, DiskReadMode mode) {
+      std::vector<double> v;
+      for (int r = 0; r < reps; ++r) {
+        auto h = benchkit::DropCaches({d});
+        how = h.ok() ? *h : h.status().ToString();
+        v.push_back(ChildLoad(self, d, mode));
+      }
+      return benchkit::Median(v);
+    };
+    auto warm = [&](const std::string& d, DiskReadMode mode) {
+      std::vector<double> v;
+      for (int r = 0; r < reps; ++r) {
+        ReadWhole(d + "/entries");
+        v.push_back(ChildLoad(self, d, mode));
+      }
+      return benchkit::Median(v);
+    };
+    std::printf(
+        "\ndisk tier: get_layer timed in a new process, checksum verified, memory tier off\n");
+    auto line = [&](const std::string& what, double s, bool vs_device) {
+      const double lim = vs_device ? device_gbps : memcpy_gbps;
+      std::printf("  %-38s %8.1f ms  %6.2f GB/s  %.2f of %s\n", what.c_str(), s * 1e3, gb / s,
+                  lim > 0 ? gb / s / lim : 0.0, vs_device ? "device" : "memcpy");
+    };
+    for (DiskReadMode m : {DiskReadMode::kAuto, DiskReadMode::kDirect, DiskReadMode::kBuffered,
+                           DiskReadMode::kMapped}) {
+      const std::string name = DiskReadModeName(m);
+      line("cold, " + name + (m == DiskReadMode::kAuto ? " (default)" : ""), cold(o.cache_dir, m),
+           true);
+      line("warm, " + name + (m == DiskReadMode::kAuto ? " (default)" : ""), warm(o.cache_dir, m),
+           false);
+    }
+    for (ChecksumAlgorithm algorithm : {ChecksumAlgorithm::kSHA256, ChecksumAlgorithm::kMD5}) {
       LayerCacheOptions oa = o;
       oa.cache_dir = dir + "/cache-" + ChecksumAlgorithmName(algorithm);
       oa.checksum_algorithm = algorithm;
-      LayerCache cache(oa);
-      cache.cache_layer("bench", 0, layer);
-      const double cold = Median(reps, [&] {
-        EvictDir(oa.cache_dir + "/entries");
-        if (!cache.get_layer("bench", 0)) std::fprintf(stderr, "miss\n");
-      });
-      std::printf("  cold, O_DIRECT, %-9s      %8.1f ms  %6.2f GB/s  ratio to raw read %.2f\n",
-                  ChecksumAlgorithmName(algorithm), cold * 1e3, gb / cold, raw / cold);
+      {
+        LayerCache w(oa);
+        if (!w.cache_layer("bench", 0, layer)) return 1;
+      }
+      line(std::string("cold, auto, ") + ChecksumAlgorithmName(algorithm),
+           cold(oa.cache_dir, DiskReadMode::kAuto), true);
     }
-    {
-      LayerCacheOptions ob = o;
-      ob.disk_read_mode = DiskReadMode::kBuffered;
-      LayerCache cache(ob);
-      (void)cache.get_layer("bench", 0);  // page cache warm
-      const double warm = Median(reps, [&] { (void)cache.get_layer("bench", 0); });
-      std::printf("  warm, page cache, xxh3-128     %8.1f ms  %6.2f GB/s  ratio to memcpy %.2f\n",
-                  warm * 1e3, gb / warm, memcpy_s / warm);
-      const double cold = Median(reps, [&] {
-        EvictDir(ob.cache_dir + "/entries");
-        (void)cache.get_layer("bench", 0);
-      });
-      std::printf("  cold, buffered, xxh3-128       %8.1f ms  %6.2f GB/s  ratio to raw read %.2f\n",
-                  cold * 1e3, gb / cold, raw / cold);
-    }
-    {
-      LayerCacheOptions om = o;
-      om.disk_read_mode = DiskReadMode::kMapped;
-      LayerCache cache(om);
-      (void)cache.get_layer("bench", 0);  // page cache warm
-      const double warm = Median(reps, [&] { (void)cache.get_layer("bench", 0); });
-      std::printf("  warm, mapped, xxh3-128         %8.1f ms  %6.2f GB/s  ratio to memcpy %.2f\n",
-                  warm * 1e3, gb / warm, memcpy_s / warm);
-    }
+    std::printf("  (cold: a new process after %s)\n",
+                how == "drop_caches" ? "sync; echo 3 > /proc/sys/vm/drop_caches"
+                                     : "posix_fadvise(DONTNEED) of the entries: not root, the "
+                                       "page cache was not dropped as a whole");
 
     // --- memory hits ------------------------------------------------------------
     {
@@ -199,7 +256,7 @@ int main(int argc, char** argv) {
       om.max_memory_cache_size_gb = 64;
       LayerCache cache(om);
       for (int i = 0; i < 8; ++i) cache.cache_layer("hot", i, MakeLayer(true, 100 + i));
-      const int n = 2'000'000;
+      const int n = smoke ? 20'000 : 2'000'000;
       auto hits_per_s = [&](int threads) {
         std::atomic<bool> go{false};
         std::vector<std::thread> ts;
@@ -361,7 +418,39 @@ int main(int argc, char** argv) {
         t.push_back(
             static_cast<int>(std::lower_bound(cdf.begin(), cdf.end(), u(rng)) - cdf.begin()));
       }
-      traces.push_back({"zipf(0.9) over 500, room for 50", t, 50});  // last: reused below
+      traces.push_back({"zipf(0.9) over 500, room for 50", t, 50});  // reused below
+    }
+    // Mixes: phases of sweeps and of skewed traffic, and the two interleaved
+    // (a model streamed while another, hot, serves requests).
+    const std::vector<int> zipf = traces.back().trace;
+    {
+      std::vector<int> t;
+      size_t z = 0;
+      for (int phase = 0; phase < 6; ++phase) {
+        if (phase % 2 == 0) {
+          for (int p = 0; p < 10; ++p) {
+            for (int i = 0; i < 80; ++i) t.push_back(1000 + i);
+          }
+        } else {
+          for (int i = 0; i < 2000; ++i) t.push_back(zipf[z++ % zipf.size()]);
+        }
+      }
+      traces.push_back({"phases: sweeps(80) / zipf, room 50", t, 50});
+    }
+    {
+      std::vector<int> t;
+      std::mt19937 rng(11);
+      size_t z = 0;
+      int next_layer = 0;
+      for (int i = 0; i < 12000; ++i) {
+        if (rng() % 10 < 7) {
+          t.push_back(1000 + next_layer);
+          next_layer = (next_layer + 1) % 64;
+        } else {
+          t.push_back(zipf[z++ % zipf.size()]);
+        }
+      }
+      traces.push_back({"70% sweeps(64) + 30% zipf, room 40", t, 40});
     }
     for (const T& t : traces) {
       const double l = run(EvictionPolicy::kLru, t.trace, t.capacity);
@@ -401,15 +490,29 @@ int main(int argc, char** argv) {
     std::vector<T> disk_traces;
     for (auto [n, c] : std::vector<std::pair<int, int>>{{16, 4}, {16, 12}, {40, 10}}) {
       std::vector<int> t;
-      for (int p = 0; p < 30; ++p) {
+      for (int p = 0; p < (smoke ? 2 : 30); ++p) {
         for (int i = 0; i < n; ++i) t.push_back(i);
       }
       disk_traces.push_back(
           {"sweeps of " + std::to_string(n) + " layers, room for " + std::to_string(c), t, c});
     }
-    disk_traces.push_back(
-        {"zipf(0.9) over 500, room for 50",
-         std::vector<int>(traces.back().trace.begin(), traces.back().trace.begin() + 3000), 50});
+    disk_traces.push_back({"zipf(0.9) over 500, room for 50",
+                           std::vector<int>(zipf.begin(), zipf.begin() + (smoke ? 200 : 3000)),
+                           50});
+    {
+      std::vector<int> t;  // phases, shorter: every miss writes an entry
+      size_t z = 0;
+      for (int phase = 0; phase < 4; ++phase) {
+        if (phase % 2 == 0) {
+          for (int p = 0; p < (smoke ? 1 : 8); ++p) {
+            for (int i = 0; i < 16; ++i) t.push_back(1000 + i);
+          }
+        } else {
+          for (int i = 0; i < (smoke ? 50 : 600); ++i) t.push_back(zipf[z++ % zipf.size()]);
+        }
+      }
+      disk_traces.push_back({"phases: sweeps(16) / zipf, room 12", t, 12});
+    }
     for (const T& t : disk_traces) {
       const double l = run_disk(EvictionPolicy::kLru, t.trace, t.capacity);
       const double s = run_disk(EvictionPolicy::kScanResistant, t.trace, t.capacity);
@@ -420,7 +523,7 @@ int main(int argc, char** argv) {
   }
 
   // --- the seed's path -------------------------------------------------------------
-  if (seed_path) {
+  if (seed_path && !smoke) {
     const std::string script =
         "import hashlib, sys, time, torch\n"
         "t = {}\n"

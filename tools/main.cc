@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "bench_command.h"
 #include "cli_args.h"
 #include "commands.h"
 #include "layercache/logging.h"
@@ -235,6 +236,9 @@ int main(int argc, char** argv) {
                    "where to put the model and cache (default: a temp dir)");
   demo->add_flag("--keep", d.keep, "keep the work directory afterwards");
 
+  cli::BenchOptions bench_options;
+  auto* bench = cli::AddBenchCommand(app, &bench_options);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -271,6 +275,7 @@ int main(int argc, char** argv) {
     if (*put) return cli::Put(g, model, layer, file, quant, revision, qf);
     if (*get) return cli::Get(g, model, layer, quant, out, get_revision);
     if (*demo) return cli::Demo(d);
+    if (*bench) return cli::Bench(g, bench_options);
     if (*fetch) {
       if (!fetch_quant.empty()) dl.quantize = cli::QuantConfigFor(fetch_quant, fetch_qf);
       return cli::Fetch(g, fo, dl);
