@@ -70,6 +70,12 @@ with torch.no_grad():
         p.normal_(0, 0.02)
 model = model.to(torch.bfloat16).eval()
 model.save_pretrained({ckpt!r}, safe_serialization=True)
+# A word-level tokenizer beside it (AirLLM loads one from the checkpoint's folder).
+from tokenizers import Tokenizer, models as tm, pre_tokenizers
+tok = Tokenizer(tm.WordLevel({{f"t{{i}}": i for i in range({vocab})}}, unk_token="t0"))
+tok.pre_tokenizer = pre_tokenizers.Whitespace()
+transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", pad_token="t0", bos_token="t1",
+                                     eos_token="t2").save_pretrained({ckpt!r})
 os.makedirs({seed!r}, exist_ok=True)
 sums = {{}}
 for i, layer in enumerate(model.model.layers):
