@@ -282,8 +282,13 @@ int main(int argc, char** argv) {
     }
     if (*import) {
       if (import_hf->count() > 0) {
-        if (import_repo.empty() || !import_dir.empty())
-          throw std::invalid_argument("import --hf-cache needs --repo-id and no DIR");
+        if (import_repo.empty())
+          throw std::invalid_argument(
+              "import --hf-cache needs --repo-id ID (the repository to import)");
+        if (!import_dir.empty())
+          throw std::invalid_argument(
+              "import --hf-cache takes the cache folder as --hf-cache's value, not "
+              "a DIR argument");
         return cli::ImportHfCache(g, import_hf_cache, import_repo, import_revision, import_model,
                                   import_layers, import_pattern);
       }

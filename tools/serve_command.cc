@@ -3,6 +3,7 @@
 #include <csignal>
 #include <iostream>
 
+#include "cli_args.h"
 #include "hub_server.h"
 #include "layercache/hf_cache.h"
 #include "layercache/layer_cache.h"
@@ -13,19 +14,19 @@ int Serve(const ServeOptions& o) {
   if (o.port < 0 || o.port > 65535) {
     std::cerr << "layercache serve: --port " << o.port
               << " is out of range (0-65535; 0 picks a free port)\n";
-    return 2;
+    return kExitUsage;
   }
   if (o.threads < 1 || o.threads > 1024) {
     std::cerr << "layercache serve: --threads must be 1-1024\n";
-    return 2;
+    return kExitUsage;
   }
   if (o.max_connections < 1 || o.max_connections > 65536) {
     std::cerr << "layercache serve: --max-connections must be 1-65536\n";
-    return 2;
+    return kExitUsage;
   }
   if (o.timeout_s < 1 || o.timeout_s > 3600) {
     std::cerr << "layercache serve: --timeout must be 1-3600 seconds\n";
-    return 2;
+    return kExitUsage;
   }
   HubServerOptions so;
   so.threads = o.threads;
@@ -44,13 +45,13 @@ int Serve(const ServeOptions& o) {
       if (*n == 0) {
         std::cerr << "layercache serve: the Hugging Face cache " << cache
                   << " holds no model snapshot\n";
-        return 1;
+        return kExitError;
       }
     }
   } else if (!o.dir.empty()) {
     if (o.repo_id.empty()) {
       std::cerr << "layercache serve: DIR needs --repo-id (the id clients ask for)\n";
-      return 2;
+      return kExitUsage;
     }
     server.AddRepo(o.repo_id, o.dir);
   }
@@ -58,7 +59,7 @@ int Serve(const ServeOptions& o) {
     const size_t eq = pair.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == pair.size()) {
       std::cerr << "layercache serve: --repo takes ID=DIR, not '" << pair << "'\n";
-      return 2;
+      return kExitUsage;
     }
     server.AddRepo(pair.substr(0, eq), pair.substr(eq + 1));
   }
@@ -66,12 +67,12 @@ int Serve(const ServeOptions& o) {
   if (revisions.empty()) {
     std::cerr << "layercache serve: nothing to serve (give DIR --repo-id ID, --repo ID=DIR or "
                  "--hf-cache)\n";
-    return 2;
+    return kExitUsage;
   }
   const int bound = server.Start(o.host, o.port);
   if (bound < 0) {
     std::cerr << "layercache serve: " << server.last_error() << "\n";
-    return 1;
+    return kExitError;
   }
   for (const auto& [id, refs] : revisions) {
     std::cout << "serving " << id;

@@ -270,11 +270,11 @@ def test_access_log_has_one_line_per_request(mirror):
 def test_busy_port_and_bad_port_are_refused(mirror, models):
     out = subprocess.run([CLI, "serve", str(models["org/tiny"]), "--repo-id", "a/b", "--port",
                           str(mirror.port)], capture_output=True, text=True, timeout=60)
-    assert out.returncode != 0
+    assert out.returncode == 3  # a runtime error (README "Exit codes")
     assert "already in use" in out.stderr
     out = subprocess.run([CLI, "serve", str(models["org/tiny"]), "--repo-id", "a/b", "--port", "70000"],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode != 0
+    assert out.returncode == 2  # usage
     assert "65535" in out.stderr and "70000" in out.stderr  # names the range and the value
 
 
