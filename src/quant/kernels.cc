@@ -13,6 +13,7 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define LAYERCACHE_QUANT_X86 1
 #endif
@@ -495,8 +496,12 @@ const Kernels& ScalarKernels() {
 
 const Kernels* Avx2Kernels() {
 #ifdef LAYERCACHE_QUANT_X86
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("f16c");
+  // F16C is read from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not
+  // know "f16c".
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+  }();
   static const Kernels k{"avx2", Avx2NF4Quantize, Avx2NF4Dequantize, Avx2Int8Quantize,
                          Avx2Int8Dequantize};
   return ok ? &k : nullptr;
