@@ -222,6 +222,22 @@ Result<std::optional<FileLock>> DiskTier::TryLockDigest(const std::string& diges
 
 // ---- reading ---------------------------------------------------------------
 
+// The index row describing an entry file that was read (its header and size).
+IndexRow DiskTier::RowOf(const std::string& path, const std::string& digest,
+                         const ReadResult& read) {
+  auto st = env_->Stat(path);
+  IndexRow row;
+  row.digest = digest;
+  row.key = read.header.key;
+  row.size = read.size;
+  row.data_bytes = read.layer->nbytes();
+  row.created_ns = read.header.created_ns;
+  row.last_access_ns = st.ok() ? st->mtime_ns : read.header.created_ns;
+  row.checksum_algorithm = ChecksumAlgorithmName(read.header.algorithm);
+  row.checksum = read.header.checksum;
+  return row;
+}
+
 Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const std::string& digest,
                                                  bool verify_checksum) {
   auto file = env_->OpenForRead(path);
@@ -704,16 +720,7 @@ Status DiskTier::LoadReadOnly() {
     const std::string path = JoinPath(JoinPath(root_, kEntriesDir), rel);
     auto read = ReadEntry(path, digest, /*verify_checksum=*/false);
     if (!read.ok()) continue;  // unreadable: verify reports it
-    auto st = env_->Stat(path);
-    IndexRow row;
-    row.digest = digest;
-    row.key = read->header.key;
-    row.size = read->size;
-    row.data_bytes = read->layer->nbytes();
-    row.created_ns = read->header.created_ns;
-    row.last_access_ns = st.ok() ? st->mtime_ns : read->header.created_ns;
-    row.checksum_algorithm = ChecksumAlgorithmName(read->header.algorithm);
-    row.checksum = read->header.checksum;
+    const IndexRow row = RowOf(path, digest, *read);
     std::lock_guard lock(index_mu_);
     if (Status s = index_->Upsert(row); !s.ok()) return s;
   }
@@ -772,16 +779,7 @@ Status DiskTier::Reconcile(OptimizeReport* report) {
       if (env_->Remove(path).ok()) ++report->orphans_removed;
       continue;
     }
-    auto st = env_->Stat(path);
-    IndexRow row;
-    row.digest = digest;
-    row.key = read->header.key;
-    row.size = read->size;
-    row.data_bytes = read->layer->nbytes();
-    row.created_ns = read->header.created_ns;
-    row.last_access_ns = st.ok() ? st->mtime_ns : read->header.created_ns;
-    row.checksum_algorithm = ChecksumAlgorithmName(read->header.algorithm);
-    row.checksum = read->header.checksum;
+    const IndexRow row = RowOf(path, digest, *read);
     std::lock_guard index_lock(index_mu_);
     RefreshIndexLocked();
     if (Status s = index_->Upsert(row); !s.ok()) return s;

@@ -106,6 +106,7 @@ class DiskTier {
     uint64_t inode = 0;
     uint64_t size = 0;
   };
+  IndexRow RowOf(const std::string& path, const std::string& digest, const ReadResult& read);
   Result<ReadResult> ReadEntry(const std::string& path, const std::string& digest,
                                bool verify_checksum);
   Status Reconcile(OptimizeReport* report);

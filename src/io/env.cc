@@ -1,5 +1,7 @@
 #include "io/env.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstring>
 #include <random>
@@ -31,7 +33,7 @@ Result<std::string> ReadFileToString(Env* env, const std::string& path) {
 }
 
 Status WriteFileAtomically(Env* env, const std::string& path,
-                           const std::vector<std::span<const std::byte>>& pieces) {
+                           const std::vector<std::span<const std::byte>>& pieces, int mode) {
   const std::string dir = DirName(path);
   const std::string tmp = path + ".tmp." + RandomHex(8);
   auto file = env->CreateNew(tmp);
@@ -43,6 +45,9 @@ Status WriteFileAtomically(Env* env, const std::string& path,
   if (s.ok()) s = (*file)->Sync();
   Status c = (*file)->Close();
   if (s.ok()) s = c;
+  if (s.ok() && mode >= 0 && ::chmod(tmp.c_str(), static_cast<mode_t>(mode) & 07777) != 0) {
+    s = ErrnoStatus("cannot set the mode of " + tmp, errno);
+  }
   if (s.ok()) s = env->Rename(tmp, path);
   if (!s.ok()) {
     (void)env->Remove(tmp);

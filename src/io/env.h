@@ -103,9 +103,10 @@ Result<std::string> ReadFileToString(Env* env, const std::string& path);
 
 // Writes `data` to `path` atomically: a unique temp file beside it, fsync,
 // rename, fsync of the directory.
-// The pieces are written back to back.
+// The pieces are written back to back. `mode` >= 0: the file gets these
+// permission bits (e.g. those of the file it replaces) before the rename.
 Status WriteFileAtomically(Env* env, const std::string& path,
-                           const std::vector<std::span<const std::byte>>& pieces);
+                           const std::vector<std::span<const std::byte>>& pieces, int mode = -1);
 
 // "message: strerror(errno)" for an errno value, mapping ENOSPC/EDQUOT to
 // kNoSpace and ENOENT to kNotFound.

@@ -44,26 +44,8 @@ Status WriteInPlace(const std::string& path,
 
 Status ReplaceRegular(Env* env, const std::string& path, const struct stat* existing,
                       const std::vector<std::span<const std::byte>>& pieces) {
-  const std::string dir = DirName(path);
-  const std::string tmp = path + ".tmp." + RandomHex(8);
-  auto file = env->CreateNew(tmp);
-  if (!file.ok()) return file.status();
-  Status s;
-  for (const auto& piece : pieces) {
-    if (s.ok()) s = (*file)->Append(piece);
-  }
-  if (s.ok()) s = (*file)->Sync();
-  Status c = (*file)->Close();
-  if (s.ok()) s = c;
-  if (s.ok() && existing != nullptr && ::chmod(tmp.c_str(), existing->st_mode & 07777) != 0) {
-    s = ErrnoStatus("cannot set the mode of " + tmp, errno);
-  }
-  if (s.ok()) s = env->Rename(tmp, path);
-  if (!s.ok()) {
-    (void)env->Remove(tmp);
-    return s;
-  }
-  return env->SyncDir(dir);
+  return WriteFileAtomically(
+      env, path, pieces, existing != nullptr ? static_cast<int>(existing->st_mode & 07777) : -1);
 }
 
 }  // namespace
