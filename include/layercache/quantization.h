@@ -22,14 +22,17 @@
 // code 7 (0.0) in the low nibble of the last byte, as bitsandbytes does. An
 // all-zero block stores absmax 0 and codes 7 (bitsandbytes' CPU backend does
 // the same; dequantizes to +0.0). With `nested`, the float32 absmax values
-// are themselves quantized: offset = their mean, (absmax - offset) in blocks of
-// 256 with bitsandbytes' signed 8-bit dynamic map (nearest code as its CUDA
-// kernel's dQuantize decides), giving uint8 codes plus a float32 absmax per
-// 256 values. Two documented differences from bitsandbytes' CPU backend in
-// this nested step only: it sums the mean in float32 (ours in double, so the
-// offset can differ in the last bit), and it picks codes through a 65536-bin
-// lookup table, which differs from the exact nearest code for a few tenths
-// of a percent of the absmax values (by one code step).
+// are themselves quantized exactly as bitsandbytes' CPU backend does it:
+// offset = absmax.mean() as PyTorch computes it (a float32 cascade sum in
+// 8-lane vectors; above 32768 values one partial sum per intra-op thread,
+// see NestedOffset), then (absmax - offset) in blocks of 256 with
+// bitsandbytes' signed 8-bit dynamic map, the code of x * (1 / block absmax)
+// picked through bitsandbytes' 65536-bin lookup table (not always the nearest
+// code: the table is coarser than the map near 0, as in bitsandbytes), giving
+// uint8 codes plus a float32 absmax per 256 values; an all-zero block of
+// absmax values gets code 0. Codes, absmax, nested absmax, the offset and the
+// dequantized values are then bit-identical to bitsandbytes (tested with
+// bitsandbytes 0.50 and PyTorch 1.13/2.x, 1 to 4 threads).
 //
 // Tensors written for a weight W called "<name>" (transformers' names for a
 // bitsandbytes Linear4bit weight):
@@ -45,10 +48,9 @@
 // INT8 (mode "int8"): per output row SCB = max |W[row, :]| (float32) and
 // W_int8 = round_half_even(W * m) in float32 with m = 127 * (1 / SCB), exactly
 // as bitsandbytes' int8_vectorwise_quant computes `A * (127.0 / row_stats)`
-// in PyTorch (which evaluates 127 / t as t.reciprocal() * 127). A row of zeros stores SCB 0 and zeros. Tensors, as
-// bitsandbytes' Linear8bitLt state_dict names them: "<module>.weight" (I8,
-// same shape), "<module>.SCB" (F32 [rows]) and "<module>.weight_format" (U8
-// scalar 0, row-major).
+// in PyTorch (which evaluates 127 / t as t.reciprocal() * 127). A row of zeros stores SCB 0 and
+// zeros. Tensors, as bitsandbytes' Linear8bitLt state_dict names them: "<module>.weight" (I8, same
+// shape), "<module>.SCB" (F32 [rows]) and "<module>.weight_format" (U8 scalar 0, row-major).
 //
 // Which tensors are quantized: floating-point (BF16, F16, F32) 2-D tensors
 // whose name ends in "weight", with at least `min_elements` elements, whose
@@ -96,6 +98,10 @@ struct QuantConfig {
   uint64_t min_elements = 4096;      // smaller weights are kept as they are
   bool quantize_embeddings = false;  // also embed/lm_head/wte/wpe weights
   int threads = 0;                   // 0: all hardware threads
+  // nf4 nested only: the PyTorch intra-op thread count whose mean the offset
+  // reproduces (matters above 32768 blocks); 0: PyTorch's default
+  // (OMP_NUM_THREADS / MKL_NUM_THREADS, else the physical cores).
+  int nested_mean_threads = 0;
 
   static QuantConfig NF4(bool nested = false) { return {QuantMode::kNF4, 64, nested}; }
   static QuantConfig Int8() { return {QuantMode::kInt8}; }
@@ -165,9 +171,16 @@ Status QuantizeBlockwise8(const float* in, uint64_t n, int blocksize, uint8_t* c
                           float* absmax);
 void DequantizeBlockwise8(const uint8_t* codes, const float* absmax, uint64_t n, int blocksize,
                           float* out);
-// The nested step as bitsandbytes applies it: offset = mean(absmax) (summed
-// in double, rounded to float32).
-float NestedOffset(const float* absmax, uint64_t n);
+// The nested step's offset as bitsandbytes computes it: torch.mean(absmax)
+// on the CPU, bit for bit (PyTorch's float32 cascade sum with 8 lanes, split
+// into one chunk per thread above 32768 values, then sum / n in float32).
+// threads: PyTorch's intra-op thread count (0: TorchDefaultThreads()).
+float NestedOffset(const float* absmax, uint64_t n, int threads = 0);
+// torch.mean of n float32 values on the CPU (NaN for n == 0), as above.
+float TorchMean(const float* x, uint64_t n, int threads = 0);
+// PyTorch's default intra-op thread count: OMP_NUM_THREADS, MKL_NUM_THREADS,
+// else the number of physical cores.
+int TorchDefaultThreads();
 // Row-wise int8: `rows` x `cols` of `dtype` -> int8 codes and SCB per row.
 Status QuantizeInt8(DType dtype, const void* in, uint64_t rows, uint64_t cols, int8_t* out,
                     float* scb, int threads = 0);

@@ -177,7 +177,9 @@ def quantize_tensor(name, tensor, config):
             out[name] = _out(packed.reshape(-1, 1), like_torch)
             offset = 0.0
             if config.double_quant:
-                offset = _q.nested_offset(absmax, blocks)
+                # torch.mean(absmax) as bitsandbytes computes it, bit for bit: PyTorch's float32
+                # cascade sum, whose split depends on its intra-op thread count.
+                offset = _q.nested_offset(absmax, blocks, _torch_threads())
                 centered = (absmax - np.float32(offset)).astype(np.float32)
                 codes = np.empty(blocks, dtype=np.uint8)
                 nested = np.empty(-(-blocks // _NESTED_BLOCKSIZE), dtype=np.float32)
@@ -204,6 +206,11 @@ def quantize_tensor(name, tensor, config):
     except ValueError as e:
         raise ValueError(f"tensor {name!r}: {e}") from None
     return out
+
+
+def _torch_threads():
+    """The intra-op thread count a bitsandbytes in this process would sum with (0: PyTorch's default)."""
+    return torch.get_num_threads() if torch is not None else 0
 
 
 def _np(t):

@@ -127,10 +127,15 @@ void RegisterQuantBindings(py::module_& parent) {
                          blocksize, static_cast<float*>(o.ptr));
   });
 
-  m.def("nested_offset", [](const py::buffer& absmax, uint64_t n) {
-    Buf a(absmax, 4 * n, false, "absmax");
-    return NestedOffset(static_cast<const float*>(a.ptr), n);
-  });
+  m.def(
+      "nested_offset",
+      [](const py::buffer& absmax, uint64_t n, int threads) {
+        if (threads < 0) throw std::invalid_argument("threads must be >= 0");
+        Buf a(absmax, 4 * n, false, "absmax");
+        return NestedOffset(static_cast<const float*>(a.ptr), n, threads);
+      },
+      py::arg("absmax"), py::arg("n"), py::arg("threads") = 0);
+  m.def("torch_default_threads", &TorchDefaultThreads);
 
   m.def(
       "quantize_int8",

@@ -145,32 +145,108 @@ def test_int8_matches_the_reference_and_rounds_half_to_even():
     assert np.array_equal(back, (q.astype(np.float32) * scb[:, None]) * np.float32(7.874015718698502e-3))
 
 
+def ref_torch_sum(x, lanes=8):
+    """PyTorch's float32 cascade sum of a contiguous 1-D range (SumKernel.cpp), step by step in numpy."""
+    f32 = np.float32
+
+    def multi_row_sum(load, nrows, size, zero):
+        levels = 4
+        power = max(4, (int(size - 1).bit_length() if size > 1 else 0) // levels)
+        step, mask = 1 << power, (1 << power) - 1
+        acc = [[zero.copy() for _ in range(nrows)] for _ in range(levels)]
+        i = 0
+        while i + step <= size:
+            for _ in range(step):
+                for k in range(nrows):
+                    acc[0][k] = (acc[0][k] + load(i * nrows + k)).astype(f32)
+                i += 1
+            for j in range(1, levels):
+                for k in range(nrows):
+                    acc[j][k] = (acc[j][k] + acc[j - 1][k]).astype(f32)
+                    acc[j - 1][k] = zero.copy()
+                if i & (mask << (j * power)):
+                    break
+        for i in range(i, size):
+            for k in range(nrows):
+                acc[0][k] = (acc[0][k] + load(i * nrows + k)).astype(f32)
+        for j in range(1, levels):
+            for k in range(nrows):
+                acc[0][k] = (acc[0][k] + acc[j][k]).astype(f32)
+        return [acc[0][k] for k in range(nrows)]
+
+    def row_sum(load, size, zero):
+        part = multi_row_sum(load, 4, size // 4, zero)
+        for i in range(size // 4 * 4, size):
+            part[0] = (part[0] + load(i)).astype(f32)
+        for k in range(1, 4):
+            part[0] = (part[0] + part[k]).astype(f32)
+        return part[0]
+
+    n = x.size
+    if n < lanes:
+        return f32(row_sum(lambda i: x[i:i + 1], n, np.zeros(1, f32))[0])
+    vecs = n // lanes
+    v = row_sum(lambda i: x[i * lanes:(i + 1) * lanes], vecs, np.zeros(lanes, f32))
+    acc = f32(0)
+    for k in list(x[vecs * lanes:]) + list(v):
+        acc = f32(acc + k)
+    return acc
+
+
+def ref_dynamic_lut(dmap):
+    """bitsandbytes' CPU table: bin i of 65536 over [-1, 1] -> the number of float32 map midpoints below it."""
+    mid = (np.float32(0.5) * (dmap[:-1] + dmap[1:])).astype(np.float32)
+    edges = (np.float32(-1) + (np.float32(2) * np.arange(65536, dtype=np.float32)) / np.float32(65535)).astype(np.float32)
+    return np.searchsorted(mid, edges, side="left").astype(np.uint8)
+
+
 def test_nested_quantization_reference():
     bits = random_bf16((512, 512), seed=4)
     parts = Q.quantize_tensor("w", bf16_tensor(bits), Q.get_nf4_config(double_quant=True))
     _, absmax = ref_nf4(bf16_to_f32(bits), 64)
-    offset = np.float32(absmax.astype(np.float64).mean())
+    # bitsandbytes: offset = absmax.mean() in PyTorch (4096 values: one thread's float32 cascade sum).
+    offset = np.float32(ref_torch_sum(absmax) / np.float32(absmax.size))
+    assert offset == np.float32(torch.from_numpy(absmax).mean().item())
     state = json.loads(bytes(parts["w.quant_state.bitsandbytes__nf4"].numpy().tobytes()))
     assert state["nested_blocksize"] == 256 and state["nested_dtype"] == "float32"
     assert np.float32(state["nested_offset"]) == offset
     centered = (absmax - offset).astype(np.float32)
     dmap = parts["w.nested_quant_map"].numpy()
-    assert dmap.size == 256 and np.all(np.diff(dmap) >= 0) and dmap[-1] == 1.0
+    assert dmap.size == 256 and np.all(np.diff(dmap) > 0) and dmap[-1] == 1.0
+    lut = ref_dynamic_lut(dmap)
     codes = parts["w.absmax"].numpy()
     nested = parts["w.nested_absmax"].numpy()
+    nearest_differs = 0
     for b in range(nested.size):
         v = centered[b * 256:(b + 1) * 256]
         assert nested[b] == np.abs(v).max()
-        scaled = v * (np.float32(1) / nested[b])
-        # The chosen code is a nearest one of the map.
-        dist = np.abs(scaled[:, None].astype(np.float64) - dmap[None, :].astype(np.float64))
-        chosen = dist[np.arange(v.size), codes[b * 256:(b + 1) * 256]]
-        assert np.all(chosen <= dist.min(axis=1) + 1e-12)
+        scaled = (v * (np.float32(1) / nested[b])).astype(np.float32)
+        t = ((np.clip(scaled, -1, 1) + np.float32(1)) * np.float32(0.5)).astype(np.float32)
+        bins = ((t * np.float32(65535)).astype(np.float32) + np.float32(0.5)).astype(np.float32).astype(np.int64)
+        assert np.array_equal(codes[b * 256:(b + 1) * 256], lut[bins])
+        nearest_differs += int((np.abs(scaled[:, None] - dmap[None, :]).argmin(axis=1) != lut[bins]).sum())
+    assert nearest_differs < codes.size // 20  # the table is not always the nearest code, but nearly
     info = {"mode": "nf4", "blocksize": 64, "nested": True, "tensors": {"w": {"dtype": "F32", "shape": [512, 512]}}}
     deq = Q.dequantize_tensor("w", parts, info, "F32").numpy().reshape(-1)
     rec_absmax = (dmap[codes] * np.repeat(nested, 256)[: codes.size] + offset).astype(np.float32)
     c, _ = ref_nf4(bf16_to_f32(bits), 64)
     assert np.array_equal(deq, NF4[c] * np.repeat(rec_absmax, 64))
+
+
+def test_nested_offset_is_torch_mean_above_the_thread_split():
+    # Above 32768 values PyTorch sums one chunk per intra-op thread, then the chunks' sums.
+    x = np.random.default_rng(5).random(70001).astype(np.float32) * np.float32(0.05)
+    for threads in (1, 2, 3):
+        chunks = min(threads, -(-x.size // 32768))
+        size = -(-x.size // chunks)
+        if threads == 1:
+            total = ref_torch_sum(x)
+        else:
+            buf = np.zeros(threads, np.float32)
+            for k in range(chunks):
+                buf[k] = ref_torch_sum(x[k * size:(k + 1) * size])
+            total = ref_torch_sum(buf)
+        assert Q._q.nested_offset(x, x.size, threads) == np.float32(total / np.float32(x.size)), threads
 
 
 def test_round_trip_error_on_normal_bf16_weights(capsys):

@@ -1,8 +1,8 @@
 """layercache.quantization against bitsandbytes itself (PyPI, its CPU backend), run with the test
 virtualenv (scripts/venv-pytest.sh; ctest bitsandbytes_compat): NF4 codes, absmax, quant state and
 dequantized values bit-identical; int8 codes, SCB and dequantized values bit-identical; nested
-quantization within bitsandbytes' CPU backend's own approximations (see
-include/layercache/quantization.h); a bitsandbytes Linear4bit loads our tensors and computes the same."""
+quantization (codes, absmax, nested absmax, offset, dequantized values) bit-identical at 1-3 PyTorch
+threads; a bitsandbytes Linear4bit loads our tensors and computes the same."""
 import json
 import sys
 
@@ -58,37 +58,55 @@ def test_nf4_is_bit_identical_to_bitsandbytes(shape, blocksize, dtype):
             assert torch.equal(bits(theirs), bits(Q.dequantize_tensor("w", ours, info, out))), out
 
 
-@pytest.mark.parametrize("shape,blocksize,dtype", CASES[:5])
-def test_nested_quantization_against_bitsandbytes(shape, blocksize, dtype):
-    w = weight(shape, dtype, 7 + blocksize)
-    q, state = F.quantize_4bit(w, blocksize=blocksize, quant_type="nf4", compress_statistics=True)
-    ours = Q.quantize_tensor("w", w, Q.get_nf4_config(blocksize=blocksize, double_quant=True))
-    assert torch.equal(q.view(-1), ours["w"].view(-1))
-    assert torch.equal(state.state2.code, ours["w.nested_quant_map"]), "the dynamic map"
-    ostate = json.loads(bytes(ours["w.quant_state.bitsandbytes__nf4"].tolist()))
-    tstate = json.loads(bytes(state.as_dict(packed=True)["quant_state.bitsandbytes__nf4"].tolist()))
-    assert {k: v for k, v in ostate.items() if k != "nested_offset"} == {k: v for k, v in tstate.items() if k != "nested_offset"}
-    # The offset: bitsandbytes sums in float32 (torch.mean), we sum in double: within one ulp.
-    off_t = torch.tensor(tstate["nested_offset"], dtype=torch.float32)
-    off_o = torch.tensor(ostate["nested_offset"], dtype=torch.float32)
-    assert abs(off_t.view(torch.int32).item() - off_o.view(torch.int32).item()) <= 1
-    # The 8-bit step, given bitsandbytes' own offset: their CPU kernel picks codes through a 65536-bin
-    # table, we pick the nearest code as their CUDA kernel does. Codes agree except for a few (the table
-    # is coarse where the dynamic map is dense, near 0), each one step apart.
-    absmax = F.quantize_4bit(w, blocksize=blocksize, quant_type="nf4")[1].absmax
-    centered = (absmax - state.offset).float().contiguous().numpy()
+NESTED_CASES = CASES + [((2048, 1100), 64, torch.bfloat16), ((4096, 4104), 64, torch.float16)]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape,blocksize,dtype", NESTED_CASES)
+def test_nested_quantization_is_bit_identical_to_bitsandbytes(shape, blocksize, dtype, threads):
+    # The offset is torch.mean(absmax), whose float32 sum PyTorch splits by its intra-op thread
+    # count above 32768 blocks (the last two cases have 35200 and 262656): run with 1, 2 and 3.
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        w = weight(shape, dtype, 7 + blocksize + threads)
+        q, state = F.quantize_4bit(w, blocksize=blocksize, quant_type="nf4", compress_statistics=True)
+        ours = Q.quantize_tensor("w", w, Q.get_nf4_config(blocksize=blocksize, double_quant=True))
+        assert torch.equal(q.view(-1), ours["w"].view(-1)), "packed codes"
+        assert torch.equal(state.absmax, ours["w.absmax"]), "the nested 8-bit codes of absmax"
+        assert torch.equal(state.state2.absmax, ours["w.nested_absmax"]), "nested absmax"
+        assert torch.equal(state.state2.code, ours["w.nested_quant_map"]), "the dynamic map"
+        theirs_state = bytes(state.as_dict(packed=True)["quant_state.bitsandbytes__nf4"].tolist())
+        assert theirs_state == bytes(ours["w.quant_state.bitsandbytes__nf4"].tolist()), "quant state (offset)"
+        info = {"mode": "nf4", "blocksize": blocksize, "nested": True,
+                "tensors": {"w": {"dtype": NAMES[dtype], "shape": list(shape)}}}
+        assert torch.equal(bits(F.dequantize_4bit(q, state)), bits(Q.dequantize_tensor("w", ours, info, dtype)))
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+@pytest.mark.parametrize("n", [1, 7, 8, 15, 17, 63, 64, 65, 100, 1000, 4097, 32767, 32768, 40000, 100003, 262144])
+def test_nested_offset_is_torch_mean(n, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.rand(n, generator=torch.Generator().manual_seed(n)) * 0.05
+        ours = Q._q.nested_offset(x.numpy(), n, threads)
+        assert torch.tensor(ours, dtype=torch.float32).view(torch.int32) == x.mean().view(torch.int32)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_zero_block_of_absmax_gets_code_0_as_in_bitsandbytes():
+    centered = torch.zeros(600)
+    centered[300:] = torch.linspace(-1, 1, 300)
+    q, state = F.quantize_blockwise(centered, blocksize=256)
     import numpy as np
-    codes = np.empty(centered.size, np.uint8)
-    nested = np.empty(-(-centered.size // 256), np.float32)
-    Q._q.quantize_blockwise8(centered, centered.size, 256, codes, nested)
-    theirs = state.absmax.numpy()
-    assert np.array_equal(nested, state.state2.absmax.numpy()), "nested absmax"
-    differ = codes != theirs
-    zero_blocks = nested == 0
-    if zero_blocks.any():  # an all-zero block: their code 0, ours the map's 0.0; both dequantize to 0
-        differ &= ~np.repeat(zero_blocks, 256)[: codes.size]
-    assert differ.mean() <= 0.05, differ.mean()  # measured: up to 2%
-    assert np.all(np.abs(codes[differ].astype(int) - theirs[differ].astype(int)) == 1)
+    codes = np.empty(600, np.uint8)
+    nested = np.empty(3, np.float32)
+    Q._q.quantize_blockwise8(centered.numpy(), 600, 256, codes, nested)
+    assert np.array_equal(codes, q.numpy()) and np.array_equal(nested, state.absmax.numpy())
 
 
 @pytest.mark.parametrize("shape,dtype", [((512, 256), torch.bfloat16), ((300, 77), torch.float16),

@@ -179,71 +179,6 @@ Status DequantizeNF4(const uint8_t* packed, const float* absmax, uint64_t n, int
   return Status::OK();
 }
 
-// The CUDA kernel's dQuantize<0> (csrc/kernels.cu): a binary search over the
-// sorted 256-value map, then the nearer of the two neighbours.
-static uint8_t DynamicCode(const float* code, float x) {
-  int pivot = 127, upper_pivot = 255, lower_pivot = 0;
-  float lower = -1.0f, upper = 1.0f;
-  float val = code[pivot];
-  for (int i = 64; i > 0; i >>= 1) {
-    if (x > val) {
-      lower_pivot = pivot;
-      lower = val;
-      pivot += i;
-    } else {
-      upper_pivot = pivot;
-      upper = val;
-      pivot -= i;
-    }
-    val = code[pivot];
-  }
-  if (upper_pivot == 255) upper = code[upper_pivot];
-  if (lower_pivot == 0) lower = code[lower_pivot];
-  if (x > val) {
-    const float midpoint = (upper + val) * 0.5f;
-    return static_cast<uint8_t>(x > midpoint ? upper_pivot : pivot);
-  }
-  const float midpoint = (lower + val) * 0.5f;
-  return static_cast<uint8_t>(x < midpoint ? lower_pivot : pivot);
-}
-
-Status QuantizeBlockwise8(const float* in, uint64_t n, int blocksize, uint8_t* codes,
-                          float* absmax) {
-  if (blocksize <= 0) return BadInput("invalid blocksize " + std::to_string(blocksize));
-  const float* map = DynamicMap().data();
-  const uint64_t bs = static_cast<uint64_t>(blocksize);
-  // Index of 0.0 in the map: an all-zero block's code.
-  const uint8_t zero = static_cast<uint8_t>(std::find(map, map + 256, 0.0f) - map);
-  for (uint64_t b = 0; b < NumBlocks(n, bs); ++b) {
-    const uint64_t s = b * bs, e = std::min(n, s + bs);
-    float m = 0.0f;
-    for (uint64_t i = s; i < e; ++i) {
-      if (!(std::fabs(in[i]) <= 3.40282347e38f)) {
-        return BadInput("value " + std::to_string(i) + " is NaN or infinite");
-      }
-      m = std::max(m, std::fabs(in[i]));
-    }
-    absmax[b] = m;
-    const float inv = 1.0f / m;
-    for (uint64_t i = s; i < e; ++i) codes[i] = m == 0.0f ? zero : DynamicCode(map, in[i] * inv);
-  }
-  return Status::OK();
-}
-
-void DequantizeBlockwise8(const uint8_t* codes, const float* absmax, uint64_t n, int blocksize,
-                          float* out) {
-  const float* map = DynamicMap().data();
-  const uint64_t bs = static_cast<uint64_t>(blocksize);
-  for (uint64_t i = 0; i < n; ++i) out[i] = map[codes[i]] * absmax[i / bs];
-}
-
-float NestedOffset(const float* absmax, uint64_t n) {
-  if (n == 0) return 0.0f;
-  double sum = 0.0;
-  for (uint64_t i = 0; i < n; ++i) sum += absmax[i];
-  return static_cast<float>(sum / static_cast<double>(n));
-}
-
 Status QuantizeInt8(DType dtype, const void* in, uint64_t rows, uint64_t cols, int8_t* out,
                     float* scb, int threads) {
   if (!QuantizableInput(dtype)) {
@@ -504,7 +439,7 @@ Result<LayerPtr> QuantizeLayer(const Layer& layer, const QuantConfig& config) {
                          std::vector<float>(table.begin(), table.end()));
       float offset = 0.0f;
       if (info.nested) {
-        offset = NestedOffset(absmax.data(), blocks);
+        offset = NestedOffset(absmax.data(), blocks, config.nested_mean_threads);
         std::vector<float> centered(blocks);
         for (uint64_t i = 0; i < blocks; ++i) centered[i] = absmax[i] - offset;
         std::vector<uint8_t> qabs(blocks);
