@@ -1,7 +1,10 @@
 #include "disk/entry_reader.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -21,7 +24,25 @@ uint64_t PagesIn(uint64_t off, uint64_t len) {
   return (off + len + kPage - 1) / kPage - off / kPage;
 }
 
-enum class Way : uint8_t { kCopy, kDirect, kBuffered };
+enum class Way : uint8_t { kCopy, kDirect, kBuffered, kPopulate };
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14; older kernels answer EINVAL
+#endif
+
+// Brings the pages of [p, p + len) of a file mapping into the page cache
+// and the page tables (reading what is not cached), without writing to
+// them: 0 or an errno (EINVAL: the kernel lacks MADV_POPULATE_READ; EFAULT:
+// part of the range lies past the end of the file; EIO: the device failed).
+int Populate(const std::byte* p, uint64_t len) {
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t start = addr / kPage * kPage;
+  const uintptr_t end = (addr + len + kPage - 1) / kPage * kPage;
+  for (;;) {
+    if (::madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_READ) == 0) return 0;
+    if (errno != EINTR && errno != EAGAIN) return errno;
+  }
+}
 
 unsigned Cores() { return std::max(1u, std::thread::hardware_concurrency()); }
 
@@ -95,16 +116,32 @@ Status ReadEntryData(RandomAccessFile& f, uint64_t base, uint64_t n, DiskReadMod
     }
   }
 
-  AlignedBuffer buffer(n);
-  std::byte* dst = buffer.data();
-  AlignedBuffer mapping;  // the source of chunks copied out of the page cache
+  // Large and not wholly cached, in auto or mapped mode: the same private
+  // mapping, its pages brought in by kDirectQueueDepth requests in flight
+  // (MADV_POPULATE_READ of kPopulateRequest each). No copy, and no fresh
+  // memory to zero: the page cache's pages are filled by the device (in a
+  // new process, zeroing and faulting in a fresh buffer for O_DIRECT cost
+  // as much as the read; measured in docs/PERFORMANCE.md).
+  AlignedBuffer mapping;  // the layer (populate), or the source of copied chunks
+  bool populate = false;
+  if (zero_copy_mode && n >= kEntryMapThreshold && f.MapPrivate(base, n, &mapping)) {
+    const int err = Populate(mapping.data(), std::min<uint64_t>(n, kPopulateRequest));
+    populate = err != EINVAL && err != ENOSYS;  // else the kernel lacks it: read as below
+    if (!populate) mapping = AlignedBuffer();
+  }
+
+  AlignedBuffer buffer = populate ? AlignedBuffer() : AlignedBuffer(n);
+  std::byte* dst = populate ? mapping.data() : buffer.data();
   const bool any_cached = std::find(cached.begin(), cached.end(), 1) != cached.end();
-  const bool have_mapping = any_cached && f.MapPrivate(base, n, &mapping);
-  const bool direct_possible = base % kPage == 0 && buffer.alignment() >= kPage;
+  const bool have_mapping = populate || (any_cached && f.MapPrivate(base, n, &mapping));
+  const bool direct_possible = !populate && base % kPage == 0 && buffer.alignment() >= kPage;
   std::vector<Way> way(chunks);
   bool io = false;
   for (size_t i = 0; i < chunks; ++i) {
-    if (cached[i] && have_mapping) {
+    if (populate) {
+      way[i] = Way::kPopulate;
+      io = true;
+    } else if (cached[i] && have_mapping) {
       way[i] = Way::kCopy;
     } else if (direct_possible && (mode == DiskReadMode::kAuto || mode == DiskReadMode::kDirect)) {
       way[i] = Way::kDirect;
@@ -115,26 +152,57 @@ Status ReadEntryData(RandomAccessFile& f, uint64_t base, uint64_t n, DiskReadMod
     }
   }
 
+  // The work, in file order: a chunk read with O_DIRECT is split into
+  // kDirectRequest-sized requests so that many are in flight at once (a
+  // virtual or NVMe disk gives its bandwidth to a deep queue, not to a few
+  // large requests); other chunks are one unit each.
+  struct Unit {
+    uint32_t chunk;
+    uint64_t off;  // from the start of the data section
+    uint64_t len;
+  };
+  std::vector<Unit> units;
+  units.reserve(chunks);
+  for (size_t i = 0; i < chunks; ++i) {
+    const uint64_t start = i * kChunk, len = chunk_len(i);
+    const uint64_t step = way[i] == Way::kDirect     ? kDirectRequest
+                          : way[i] == Way::kPopulate ? kPopulateRequest
+                                                     : len;
+    for (uint64_t o = 0; o < len; o += step) {
+      units.push_back({static_cast<uint32_t>(i), start + o, std::min(step, len - o)});
+    }
+  }
+  std::vector<std::atomic<uint32_t>> pending(chunks);  // units of each chunk not yet fetched
+  for (const Unit& u : units) pending[u.chunk].fetch_add(1, std::memory_order_relaxed);
+
   std::atomic<bool> direct_ok{true};
-  std::atomic<uint64_t> copied{0}, direct{0}, buffered{0};
-  auto fetch = [&](size_t i) -> Status {
-    const uint64_t off = i * kChunk;
-    const uint64_t len = chunk_len(i);
-    switch (way[i]) {
+  std::atomic<uint64_t> copied{0}, direct{0}, buffered{0}, mapped{0};
+  auto fetch = [&](const Unit& u) -> Status {
+    switch (way[u.chunk]) {
+      case Way::kPopulate:
+        if (const int err = Populate(dst + u.off, u.len); err != 0) {
+          return Status::IOError(
+              "cannot read bytes " + std::to_string(base + u.off) + "-" +
+              std::to_string(base + u.off + u.len) + " of the entry: " +
+              (err == EFAULT ? std::string("the file ends before them") : std::strerror(err)));
+        }
+        mapped.fetch_add(u.len, std::memory_order_relaxed);
+        return Status::OK();
       case Way::kCopy:
-        std::memcpy(dst + off, mapping.data() + off, len);
-        copied.fetch_add(len, std::memory_order_relaxed);
+        std::memcpy(dst + u.off, mapping.data() + u.off, u.len);
+        copied.fetch_add(u.len, std::memory_order_relaxed);
         return Status::OK();
       case Way::kDirect:
         if (direct_ok.load(std::memory_order_relaxed)) {
-          const uint64_t padded = (len + kPage - 1) / kPage * kPage;  // the buffer is page-rounded
-          auto got = f.ReadDirect(base + off, padded, dst + off);
+          const uint64_t padded =
+              (u.len + kPage - 1) / kPage * kPage;  // the buffer is page-rounded
+          auto got = f.ReadDirect(base + u.off, padded, dst + u.off);
           if (got.ok()) {
-            if (*got < len) {
-              return Status::IOError("file ends at byte " + std::to_string(base + off + *got) +
+            if (*got < u.len) {
+              return Status::IOError("file ends at byte " + std::to_string(base + u.off + *got) +
                                      ", expected " + std::to_string(base + n));
             }
-            direct.fetch_add(len, std::memory_order_relaxed);
+            direct.fetch_add(u.len, std::memory_order_relaxed);
             return Status::OK();
           }
           if (got.status().code() != StatusCode::kUnsupported) return got.status();
@@ -142,20 +210,25 @@ Status ReadEntryData(RandomAccessFile& f, uint64_t base, uint64_t n, DiskReadMod
         }
         [[fallthrough]];
       case Way::kBuffered:
-        if (Status s = f.Read(base + off, len, dst + off); !s.ok()) return s;
-        buffered.fetch_add(len, std::memory_order_relaxed);
+        if (Status s = f.Read(base + u.off, u.len, dst + u.off); !s.ok()) return s;
+        buffered.fetch_add(u.len, std::memory_order_relaxed);
         return Status::OK();
     }
     return Status::OK();
   };
 
-  // Workers fetch chunks in file order from a shared counter (I/O-bound
-  // ones keep several requests in flight; copies use every core) and hash
-  // their own chunk while it is in cache. MD5 and SHA-256 must see the bytes
-  // in order: then this thread hashes chunks in order as they land.
+  // Workers take units in file order from a shared counter (I/O-bound ones
+  // keep kDirectQueueDepth requests in flight; copies use every core); the
+  // worker that completes a chunk hashes it while it is in cache. MD5 and
+  // SHA-256 must see the bytes in order: then this thread hashes chunks in
+  // order as they land.
   const bool in_order = digest != nullptr && !digest->chunked();
-  const unsigned threads =
-      static_cast<unsigned>(std::min<size_t>(chunks, io ? std::max(4u, Cores()) : Cores()));
+  bool any_direct = false;
+  for (Way w : way) any_direct = any_direct || w == Way::kDirect;
+  const unsigned wanted = any_direct || populate ? std::max(kDirectQueueDepth, Cores())
+                          : io                   ? std::max(4u, Cores())
+                                                 : Cores();
+  const unsigned threads = static_cast<unsigned>(std::min<size_t>(units.size(), wanted));
   std::mutex mu;
   std::condition_variable cv;
   Status first_error;
@@ -163,8 +236,12 @@ Status ReadEntryData(RandomAccessFile& f, uint64_t base, uint64_t n, DiskReadMod
   std::vector<uint8_t> done(chunks, 0);
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t i; !failed.load(std::memory_order_relaxed) && (i = next.fetch_add(1)) < chunks;) {
-      Status s = fetch(i);
+    for (size_t k;
+         !failed.load(std::memory_order_relaxed) && (k = next.fetch_add(1)) < units.size();) {
+      const Unit& u = units[k];
+      Status s = fetch(u);
+      if (s.ok() && pending[u.chunk].fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
+      const size_t i = u.chunk;
       if (s.ok() && digest != nullptr && !in_order) {
         digest->AddChunk(i, {dst + i * kChunk, static_cast<size_t>(chunk_len(i))});
       }
@@ -172,8 +249,9 @@ Status ReadEntryData(RandomAccessFile& f, uint64_t base, uint64_t n, DiskReadMod
       if (!s.ok()) {
         if (first_error.ok()) first_error = s;
         failed = true;
+      } else {
+        done[i] = 1;
       }
-      done[i] = 1;
       cv.notify_all();
     }
   };
@@ -198,7 +276,8 @@ Status ReadEntryData(RandomAccessFile& f, uint64_t base, uint64_t n, DiskReadMod
   rep.copied += copied.load();
   rep.direct += direct.load();
   rep.buffered += buffered.load();
-  *out = std::move(buffer);
+  rep.mapped += mapped.load();
+  *out = populate ? std::move(mapping) : std::move(buffer);
   return Status::OK();
 }
 

@@ -8,8 +8,8 @@
 //     file's pages are mapped privately and served as they are (no copy; a
 //     write to them copies that page and never reaches the file);
 //   - a chunk in the page cache: copied out of a mapping, on every core;
-//   - a chunk not in the page cache: read with O_DIRECT, several requests in
-//     flight, straight into the layer's buffer (a buffered read costs a
+//   - a chunk not in the page cache: read with O_DIRECT in 1 MiB requests,
+//     16 in flight, straight into the layer's buffer (a buffered read costs a
 //     second copy of the data in fresh page-cache memory and a kernel copy;
 //     measured in docs/PERFORMANCE.md).
 // Residency is asked per chunk with cachestat(2) (mincore(2) where the kernel
@@ -32,6 +32,15 @@ namespace layercache {
 inline constexpr uint64_t kEntryMapThreshold = 16u << 20;
 // Entries smaller than this are read with one plain read().
 inline constexpr uint64_t kEntrySmallRead = 1u << 20;
+// A cold chunk is read with O_DIRECT in requests of this size, this many in
+// flight (one thread each; measured in docs/PERFORMANCE.md: 16 x 1 MiB
+// reached 2-3x the throughput of 4 x 8 MiB on a virtio disk).
+inline constexpr uint64_t kDirectRequest = 1u << 20;
+inline constexpr unsigned kDirectQueueDepth = 16;
+// A large entry not wholly in the page cache (auto and mapped modes) is
+// mapped privately and its pages brought in with MADV_POPULATE_READ, in
+// requests of this size, kDirectQueueDepth in flight.
+inline constexpr uint64_t kPopulateRequest = 2u << 20;
 
 // Bytes of one read by the way they came (for tests and benchmarks).
 struct EntryReadReport {
