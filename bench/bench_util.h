@@ -1,6 +1,8 @@
-// Small helpers shared by the benchmarks: timing, medians, child processes.
+// Small helpers shared by the benchmarks: timing, medians, child processes,
+// the page cache.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -8,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -23,6 +26,43 @@ double Seconds(F&& f) {
   const auto t0 = std::chrono::steady_clock::now();
   f();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The median of `reps` timings of f().
+template <class F>
+double MedianSeconds(int reps, F&& f) {
+  std::vector<double> v;
+  for (int i = 0; i < reps; ++i) v.push_back(Seconds(f));
+  return Median(v);
+}
+
+// Asks the kernel to drop `path`'s pages (written back first).
+inline void EvictFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+// EvictFile for every regular file under `dir`.
+inline void EvictTree(const std::string& dir) {
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) EvictFile(e.path().string());
+  }
+}
+
+// Reads every regular file under `dir` (into the page cache).
+inline void ReadTree(const std::string& dir) {
+  std::vector<char> buf(8u << 20);
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    FILE* f = std::fopen(e.path().c_str(), "rb");
+    if (f == nullptr) continue;
+    while (std::fread(buf.data(), 1, buf.size(), f) > 0) {
+    }
+    std::fclose(f);
+  }
 }
 
 // Starts `args` (argv[0] looked up in PATH); `quiet` sends its stdout to /dev/null.

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "bench_limits.h"
+#include "bench_util.h"
 #include "layercache/layer_cache.h"
 #include "layercache/safetensors.h"
 #include "memory/memory_tier.h"
@@ -41,18 +42,6 @@ namespace {
 
 double Since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-template <class F>
-double Median(int reps, F&& f) {
-  std::vector<double> v;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = Clock::now();
-    f();
-    v.push_back(Since(t0));
-  }
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 // A 7B-class decoder layer (Qwen2-7B shapes), bf16 random bits.
@@ -78,20 +67,6 @@ LayerPtr MakeLayer(bool small, uint64_t seed) {
   return b.build();
 }
 
-void Evict(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fdatasync(fd);
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  ::close(fd);
-}
-
-void EvictDir(const std::string& dir) {
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) Evict(e.path().string());
-  }
-}
-
 // A get_layer in a new process (this program, run with --child-load): its
 // seconds. The parent drops the page cache first for a cold load.
 double ChildLoad(const std::string& self, const std::string& dir, DiskReadMode mode) {
@@ -101,18 +76,6 @@ double ChildLoad(const std::string& self, const std::string& dir, DiskReadMode m
     std::exit(1);
   }
   return std::stod(*out);
-}
-
-void ReadWhole(const std::string& dir) {  // into the page cache
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    FILE* f = std::fopen(e.path().c_str(), "rb");
-    if (f == nullptr) continue;
-    std::vector<char> buf(8u << 20);
-    while (std::fread(buf.data(), 1, buf.size(), f) > 0) {
-    }
-    std::fclose(f);
-  }
 }
 
 void Spin(double seconds) {
@@ -214,7 +177,7 @@ int main(int argc, char** argv) {
     auto warm = [&](const std::string& d, DiskReadMode mode) {
       std::vector<double> v;
       for (int r = 0; r < reps; ++r) {
-        ReadWhole(d + "/entries");
+        bench::ReadTree(d + "/entries");
         v.push_back(ChildLoad(self, d, mode));
       }
       return benchkit::Median(v);
@@ -309,13 +272,13 @@ int main(int argc, char** argv) {
           2.5 * static_cast<double>(small_layer->nbytes()) / (1 << 30);
       LayerCache cache(os_mem);
       // Load time per layer (cold), then compute = load.
-      const double load = Median(reps, [&] {
-        EvictDir(os.cache_dir + "/entries");
+      const double load = bench::MedianSeconds(reps, [&] {
+        bench::EvictTree(os.cache_dir + "/entries");
         LayerCache fresh(os);
         (void)fresh.get_layer("s", 3);
       });
       auto pass = [&](bool prefetch) {
-        EvictDir(os.cache_dir + "/entries");
+        bench::EvictTree(os.cache_dir + "/entries");
         LayerCache c(os_mem);
         const auto t0 = Clock::now();
         for (int i = 0; i < layers; ++i) {

@@ -1,9 +1,12 @@
 // Quantized layers in one run: a 7B-class decoder layer (Llama-2-7B shapes,
 // bf16 N(0, 0.02) weights) cached as bf16, nf4, nf4 nested and int8:
 //   - on-disk bytes per mode and the ratio to bf16;
-//   - cold load (O_DIRECT after the entry's pages are dropped), cold load +
-//     dequantization to bf16, and warm load (page cache) per mode, each with
-//     the raw O_DIRECT read of the same file as the limit;
+//   - cold load: get_layer timed in a NEW process after the page cache was
+//     dropped (`sync; echo 3 > /proc/sys/vm/drop_caches` as root, else
+//     posix_fadvise of the entries, and it says which), default options;
+//     cold load + dequantization to bf16 the same way; warm load in a new
+//     process with the entry in the page cache; each with the raw O_DIRECT
+//     read of the same file (dropped first) as the limit;
 //   - dequantization throughput per core (one thread) in GB/s of bf16
 //     output, against single-thread memcpy of the same output size;
 //   - quantization time and the round-trip error of each mode.
@@ -20,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_limits.h"
 #include "bench_util.h"
 #include "layercache/layer_cache.h"
 #include "layercache/quantization.h"
@@ -54,16 +58,8 @@ LayerPtr MakeLayer(bool small) {
   return b.build();
 }
 
-void Evict(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fdatasync(fd);
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  ::close(fd);
-}
-
 double RawDirectRead(const std::string& path, AlignedBuffer& buf) {
-  Evict(path);
+  (void)benchkit::DropCaches({path});
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT);
   if (fd < 0) fd = ::open(path.c_str(), O_RDONLY);
   return bench::Seconds([&] {
@@ -98,13 +94,47 @@ double RelRmsError(const Layer& a, const Layer& b) {
 
 }  // namespace
 
+// --child-load DIR MODE DEQUANT: one get_layer("bench", 0, MODE) with the
+// default options (MODE "-": bf16), then DequantizeLayer to bf16 when DEQUANT
+// is 1; prints its seconds.
+int ChildLoad(char** argv) {
+  LayerCacheOptions o;
+  o.cache_dir = argv[0];
+  o.max_cache_size_gb = 100;
+  const std::string mode = argv[1];
+  const bool dequant = std::string(argv[2]) == "1";
+  LayerCache cache(o);
+  LayerPtr got;
+  const double s = bench::Seconds([&] {
+    got =
+        cache.get_layer("bench", 0, mode == "-" ? std::nullopt : std::optional<std::string>(mode));
+    if (got && dequant) got = DequantizeLayer(*got, DType::BF16).value();
+  });
+  if (!got) return 1;
+  std::printf("%.9f\n", s);
+  return 0;
+}
+
+double TimedChild(const std::string& self, const std::string& dir, const std::string& mode,
+                  bool dequant) {
+  auto out = benchkit::RunCapture({self, "--child-load", dir, mode, dequant ? "1" : "0"});
+  if (!out.ok()) bench::Fail("child load: " + out.status().ToString());
+  return std::stod(*out);
+}
+
 int main(int argc, char** argv) {
   bool small = false;
   int reps = 5;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--child-load" && i + 3 < argc) return ChildLoad(argv + i + 1);
     if (a == "--small") small = true;
     if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+  }
+  std::string self;
+  {
+    std::error_code ec;
+    self = fs::read_symlink("/proc/self/exe", ec).string();
   }
   char tmpl[] = "/var/tmp/layercache-qbench-XXXXXX";
   const std::string dir = ::mkdtemp(tmpl);
@@ -123,23 +153,13 @@ int main(int argc, char** argv) {
     std::vector<int8_t> q(n);
     std::vector<float> scb(t->shape[0]);
     const auto* src = layer->tensor_data(*t).data();
-    const double qt1 = bench::Median([&] {
-      std::vector<double> v;
-      for (int r = 0; r < reps; ++r) {
-        v.push_back(bench::Seconds(
-            [&] { (void)QuantizeNF4(DType::BF16, src, n, 64, packed.data(), absmax.data(), 1); }));
-      }
-      return v;
-    }());
+    const double qt1 = bench::MedianSeconds(
+        reps, [&] { (void)QuantizeNF4(DType::BF16, src, n, 64, packed.data(), absmax.data(), 1); });
     (void)QuantizeInt8(DType::BF16, src, t->shape[0], t->shape[1], q.data(), scb.data(), 1);
     AlignedBuffer out(n * 4);
     AlignedBuffer copy_src(n * 2);
     std::memcpy(copy_src.data(), src, n * 2);
-    auto time_it = [&](auto&& f) {
-      std::vector<double> v;
-      for (int r = 0; r < reps; ++r) v.push_back(bench::Seconds(f));
-      return bench::Median(v);
-    };
+    auto time_it = [&](auto&& f) { return bench::MedianSeconds(reps, f); };
     const double memcpy_s = time_it([&] { std::memcpy(out.data(), copy_src.data(), n * 2); });
     std::printf("\nper core (one thread), tensor %s [%llu x %llu], %llu elements\n",
                 t->name.c_str(), static_cast<unsigned long long>(t->shape[0]),
@@ -178,6 +198,7 @@ int main(int argc, char** argv) {
   AlignedBuffer scratch(layer->nbytes() + (16u << 20));
   uint64_t bf16_bytes = 0;
   double bf16_cold = 0;
+  std::string how = "?";
   std::printf("\n%-11s %10s %7s %9s %10s %12s %14s %10s %9s\n", "mode", "on disk", "ratio",
               "quantize", "raw read", "cold load", "cold+dequant", "warm load", "rel err");
   for (const Mode& m : modes) {
@@ -189,44 +210,31 @@ int main(int argc, char** argv) {
     LayerCacheOptions o;
     o.cache_dir = dir + "/" + m.name;
     o.max_cache_size_gb = 100;
-    o.max_memory_cache_size_gb = 0;
-    o.disk_read_mode = DiskReadMode::kDirect;
-    LayerCache cache(o);
     const std::string qm = m.config ? std::string(QuantModeName(m.config->mode)) : "";
-    cache.cache_layer("bench", 0, stored,
-                      qm.empty() ? std::nullopt : std::optional<std::string>(qm));
+    LayerPtr got;
+    {
+      LayerCache cache(o);
+      cache.cache_layer("bench", 0, stored,
+                        qm.empty() ? std::nullopt : std::optional<std::string>(qm));
+      got = cache.get_layer("bench", 0, qm.empty() ? std::nullopt : std::optional<std::string>(qm));
+      if (got && m.config) got = DequantizeLayer(*got, DType::BF16).value();
+    }
     std::string entry;
     for (const auto& e : fs::recursive_directory_iterator(o.cache_dir + "/entries")) {
       if (e.is_regular_file()) entry = e.path().string();
     }
     const uint64_t size = fs::file_size(entry);
-    std::vector<double> raw, cold, cold_deq;
-    LayerPtr got;
+    const std::string child_mode = qm.empty() ? "-" : qm;
+    std::vector<double> raw, cold, cold_deq, warm;
     for (int r = 0; r < reps; ++r) {
       raw.push_back(RawDirectRead(entry, scratch));
-      Evict(entry);
-      cold.push_back(bench::Seconds([&] {
-        got =
-            cache.get_layer("bench", 0, qm.empty() ? std::nullopt : std::optional<std::string>(qm));
-      }));
-      Evict(entry);
-      cold_deq.push_back(bench::Seconds([&] {
-        got =
-            cache.get_layer("bench", 0, qm.empty() ? std::nullopt : std::optional<std::string>(qm));
-        if (m.config) got = DequantizeLayer(*got, DType::BF16).value();
-      }));
-    }
-    LayerCacheOptions ow = o;
-    ow.disk_read_mode = DiskReadMode::kBuffered;
-    LayerCache warm_cache(ow);
-    (void)warm_cache.get_layer("bench", 0,
-                               qm.empty() ? std::nullopt : std::optional<std::string>(qm));
-    std::vector<double> warm;
-    for (int r = 0; r < reps; ++r) {
-      warm.push_back(bench::Seconds([&] {
-        (void)warm_cache.get_layer("bench", 0,
-                                   qm.empty() ? std::nullopt : std::optional<std::string>(qm));
-      }));
+      auto h = benchkit::DropCaches({o.cache_dir});
+      how = h.ok() ? *h : h.status().ToString();
+      cold.push_back(TimedChild(self, o.cache_dir, child_mode, false));
+      (void)benchkit::DropCaches({o.cache_dir});
+      cold_deq.push_back(TimedChild(self, o.cache_dir, child_mode, m.config.has_value()));
+      bench::ReadTree(o.cache_dir + "/entries");
+      warm.push_back(TimedChild(self, o.cache_dir, child_mode, false));
     }
     const double err = m.config ? RelRmsError(*layer, *got) : 0.0;
     if (!m.config) {
@@ -240,9 +248,14 @@ int main(int argc, char** argv) {
                 bench::Median(warm) * 1e3, err);
   }
   std::printf(
-      "\nratio = bf16 bytes / mode bytes; the x after cold load = bf16 cold load / this mode's;\n"
-      "cold+dequant = cold load then DequantizeLayer to bf16 (all threads); rel err = RMS(w - "
-      "w')/RMS(w)\n");
+      "\nratio = bf16 bytes / mode bytes; cold load = get_layer in a new process (default "
+      "options) after %s;\nthe x after it = bf16 cold load / this mode's; cold+dequant = the same, "
+      "then DequantizeLayer to bf16 (all threads);\nwarm load = a new process, the entry in the "
+      "page cache; raw read = O_DIRECT read of the entry file, dropped first;\nrel err = RMS(w - "
+      "w')/RMS(w)\n",
+      how == "drop_caches" ? "sync; echo 3 > /proc/sys/vm/drop_caches"
+                           : "posix_fadvise(DONTNEED) of the entry (not root: the page cache was "
+                             "not dropped as a whole)");
   fs::remove_all(dir);
   return 0;
 }

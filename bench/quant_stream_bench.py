@@ -1,8 +1,10 @@
 """Tokens/s of the streaming runner (layercache.sli.StreamingModel) with the layers cached as bf16, nf4
 and int8, in one run: a synthetic Llama-shaped checkpoint (bf16 N(0, 0.02) weights) imported once, the
 same layers quantized into the same cache under "nf4"/"int8", then greedy generation with a memory tier
-too small for the bf16 model, (a) with the entry files in the page cache ("warm") and (b) with their
-pages dropped before every token ("cold": each layer read from the disk). Medians of --reps runs.
+too small for the bf16 model, (a) with the entry files in the page cache ("warm") and (b) with the page
+cache dropped before every token ("cold": each layer read from the disk; `sync; echo 3 >
+/proc/sys/vm/drop_caches` as root, else posix_fadvise(DONTNEED) of the entries, and it says which).
+Medians of --reps runs.
 
     PYTHONPATH=build/python /usr/bin/python3 bench/quant_stream_bench.py [--layers 8] [--hidden 1024]
 """
@@ -25,6 +27,14 @@ from layercache.sli import StreamingModel  # noqa: E402
 
 
 def evict(cache_dir):
+    """Drops the page cache (root) or the entries' pages; returns which."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return "sync; echo 3 > /proc/sys/vm/drop_caches"
+    except OSError:
+        pass
     for root, _, files in os.walk(os.path.join(cache_dir, "entries")):
         for f in files:
             fd = os.open(os.path.join(root, f), os.O_RDONLY)
@@ -32,6 +42,7 @@ def evict(cache_dir):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(fd)
+    return "posix_fadvise(DONTNEED) of the entries (not root: the page cache was not dropped as a whole)"
 
 
 def main():
@@ -63,6 +74,7 @@ def main():
           f"kernel {Q.kernel_name()}, torch threads {torch.get_num_threads()}")
     ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])
     results = {}
+    how = "?"
     for mode in (None, "nf4", "int8"):
         for regime in ("warm", "cold"):
             times = []
@@ -73,7 +85,7 @@ def main():
                 t = 0.0
                 for _ in range(a.tokens):
                     if regime == "cold":
-                        evict(cache_dir)
+                        how = evict(cache_dir)
                     t0 = time.perf_counter()
                     model.generate(ids, 1)
                     t += time.perf_counter() - t0
@@ -82,6 +94,7 @@ def main():
             tps = a.tokens / statistics.median(times)
             results[(mode, regime)] = tps
             print(f"  {mode or 'bf16':5s} {regime}: {tps:6.2f} tokens/s")
+    print(f"cold: {how} before every token")
     for regime in ("warm", "cold"):
         print(f"nf4 / bf16 tokens/s, {regime}: {results[('nf4', regime)] / results[(None, regime)]:.2f}x; "
               f"int8 / bf16: {results[('int8', regime)] / results[(None, regime)]:.2f}x")
