@@ -92,7 +92,10 @@ int Stats(const Global& g, const std::string& format) {
   }
   CacheStats s = cache.get_stats();
   if (g.json || format == "json") {
-    std::cout << s.ToJson() << "\n";
+    // The library's statistics plus, per quantization mode, the entries and bytes on disk.
+    auto j = nlohmann::ordered_json::parse(s.ToJson());
+    j["quantization_modes"] = nlohmann::ordered_json::parse(ModeSummaryJson(cache.list_entries()));
+    std::cout << j.dump(2) << "\n";
   } else {
     std::cout << "Cache directory: " << cache.cache_dir() << "\n" << s.ToText();
     if (!s.lifetime.empty()) {

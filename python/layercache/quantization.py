@@ -297,6 +297,8 @@ def quantization_info(layer_or_metadata):
                 if isinstance(child, _QuantizedLinear):
                     p = prefix + "." if prefix else ""
                     recs[p + "weight"] = {"dtype": child.weight_dtype_name, "shape": list(child.weight_shape)}
+                    if child.kind == "conv1d_t":
+                        recs[p + "weight"]["transposed"] = True
                     mode, bs, nested = child.mode, getattr(child, "blocksize", 0), getattr(child, "nested", False)
             if mode is None:
                 return None
@@ -362,7 +364,10 @@ if torch is not None:
 
 class _QuantizedLinear(_Base):
     """A linear projection whose weight is stored quantized and dequantized (C++, GIL released) in
-    every forward. ``kind`` "linear": ``x @ W.T + b`` (nn.Linear); "conv1d": ``x @ W + b`` (GPT-2)."""
+    every forward. ``kind`` "linear": ``x @ W.T + b`` (nn.Linear); "conv1d_t": GPT-2's Conv1D, whose
+    ``[in, out]`` weight was transposed to ``[out, in]`` before quantizing, as transformers does before
+    handing it to bitsandbytes (so ``x @ W.T + b`` too); "conv1d": ``x @ W + b`` with the weight
+    quantized as stored (entries written before the transposition; read only)."""
 
     _PARTS = {}
     mode = None
@@ -372,7 +377,7 @@ class _QuantizedLinear(_Base):
         self.weight_shape = tuple(int(x) for x in weight_shape)
         self.weight_dtype_name = weight_dtype_name
         self.kind = kind
-        if kind == "linear":
+        if kind in ("linear", "conv1d_t"):
             self.out_features, self.in_features = self.weight_shape
         else:
             self.in_features, self.out_features = self.weight_shape
@@ -410,7 +415,7 @@ class _QuantizedLinear(_Base):
             w = w.to(x.dtype)
         if w.device != x.device:
             w = w.to(x.device)
-        if self.kind == "linear":
+        if self.kind in ("linear", "conv1d_t"):
             return torch.nn.functional.linear(x, w, self.bias)
         shape = x.shape[:-1] + (self.out_features,)
         flat = x.reshape(-1, x.shape[-1])
@@ -515,6 +520,8 @@ def _share_cache_refs(module, memo):
 
 
 def _empty_quantized(kind, rec, info, bias):
+    if kind == "conv1d" and rec.get("transposed"):
+        kind = "conv1d_t"
     if info["mode"] == "nf4":
         return Linear4bit(rec["shape"], rec["dtype"], info["blocksize"], info.get("nested", False), bias, kind)
     return LinearInt8(rec["shape"], rec["dtype"], bias, kind)
@@ -546,8 +553,14 @@ def quantize_layer(layer, config=None):
         for path, child, kind in sel:
             full = (path + "." if path else "") + "weight"
             w = child._parameters["weight"]
+            if kind == "conv1d":
+                # GPT-2's Conv1D keeps its weight as [in, out]; transformers transposes it to
+                # [out, in] before bitsandbytes quantizes it: the same bytes, blocks and rows here.
+                w = w.detach().t().contiguous()
             parts = quantize_tensor("weight", w, config)
             rec = {"dtype": _TORCH_NAMES[w.dtype], "shape": list(w.shape)}
+            if kind == "conv1d":
+                rec["transposed"] = True
             records[full] = rec
             new_bias = q.get_submodule(path).bias if path else q.bias
             if new_bias is not None and not isinstance(new_bias, torch.nn.Parameter):
@@ -598,7 +611,13 @@ def dequantize_tensors(tensors, info, dtype=None):
     for name, t in tensors.items():
         if name in aux:
             continue
-        out[name] = dequantize_tensor(name, tensors, info, dtype) if name in info["tensors"] else t
+        if name not in info["tensors"]:
+            out[name] = t
+            continue
+        w = dequantize_tensor(name, tensors, info, dtype)
+        if info["tensors"][name].get("transposed"):  # back to GPT-2's Conv1D layout [in, out]
+            w = w.t().contiguous() if torch is not None and isinstance(w, torch.Tensor) else np.ascontiguousarray(w.T)
+        out[name] = w
     return out
 
 
@@ -626,6 +645,8 @@ def _plain_module(qmod, dtype=None):
         if qmod.bias is not None:
             lin.bias = qmod.bias
         return lin
+    if qmod.kind == "conv1d_t":
+        w = w.t().contiguous()
     return _Conv1D(w, qmod.bias)
 
 
@@ -736,8 +757,9 @@ def _plain_structure(module):
     """A module whose quantized projections are replaced by empty plain ones (for dequantize=True)."""
     for path, child in list(module.named_modules()):
         if isinstance(child, _QuantizedLinear):
-            w = torch.empty(child.weight_shape, dtype=child.weight_dtype, device="meta")
-            plain = _Conv1D(w, child.bias) if child.kind == "conv1d" else torch.nn.Linear(
+            shape = child.weight_shape[::-1] if child.kind == "conv1d_t" else child.weight_shape
+            w = torch.empty(shape, dtype=child.weight_dtype, device="meta")
+            plain = _Conv1D(w, child.bias) if child.kind != "linear" else torch.nn.Linear(
                 child.in_features, child.out_features, bias=child.bias is not None, dtype=w.dtype, device="meta")
             if not path:
                 return plain

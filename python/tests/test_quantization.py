@@ -499,6 +499,12 @@ def test_cli_put_quantize_matches_the_python_quantizer(tmp_path):
     assert "quantization nf4: 2 entries" in listing and "quantization int8: 2 entries" in listing, listing
     assert "quantization none: 1 entries" in listing, listing
     assert "quantization nf4: 2 entries" in run(cli, "--cache-dir", c, "stats")
+    modes = json.loads(run(cli, "--cache-dir", c, "stats", "--json"))["quantization_modes"]
+    assert sorted(modes) == ["int8", "nf4", "none"] and [modes[m]["entries"] for m in ("int8", "nf4", "none")] == [2, 2, 1]
+    entries = json.loads(run(cli, "--cache-dir", c, "ls", "--json"))
+    for mode in ("int8", "nf4", "none"):
+        mine = [e for e in entries if (e["quantization_mode"] or "none") == mode]
+        assert modes[mode]["size_bytes"] == sum(e["size_bytes"] for e in mine), (mode, modes, mine)
     sizes = {e["quantization_mode"]: e["size_bytes"] for e in json.loads(run(cli, "--cache-dir", c, "ls", "--json"))}
     assert sizes[None] / sizes["nf4"] > 3.0 and 1.7 < sizes[None] / sizes["int8"] < 2.1, sizes
 

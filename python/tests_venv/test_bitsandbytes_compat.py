@@ -136,3 +136,49 @@ def test_a_bitsandbytes_linear4bit_loads_our_tensors():
     assert torch.equal(bits(theirs), bits(ours.dequantized_weight()))
     x = torch.randn(4, 256).to(torch.bfloat16)
     assert torch.equal(ours(x), torch.nn.functional.linear(x, theirs, lin.bias))
+
+
+@pytest.mark.parametrize("mode", ["nf4", "int8"])
+def test_a_transformers_gpt2_block_is_quantized_as_transformers_hands_it_to_bitsandbytes(mode):
+    # GPT-2's Conv1D stores its weight as [in, out]; transformers transposes it to [out, in] before
+    # bitsandbytes quantizes it (and runs a Linear4bit / Linear8bitLt): the same bytes here.
+    from transformers import GPT2Config
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Block
+    torch.manual_seed(1)
+    cfg = GPT2Config(n_embd=256, n_head=4, n_inner=1024, attn_pdrop=0.0, resid_pdrop=0.0)
+    block = GPT2Block(cfg).to(torch.bfloat16).eval()
+    config = Q.get_nf4_config() if mode == "nf4" else Q.get_int8_config()
+    q = Q.quantize_layer(block, config)
+    info = Q.quantization_info(q)
+    for path in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+        w = block.get_submodule(path).weight.detach()
+        mod = q.get_submodule(path)
+        assert info["tensors"][path + ".weight"] == {"dtype": "BF16", "shape": [w.shape[1], w.shape[0]], "transposed": True}
+        sd = mod.state_dict()
+        if mode == "nf4":
+            qt, state = F.quantize_4bit(w.t().contiguous(), blocksize=64, quant_type="nf4")
+            assert torch.equal(sd["weight"].view(-1), qt.view(-1)) and torch.equal(sd["weight.absmax"], state.absmax), path
+            assert json.loads(bytes(sd["weight.quant_state.bitsandbytes__nf4"].tolist()))["shape"] == [w.shape[1], w.shape[0]]
+            theirs = F.dequantize_4bit(qt, state)
+        else:
+            cb, scb, _ = F.int8_vectorwise_quant(w.t().contiguous())
+            assert torch.equal(sd["weight"], cb) and torch.equal(sd["SCB"], scb), path
+            theirs = F.int8_vectorwise_dequant(cb, scb).to(torch.bfloat16)
+        assert torch.equal(bits(mod.dequantized_weight()), bits(theirs)), path
+    # The quantized block computes what the block computes with bitsandbytes' dequantized weights.
+    ref = GPT2Block(cfg).to(torch.bfloat16).eval()
+    ref.load_state_dict(block.state_dict())
+    for path in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+        ref.get_submodule(path).weight.data = q.get_submodule(path).dequantized_weight().t().contiguous()
+    x = torch.randn(2, 7, 256).to(torch.bfloat16)
+    with torch.no_grad():
+        got, want, plain = q(x)[0], ref(x)[0], block(x)[0]
+    assert (got.float() - want.float()).abs().max() <= 0.02 * want.float().abs().max()
+    assert (got.float() - plain.float()).norm() < 0.3 * (plain.float() - x.float()).norm()
+    # dequantize() gives GPT-2's layout back: [in, out] weights equal to the transposed dequantized ones.
+    d = Q.dequantize(q)
+    for path in ("attn.c_attn", "mlp.c_proj"):
+        assert d.get_submodule(path).weight.shape == block.get_submodule(path).weight.shape
+        assert torch.equal(d.get_submodule(path).weight, q.get_submodule(path).dequantized_weight().t())
+    with torch.no_grad():
+        assert torch.allclose(d(x)[0].float(), got.float(), atol=0.02 * float(got.float().abs().max()))
