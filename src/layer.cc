@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "util/buffer_pool.h"
+#include "util/file_backing.h"
 
 namespace layercache {
 namespace {
@@ -60,6 +61,7 @@ void AlignedBuffer::Release() {
   if (free_fn_) {
     std::exchange(free_fn_, nullptr)(data_);
   } else if (map_base_ != nullptr) {
+    file_backing::UnregisterMapping(map_base_);
     ::munmap(map_base_, map_length_);
     map_base_ = nullptr;
   } else if (capacity_ >= kLargeBufferBytes) {

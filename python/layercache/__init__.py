@@ -20,8 +20,10 @@ What get_layer returns (docs/PYTHON.md has the details):
    Mistral, Qwen2, GPT-2) whose tensor names match: layercache.models' decoder layer, filled;
 5. otherwise a ``LayerTensors`` mapping of name to ``torch.Tensor`` (numpy arrays without torch).
 
-The tensors view the cache's memory without a copy; the objects built for a layer are reused by later
-hits while the layer's bytes and the objects are unchanged. Change weights on a ``.clone()``.
+The tensors are private copy-on-write mappings of the cache's bytes (no copy; layers under 16 MiB are
+copied): writes to them stay yours and never reach the cache. The objects built for a layer are reused
+by later hits while the layer's bytes and the objects are unchanged (torch in-place changes make the next
+hit build pristine ones).
 """
 
 import json
@@ -44,6 +46,13 @@ except ImportError:
     torch = None
 
 __version__ = _core.__version__
+
+# Large layer buffers live in a memory file, so that what get_layer hands out is a private
+# copy-on-write mapping of the cache's bytes rather than a copy (docs/PYTHON.md, "writes").
+# LAYERCACHE_COPY_ON_WRITE=0 makes every build copy instead.
+_core.set_file_backed_buffers(os.environ.get("LAYERCACHE_COPY_ON_WRITE", "1") != "0")
+# Layers under this size are copied: the copy costs less than a mapping's page faults (docs/PYTHON.md).
+_COPY_ON_WRITE_MIN = int(float(os.environ.get("LAYERCACHE_COPY_ON_WRITE_MIN_MB", "16")) * (1 << 20))
 
 __all__ = ["LayerCache", "LayerTensors", "get_layer_cache", "reset_layer_cache"]
 
@@ -109,7 +118,9 @@ def _array(dtype, shape, raw):
 
 
 class LayerTensors(dict):
-    """A layer's tensors by name, over one private, writable copy of the layer's bytes.
+    """A layer's tensors by name, over private, writable bytes of the layer: a copy-on-write
+    mapping of the cache's bytes (``copy_on_write`` True: no copy; a write copies the page it
+    touches) or, for layers under 16 MiB, a copy.
 
     Values are torch tensors (numpy arrays where torch has no such dtype, or without torch), all
     views of one byte tensor (``base``), so that they share one torch version counter: an in-place
@@ -121,7 +132,8 @@ class LayerTensors(dict):
         super().__init__()
         self._core_layer = core_layer
         self.metadata = dict(core_layer.metadata)
-        whole, tensors = core_layer.private_tensors()
+        whole, tensors, how = core_layer.private_tensors(_COPY_ON_WRITE_MIN)
+        self.copy_on_write = how == "mapped"
         raw = np.frombuffer(whole, dtype=np.uint8)
         self.base = torch.from_numpy(raw) if torch is not None else None
         for name, dtype, shape, offset, nbytes in tensors:

@@ -11,6 +11,7 @@
 #include <optional>
 #include <unordered_map>
 
+#include "layercache/copy_on_write.h"
 #include "layercache/layer_cache.h"
 #include "layercache/version.h"
 
@@ -94,26 +95,42 @@ py::list Tensors(const std::shared_ptr<PyLayer>& holder) {
   return out;
 }
 
-// (buffer, [(name, dtype, shape, offset, nbytes)]): a private, writable copy
-// of the layer's bytes (one buffer) and where each tensor lies in it. What
-// Python hands out views this copy: writes to it (torch in-place ops, numpy)
+// (buffer, [(name, dtype, shape, offset, nbytes)], how): private, writable
+// bytes of the layer (one buffer) and where each tensor lies in them. What
+// Python hands out views them: writes to them (torch in-place ops, numpy)
 // reach neither the cache's bytes nor any other holder (docs/PYTHON.md,
-// "writes"). One copy per build, without the GIL.
-py::tuple PrivateTensors(const std::shared_ptr<PyLayer>& holder) {
+// "writes"). `how` is "mapped" for a copy-on-write mapping of the file behind
+// the layer's buffer (a memory file, or the entry file; copy_on_write.h): no
+// copy, a write costs a page copy where it happens; "copied" for a copy made
+// here without the GIL: layers under `min_mapped` bytes (a copy of them costs
+// less than the page faults of a mapping; docs/PYTHON.md) or with no file
+// behind them.
+py::tuple PrivateTensors(const std::shared_ptr<PyLayer>& holder, uint64_t min_mapped) {
   const Layer& layer = *holder->layer;
-  auto copy = std::make_shared<AlignedBuffer>(std::max<size_t>(layer.nbytes(), 1));
-  {
-    py::gil_scoped_release release;
-    if (layer.nbytes() != 0) std::memcpy(copy->data(), layer.data(), layer.nbytes());
+  std::shared_ptr<TensorBuffer> whole;
+  const char* how = "mapped";
+  std::shared_ptr<CopyOnWriteView> view;
+  if (layer.nbytes() >= std::max<uint64_t>(min_mapped, 1)) view = MapCopyOnWrite(holder->layer);
+  if (view) {
+    std::byte* data = view->data();
+    const size_t size = view->size();
+    whole = std::make_shared<TensorBuffer>(TensorBuffer{std::move(view), data, size, true});
+  } else {
+    how = "copied";
+    auto copy = std::make_shared<AlignedBuffer>(std::max<size_t>(layer.nbytes(), 1));
+    {
+      py::gil_scoped_release release;
+      if (layer.nbytes() != 0) std::memcpy(copy->data(), layer.data(), layer.nbytes());
+    }
+    whole = std::make_shared<TensorBuffer>(
+        TensorBuffer{copy, copy->data(), static_cast<size_t>(layer.nbytes()), /*writable=*/true});
   }
-  auto whole = std::make_shared<TensorBuffer>(
-      TensorBuffer{copy, copy->data(), static_cast<size_t>(layer.nbytes()), /*writable=*/true});
   py::list out;
   for (const TensorInfo& t : layer.tensors()) {
     out.append(
         py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape, t.offset, t.nbytes));
   }
-  return py::make_tuple(py::cast(whole), out);
+  return py::make_tuple(py::cast(whole), out, how);
 }
 
 py::object Wrap(LayerPtr layer) {
@@ -393,6 +410,11 @@ PYBIND11_MODULE(_core, m) {
       .def("done", [](const std::shared_future<LayerPtr>& f) {
         return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
       });
+
+  // Large layer buffers in a memory file, so that Python's private tensors
+  // are copy-on-write mappings (layercache/copy_on_write.h).
+  m.def("set_file_backed_buffers", &SetFileBackedBuffers);
+  m.def("file_backed_buffers", &FileBackedBuffers);
 
   m.def("build_layer",
         [](const py::list& tensors, const std::map<std::string, std::string>& metadata) {

@@ -49,7 +49,7 @@ def test_writes_stay_with_the_caller_in_every_mode(tmp_path, mode):
     cache_dir = str(tmp_path / "cache")
     expected = state()
     layercache.LayerCache(cache_dir=cache_dir).cache_layer("m", 0, expected)
-    lin = torch.nn.Linear(1024, 1024, bias=False)
+    lin = torch.nn.Linear(2048, 2048, bias=False)  # 16 MiB: mapped
     layercache.LayerCache(cache_dir=cache_dir).cache_layer("m", 1, lin)
     code = f"""
         import sys, torch, layercache
@@ -61,6 +61,8 @@ def test_writes_stay_with_the_caller_in_every_mode(tmp_path, mode):
             c = layercache.LayerCache(cache_dir={cache_dir!r}, disk_read_mode={mode!r}, max_memory_cache_size_gb=budget)
             for key, exp in ((0, expected), (1, {{"weight": weight}})):
                 first = c.get_layer("m", key)
+                held = first if key == 0 else first._layercache_tensors
+                assert held.copy_on_write, "a layer of 16 MiB and more is a copy-on-write mapping"
                 other = c.get_layer("m", key)    # another holder (the same objects on a memory hit)
                 scribble(first)
                 again = c.get_layer("m", key)    # after in-place changes: pristine objects
@@ -129,3 +131,98 @@ def test_writes_through_the_redis_tier(tmp_path):
         server.wait()
         redis.terminate()
         redis.wait()
+
+
+def run_fresh(code, **env_extra):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([BUILD_PY, HERE]), **env_extra)
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    return r.stdout
+
+
+def test_another_holder_of_the_same_cached_layer_never_sees_numpy_writes(cache_dir):
+    expected = state()
+    c = layercache.LayerCache(cache_dir=cache_dir)
+    c.cache_layer("m", 0, expected)
+    mine = c.get_layer("m", 0)
+    theirs = c.prefetch("m", [0])[0].result()  # a second build over the same cached bytes
+    assert mine is not theirs and mine.copy_on_write and theirs.copy_on_write
+    mine["w"].numpy()[:] = 0  # no version bump: these objects stay as they are, and are the caller's
+    assert torch.equal(theirs["w"], expected["w"])
+    assert torch.equal(c.prefetch("m", [0])[0].result()["w"], expected["w"])
+    assert c.verify_cache_integrity() == []
+
+
+def test_layers_under_16_mib_are_copied_and_the_switches_work(cache_dir):
+    layercache.LayerCache(cache_dir=cache_dir).cache_layer("m", 0, {"w": torch.ones(100, 100)})  # 40 KB
+    layercache.LayerCache(cache_dir=cache_dir).cache_layer("m", 1, state())
+    layercache.LayerCache(cache_dir=cache_dir).cache_layer("m", 2, {"w": torch.ones(1024, 1024)})  # 4 MiB
+    run_fresh(f"""
+        import layercache, torch
+        c = layercache.LayerCache(cache_dir={cache_dir!r})
+        small, large, medium = c.get_layer("m", 0), c.get_layer("m", 1), c.get_layer("m", 2)
+        assert not small.copy_on_write and large.copy_on_write and not medium.copy_on_write
+        small["w"].numpy()[:] = 5
+        medium["w"].numpy()[:] = 5
+        assert torch.equal(c.prefetch("m", [0])[0].result()["w"], torch.ones(100, 100))
+        assert torch.equal(c.prefetch("m", [2])[0].result()["w"], torch.ones(1024, 1024))
+        print("ok")
+    """)
+    run_fresh(f"""
+        import layercache, torch
+        c = layercache.LayerCache(cache_dir={cache_dir!r})
+        medium = c.get_layer("m", 2)
+        assert medium.copy_on_write  # LAYERCACHE_COPY_ON_WRITE_MIN_MB=1
+        medium["w"].numpy()[:] = 5
+        assert torch.equal(c.prefetch("m", [2])[0].result()["w"], torch.ones(1024, 1024))
+        print("ok")
+    """, LAYERCACHE_COPY_ON_WRITE_MIN_MB="1")
+    run_fresh(f"""
+        import layercache, torch
+        c = layercache.LayerCache(cache_dir={cache_dir!r})
+        got = c.get_layer("m", 1)
+        assert not got.copy_on_write  # LAYERCACHE_COPY_ON_WRITE=0: a private copy
+        got["w"].add_(1)
+        assert not torch.equal(c.get_layer("m", 1)["w"], got["w"])
+        print("ok")
+    """, LAYERCACHE_COPY_ON_WRITE="0")
+
+
+def test_forked_children_and_their_parent_keep_what_they_hold(cache_dir):
+    """After os.fork() parent and child share the cache's memory file: neither one's writes, releases or
+    new layers reach what the other holds."""
+    expected = state()
+    c = layercache.LayerCache(cache_dir=cache_dir)
+    for i in range(4):
+        c.cache_layer("m", i, expected)
+    run_fresh(f"""
+        import os, sys, torch, layercache
+        from test_writes import state, scribble, check_pristine
+        expected = state()
+        c = layercache.LayerCache(cache_dir={cache_dir!r}, max_memory_cache_size_gb=0.02)  # one layer fits
+        held = c.get_layer("m", 0)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child writes to what it inherited, drops it and loads other layers
+            ok = True
+            try:
+                held["w"].numpy()[:] = -1
+                scribble(held)
+                del held
+                for i in (1, 2, 3, 1, 2, 3):
+                    check_pristine(c.get_layer("m", i), expected)
+                os.write(w, b"x")
+            except BaseException as e:
+                print(repr(e), file=sys.stderr)
+                ok = False
+            os._exit(0 if ok else 1)
+        assert os.read(r, 1) == b"x"
+        check_pristine(held, expected)
+        for i in (1, 2, 3, 0):  # the parent moves on too; its earlier objects are unchanged
+            check_pristine(c.get_layer("m", i), expected)
+        check_pristine(held, expected)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0, status
+        print("ok")
+    """)

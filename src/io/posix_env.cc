@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "io/env.h"
+#include "util/file_backing.h"
 
 namespace layercache {
 namespace {
@@ -92,6 +93,7 @@ class PosixRandomAccessFile final : public RandomAccessFile {
       ::munmap(base, n);
       return false;
     }
+    file_backing::RegisterMapping(base, n, fd_, offset);  // for copy-on-write views
     *out = AlignedBuffer::FromMapping(base, n, static_cast<std::byte*>(base), n);
     return true;
   }
@@ -136,6 +138,7 @@ class PosixRandomAccessFile final : public RandomAccessFile {
     void* base =
         ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd_, static_cast<off_t>(offset));
     if (base == MAP_FAILED) return false;
+    file_backing::RegisterMapping(base, n, fd_, offset);  // for copy-on-write views
     *out = AlignedBuffer::FromMapping(base, n, static_cast<std::byte*>(base), n);
     return true;
   }

@@ -6,6 +6,8 @@
 #include <map>
 #include <mutex>
 
+#include "util/file_backing.h"
+
 namespace layercache {
 namespace {
 
@@ -35,6 +37,11 @@ BufferPool& BufferPool::Instance() {
 }
 
 void* BufferPool::Allocate(size_t size, size_t alignment, size_t* capacity) {
+  // A region of the memory file while file-backed buffers are on
+  // (layercache/copy_on_write.h); page-aligned, which is all callers ask of it.
+  if (alignment <= 4096) {
+    if (void* p = file_backing::Allocate(size, capacity)) return p;
+  }
   const size_t cap = (size + kHugePage - 1) / kHugePage * kHugePage;
   PoolState& s = State();
   {
@@ -58,6 +65,7 @@ void* BufferPool::Allocate(size_t size, size_t alignment, size_t* capacity) {
 }
 
 void BufferPool::Free(void* p, size_t capacity) {
+  if (file_backing::Free(p)) return;
   PoolState& s = State();
   {
     std::lock_guard lock(s.mu);
