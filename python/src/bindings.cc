@@ -570,9 +570,11 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("import_checkpoint",
            [](LayerCache& c, const std::string& dir, const std::string& model_id,
-              const std::vector<int64_t>& layers, const std::string& pattern) {
+              const std::vector<int64_t>& layers, const std::string& pattern,
+              bool include_non_layer, const std::string& revision) {
              py::gil_scoped_release release;
-             return c.import_checkpoint(dir, model_id, layers, pattern);
+             return c.import_checkpoint(dir, model_id, layers, pattern, include_non_layer,
+                                        revision);
            })
       .def("invalidate_cache",
            [](LayerCache& c, std::optional<std::string> model_id,

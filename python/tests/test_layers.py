@@ -286,3 +286,32 @@ def test_a_dropped_cache_is_freed_and_its_layers_stay_usable(cache_dir):
     assert ref() is None  # the C++ side holds nothing that keeps the Python object alive
     assert got["w"].tolist() == [1.0, 1.0, 1.0]
     assert layercache.LayerCache(cache_dir=cache_dir).get_layer("m", 0)["w"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_import_checkpoint_under_a_revision(tmp_path):
+    """import_checkpoint(revision=commit): the entries carry that commit, it becomes the model's default
+    revision, and a new process finds the layers (callable, with the config) without naming it."""
+    sm.write_model(str(tmp_path / "ckpt"), "llama", layers=2)
+    cache_dir = str(tmp_path / "cache")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    c = layercache.LayerCache(cache_dir=cache_dir)
+    assert c.import_checkpoint(tmp_path / "ckpt", "m", revision=commit, layers=[0, 1], include_non_layer=False) == 2
+    assert c.default_revision("m") == commit
+    with pytest.raises(ValueError):
+        c.import_checkpoint(tmp_path / "ckpt", "bad", revision=5)
+    with pytest.raises(ValueError, match="NUL"):
+        c.import_checkpoint(tmp_path / "ckpt", "bad", revision="abc\0def")
+    assert c.default_revision("bad") is None and c.get_layer("bad", 0) is None
+    code = f"""
+        import layercache, torch
+        c = layercache.LayerCache(cache_dir={cache_dir!r})
+        a = c.get_layer("m", 1)
+        b = c.get_layer("m", 1, revision={commit!r})
+        assert isinstance(a, torch.nn.Module) and isinstance(b, torch.nn.Module), (type(a), type(b))
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+        print(type(a).__name__, a(torch.randn(1, 3, 64, dtype=torch.bfloat16)).shape[-1],
+              c.get_layer("m", 1, revision="f" * 40) is None, c.model_config("m")["model_type"])
+        print(c.invalidate_cache("m", revision={commit[:7]!r}), c.get_layer("m", 0))
+    """
+    out = run_fresh(code)
+    assert out.split() == ["LlamaDecoderLayer", "64", "True", "llama", "2", "None"], out
