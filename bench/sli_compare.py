@@ -132,8 +132,12 @@ def forward(ids):
     h = torch.nn.functional.embedding(ids, head["embed"])
     pos = torch.arange(ids.shape[1])[None]
     pe = rotary(h, pos)
+    # The causal mask as the model would build it (0 on and below the diagonal, the dtype's minimum
+    # above): a decoder layer called alone gets none, and eager attention then sees the future.
+    n = ids.shape[1]
+    mask = torch.full((n, n), torch.finfo(h.dtype).min, dtype=h.dtype).triu(1)[None, None]
     for i in range(cfg.num_hidden_layers):
-        out = load(i)(h, position_embeddings=pe, attention_mask=None, position_ids=pos)
+        out = load(i)(h, position_embeddings=pe, attention_mask=mask, position_ids=pos)
         h = out[0] if isinstance(out, tuple) else out
     x = h.float()
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.rms_norm_eps)
