@@ -27,17 +27,18 @@ const char* EvictionPolicyName(EvictionPolicy policy);
 // How the disk tier reads entries (src/disk/entry_reader.h; measured in
 // docs/PERFORMANCE.md).
 enum class DiskReadMode {
-  // The default: each 8 MiB chunk the fastest way its state allows. A large
-  // entry wholly in the page cache is served from a private mapping of the
-  // file (no copy: a write to it copies that page and never reaches the
-  // file); cached chunks are copied out on every core; chunks not in the page
-  // cache are read with O_DIRECT, several requests in flight (a cold load at
-  // the device's bandwidth; it does not fill the page cache).
+  // The default: the fastest way for the entry's size and state. An entry
+  // of 16 MiB or more is served from a private mapping of the file (no copy:
+  // a write to it copies that page and never reaches the file); the pages
+  // not in the page cache are brought in first, 16 x 2 MiB requests in
+  // flight (a cold load at the device's bandwidth, with no fresh memory to
+  // zero). A smaller entry: cached 8 MiB chunks are copied out, the others
+  // read with O_DIRECT, 16 x 1 MiB requests in flight.
   kAuto,
   kBuffered,  // always through the page cache: repeated loads come from RAM
   kDirect,    // always O_DIRECT for entries of 1 MiB and more
-  // Like kAuto, but chunks not in the page cache are read through it. A large
-  // entry wholly in the page cache is mapped, as with kAuto. The layer then
+  // Like kAuto, but a smaller entry's chunks not in the page cache are read
+  // through it. A large entry is mapped, as with kAuto. The layer then
   // shares the file's pages: the cache never writes entry files in place, but
   // bytes that someone else changed in the file after the checksum was
   // verified would show through (so with kAuto).
