@@ -350,6 +350,8 @@ void Server::Stop() {
   for (auto& c : queue_) ::close(c->fd);
   for (auto& c : handback_) ::close(c->fd);
   for (auto& [fd, c] : idle_) ::close(fd);
+  for (auto& [fd, deadline] : closing_) ::close(fd);
+  closing_.clear();
   queue_.clear();
   handback_.clear();
   idle_.clear();
@@ -380,6 +382,7 @@ void Server::PollLoop() {
     // Sleep until the next idle deadline (or the listening socket's resumption).
     auto next = Clock::now() + std::chrono::seconds(60);
     for (const auto& [fd, c] : idle_) next = std::min(next, c->deadline);
+    for (const auto& [fd, deadline] : closing_) next = std::min(next, deadline);
     if (listen_paused) next = std::min(next, resume_listen);
     const auto wait_ms = std::max<int64_t>(
         0, std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()).count() + 1);
@@ -423,6 +426,19 @@ void Server::PollLoop() {
         }
         continue;
       }
+      if (auto cl = closing_.find(fd); cl != closing_.end()) {
+        // A refused connection: discard what it sends; close at its end.
+        char buf[16384];
+        ssize_t r = 1;
+        for (int k = 0; k < 16 && (r = ::recv(fd, buf, sizeof buf, 0)) > 0; ++k) {
+        }
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+          ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+          ::close(fd);
+          closing_.erase(cl);
+        }
+        continue;
+      }
       // An idle connection has bytes (or was closed): a worker serves it.
       ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
       auto it = idle_.find(fd);
@@ -439,6 +455,15 @@ void Server::PollLoop() {
     if (listen_paused && now >= resume_listen) {
       listen_paused = false;
       add(listen_fd_);
+    }
+    for (auto it = closing_.begin(); it != closing_.end();) {
+      if (it->second <= now) {
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->first, nullptr);
+        ::close(it->first);
+        it = closing_.erase(it);
+      } else {
+        ++it;
+      }
     }
     for (auto it = idle_.begin(); it != idle_.end();) {
       if (it->second->deadline <= now) {
@@ -466,6 +491,7 @@ void Server::Accepted(int fd, const sockaddr_storage& ss) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   timeval tv{options_.write_timeout_ms / 1000, (options_.write_timeout_ms % 1000) * 1000};
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  bool busy = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (open_ >= options_.max_connections) {
@@ -474,10 +500,27 @@ void Server::Accepted(int fd, const sockaddr_storage& ss) {
           "X-Error-Message: too many connections\r\nRetry-After: 1\r\nConnection: close\r\n"
           "Content-Length: 34\r\n\r\n{\"error\": \"too many connections\"}\n";
       WriteAll(fd, kBusy, sizeof kBusy - 1);
-      LingeringClose(fd, 100);
+    } else {
+      ++open_;
+      busy = false;
+    }
+  }
+  if (busy) {
+    // Close gracefully without blocking this thread: the poller reads what
+    // the client still sends (so it is not reset before it has read the 503)
+    // until it closes or kBusyLingerMs pass.
+    ::shutdown(fd, SHUT_WR);
+    if (closing_.size() >= kMaxClosing) {
+      ::close(fd);
       return;
     }
-    ++open_;
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    closing_[fd] = Clock::now() + std::chrono::milliseconds(kBusyLingerMs);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.fd = fd;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    return;
   }
   auto c = std::make_unique<Conn>();
   c->fd = fd;
@@ -602,8 +645,10 @@ Server::End Server::Serve(Conn& conn) {
           throw ParseError{505, "only HTTP/1.0 and HTTP/1.1 are supported"};
         throw ParseError{400, "malformed request line"};
       }
-      if (req.method != "GET" && req.method != "HEAD" && req.method != "POST")
-        throw ParseError{501, "method " + req.method + " is not implemented"};
+      // An unsupported method is answered once the headers are read, so that
+      // the access log still names the client (User-Agent).
+      const bool unsupported_method =
+          req.method != "GET" && req.method != "HEAD" && req.method != "POST";
       for (char c : req.target) {
         const auto u = static_cast<unsigned char>(c);
         if (u <= 0x20 || u >= 0x7f) throw ParseError{400, "invalid character in request target"};
@@ -633,6 +678,7 @@ Server::End Server::Serve(Conn& conn) {
           if (c == ' ' || c == '\t') throw ParseError{400, "whitespace in a header name"};
         req.headers.emplace_back(name, Trim(std::string_view(h).substr(colon + 1)));
       }
+      if (unsupported_method) throw ParseError{501, "method " + req.method + " is not implemented"};
       const std::string connection = req.Header("Connection");
       keep_alive = req.version == "HTTP/1.1" ? !IEquals(connection, "close")
                                              : IEquals(connection, "keep-alive");

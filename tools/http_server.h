@@ -124,6 +124,11 @@ class Server {
   std::set<int> active_;                         // being served
   int open_ = 0;                                 // open connections (all of the above + idle)
   std::map<int, std::unique_ptr<Conn>> idle_;    // the poller's own: waiting for a request
+  // The poller's own: connections refused with 503 (over max_connections),
+  // drained until the client closes or the deadline, then closed.
+  std::map<int, std::chrono::steady_clock::time_point> closing_;
+  static constexpr int kBusyLingerMs = 100;
+  static constexpr size_t kMaxClosing = 256;
   bool started_ = false;
   std::atomic<uint64_t> file_bytes_sent_{0};
 };

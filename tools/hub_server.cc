@@ -450,13 +450,25 @@ void HubServer::HandleApi(const Request& req, Response& res,
   const Repo& repo = it->second;
 
   if (route == kRefs) {
-    json branches = json::array();
+    // Branches are the plain names; "refs/pr/N" (pull requests, as the Hub
+    // names them) are listed under pullRequests when asked (include_prs=1,
+    // as huggingface_hub's list_repo_refs(include_pull_requests=True) asks).
+    json branches = json::array(), pulls = json::array();
     for (const auto& [name, commit] : repo.refs) {
-      if (name.rfind("refs/", 0) == 0) continue;
-      branches.push_back({{"name", name}, {"ref", "refs/heads/" + name}, {"targetCommit", commit}});
+      if (name.rfind("refs/pr/", 0) == 0) {
+        pulls.push_back({{"name", name}, {"ref", name}, {"targetCommit", commit}});
+      } else if (name.rfind("refs/", 0) != 0) {
+        branches.push_back(
+            {{"name", name}, {"ref", "refs/heads/" + name}, {"targetCommit", commit}});
+      }
     }
-    return SendJson(res,
-                    {{"branches", branches}, {"tags", json::array()}, {"converts", json::array()}});
+    json out = {{"branches", branches}, {"tags", json::array()}, {"converts", json::array()}};
+    std::vector<std::pair<std::string, std::string>> query;
+    if (!http::ParseForm(req.query, &query))
+      return HubError(res, 400, "", "malformed percent-encoding in the query string");
+    for (const auto& [k, v] : query)
+      if (k == "include_prs" && Truthy(v)) out["pullRequests"] = pulls;
+    return SendJson(res, out);
   }
 
   const std::string rev = route == kInfo ? (rest.empty() ? "main" : rest[1]) : rest[1];

@@ -160,6 +160,15 @@ def test_links_out_of_the_repository_are_not_served(hf_cache, tmp_path):
         m.stop()
 
 
+def test_refs_api_lists_branches_and_pull_requests(cache_mirror, hf_cache):
+    api = HfApi(endpoint=cache_mirror.endpoint)
+    refs = api.list_repo_refs("org/tiny", include_pull_requests=True)
+    assert sorted((b.name, b.ref, b.target_commit) for b in refs.branches) == [
+        ("main", "refs/heads/main", hf_cache["new"]), ("v1", "refs/heads/v1", hf_cache["old"])]
+    assert [(p.ref, p.target_commit) for p in refs.pull_requests] == [("refs/pr/1", hf_cache["old"])]
+    assert api.list_repo_refs("org/tiny").pull_requests is None
+
+
 def test_a_ref_with_slashes(cache_mirror, hf_cache, models, tmp_path):
     path = hf_hub_download("org/tiny", "README.md", revision="refs/pr/1",
                            endpoint=cache_mirror.endpoint, cache_dir=tmp_path)

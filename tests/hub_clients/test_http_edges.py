@@ -278,6 +278,37 @@ def test_access_log_has_one_line_per_request(mirror):
         assert sum(f'"GET /api/models/org/tiny?log-probe={i} HTTP/1.1" 200' in l for l in lines) == 1
 
 
+def wait_for_log_line(mirror, probe):
+    """The access-log lines that contain probe, once there is one (the server logs after answering)."""
+    def lines():
+        return [l for l in open(mirror.log_path).read().splitlines() if probe in l]
+    deadline = time.monotonic() + 30
+    while not lines() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return lines()
+
+
+def test_access_log_names_the_client_of_an_unsupported_method(mirror):
+    out = raw_exchange(mirror, b"BREW /org/tiny/resolve/main/config.json?ua-probe HTTP/1.1\r\n"
+                               b"Host: a\r\nUser-Agent: teapot-client/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 501"), out[:200]
+    lines = wait_for_log_line(mirror, "ua-probe")
+    assert len(lines) == 1, lines
+    assert '" 501 ' in lines[0] and '"teapot-client/1.0"' in lines[0], lines[0]
+
+
+def test_content_types_are_the_hubs(mirror):
+    # The Hub answers resolve/ of a text file (config.json included) as text/plain; charset=utf-8
+    # and of an LFS file as application/octet-stream; its API answers are application/json.
+    r, data = request(mirror, "GET", "/org/tiny/resolve/main/config.json")
+    assert r.status == 200 and r.getheader("Content-Type") == "text/plain; charset=utf-8"
+    json.loads(data)
+    r, _ = request(mirror, "HEAD", SAFETENSORS)
+    assert r.getheader("Content-Type") == "application/octet-stream"
+    r, _ = request(mirror, "GET", "/api/models/org/tiny")
+    assert r.getheader("Content-Type").startswith("application/json")
+
+
 def test_busy_port_and_bad_port_are_refused(mirror, models):
     out = subprocess.run([CLI, "serve", str(models["org/tiny"]), "--repo-id", "a/b", "--port",
                           str(mirror.port)], capture_output=True, text=True, timeout=60)
@@ -309,6 +340,14 @@ def test_connection_bound_and_request_timeout(models, tmp_path):
         held[1].sendall(b"GET /org/tiny/resolve/main/config.json HTTP/1.1\r\nHost: a\r\n"
                         b"Connection: close\r\n\r\n")
         # A third connection is over the bound: 503 at once.
+        out = raw_exchange(m, b"GET /api/models/org/tiny HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 503"), out[:100]
+        # A refused client that neither reads nor closes does not hold the server: it gets its
+        # 503 and the end of the connection, and the next refused client too.
+        idle = socket.create_connection((m.host, m.port), timeout=30)
+        idle.sendall(b"GET /api/models/org/tiny HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert read_all(idle).startswith(b"HTTP/1.1 503")
+        idle.close()
         out = raw_exchange(m, b"GET /api/models/org/tiny HTTP/1.1\r\nHost: a\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 503"), out[:100]
         # The unfinished request times out with 408 (after --timeout) and its connection closes;
