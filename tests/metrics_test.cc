@@ -102,6 +102,7 @@ TEST(Logging, UnknownLayercacheLogIsReported) {
                                 "--cache-dir", "/nonexistent/x", "put", "m", "0", "/nonexistent"});
   EXPECT_NE(r.out.find("LAYERCACHE_LOG"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("debug, info, warn, error or off"), std::string::npos) << r.out;
+  EXPECT_EQ(r.exit_code, 2) << r.out;  // a usage error, before doing anything
 }
 
 }  // namespace

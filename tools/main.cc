@@ -4,7 +4,9 @@
 // 1 a miss or corruption found (get, verify, inspect); 2 bad arguments;
 // 3 any other error (I/O, network, an unreadable input file).
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
+#include <stdexcept>
 
 #include "bench_command.h"
 #include "cli_args.h"
@@ -19,7 +21,16 @@ int main(int argc, char** argv) {
   using cli::AddDouble;
   using cli::AddInt;
   constexpr int64_t kMaxLayer = INT64_MAX;
-  (void)GetLogLevel();  // reads and checks $LAYERCACHE_LOG now, not at the first message
+  // An unknown $LAYERCACHE_LOG is a usage error here (the library alone
+  // reports it and uses warn).
+  if (const char* env = std::getenv("LAYERCACHE_LOG"); env != nullptr && *env != '\0') {
+    try {
+      SetLogLevel(ParseLogLevel(env));
+    } catch (const std::invalid_argument& e) {
+      std::cerr << "layercache: LAYERCACHE_LOG: " << e.what() << "\n";
+      return 2;
+    }
+  }
   CLI::App app{"layercache: a memory, SSD and Redis cache of model layers"};
   app.require_subcommand(1);
   // Global options are accepted before or after the subcommand.

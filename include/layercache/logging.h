@@ -3,8 +3,9 @@
 //
 // By default, messages at or above the level go to stderr as one line each,
 // "layercache warning: ...". The level starts from $LAYERCACHE_LOG (debug,
-// info, warn, error or off; default warn); an unknown value is reported once
-// on stderr and the default used. The Python package routes messages to the
+// info, warn, error or off; default warn); in the library an unknown value is
+// reported once on stderr and the default used (the `layercache` CLI and the
+// Python package refuse it). The Python package routes messages to the
 // `logging` module's "layercache" logger.
 #pragma once
 
@@ -29,5 +30,9 @@ void SetLogLevel(LogLevel level);
 using LogSink = std::function<void(LogLevel level, const std::string& message)>;
 // Replaces the sink; an empty function restores the default (stderr).
 void SetLogSink(LogSink sink);
+
+// Sends a message through the level filter and the sink, as the library's
+// own messages go (for an application that wants its messages beside them).
+void Log(LogLevel level, const std::string& message);
 
 }  // namespace layercache

@@ -34,6 +34,8 @@ import warnings
 import weakref
 
 from . import _core
+# C++ messages -> logging.getLogger("layercache"); checks LAYERCACHE_LOG.
+from ._logbridge import flush_logs, get_log_level, set_log_level
 
 try:
     import numpy as np
@@ -54,7 +56,8 @@ _core.set_file_backed_buffers(os.environ.get("LAYERCACHE_COPY_ON_WRITE", "1") !=
 # Layers under this size are copied: the copy costs less than a mapping's page faults (docs/PYTHON.md).
 _COPY_ON_WRITE_MIN = int(float(os.environ.get("LAYERCACHE_COPY_ON_WRITE_MIN_MB", "16")) * (1 << 20))
 
-__all__ = ["LayerCache", "LayerTensors", "get_layer_cache", "reset_layer_cache"]
+__all__ = ["LayerCache", "LayerTensors", "get_layer_cache", "reset_layer_cache", "flush_logs",
+           "get_log_level", "set_log_level"]
 
 _NUMPY_DTYPES = {
     "BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16", "F16": "float16",

@@ -19,6 +19,9 @@ namespace py = pybind11;
 using namespace layercache;
 
 void RegisterQuantBindings(py::module_& m);  // quant_bindings.cc
+namespace layercache {
+void RegisterLogBindings(py::module_& m);  // log_bindings.cc
+}  // namespace layercache
 
 namespace {
 
@@ -694,4 +697,5 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("max_retries", &DownloadOptions::max_retries);
 
   RegisterQuantBindings(m);
+  layercache::RegisterLogBindings(m);
 }
