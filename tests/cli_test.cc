@@ -122,7 +122,8 @@ TEST(Cli, BadArgumentsFailWithAMessage) {
   auto budget =
       RunCommand({CliPath(), "--cache-dir", dir / "c", "--max-cache-size-gb", "-2", "stats"});
   EXPECT_EQ(budget.exit_code, 2);
-  EXPECT_NE(budget.out.find("max-cache-size-gb must be a number in (0, 1048576]"), std::string::npos)
+  EXPECT_NE(budget.out.find("max-cache-size-gb must be a number in (0, 1048576]"),
+            std::string::npos)
       << budget.out;
 }
 
@@ -136,6 +137,13 @@ TEST(Cli, DemoStreamsASyntheticModelAndChecksEveryByte) {
   EXPECT_NE(r.out.find("pass 3 memory"), std::string::npos);
   EXPECT_NE(r.out.find("Cache Hits: 16"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Hit Ratio: 100.0%"), std::string::npos) << r.out;
+  // print_stats counts the last LayerCache of the run (reopened after the download pass); the
+  // lifetime line covers every pass: 8 downloads, then 16 hits, and what pass 1 downloaded.
+  EXPECT_NE(r.out.find("Lifetime (every process that used this cache): 16 hits"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("8 misses"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("0 B downloaded"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("iB downloaded\n"), std::string::npos) << r.out;
   EXPECT_TRUE(std::filesystem::exists(dir / "work/model/model.safetensors.index.json"));
 }
 

@@ -41,6 +41,32 @@ int TerminalColumns() {
   return 80;
 }
 
+std::string LifetimeLine(const CacheStats& s) {
+  if (s.lifetime.empty()) return "";
+  auto lt = [&](const char* k) {
+    auto it = s.lifetime.find(k);
+    return it == s.lifetime.end() ? uint64_t{0} : it->second;
+  };
+  const uint64_t hits = lt("memory_hits") + lt("disk_hits") + lt("remote_hits");
+  const uint64_t total = hits + lt("misses");
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "Lifetime (every process that used this cache): %llu hits (memory %llu, disk %llu, "
+                "remote %llu), %llu misses (hit ratio %.1f%%), %llu evictions (memory %llu, disk "
+                "%llu), %s served, %s downloaded\n",
+                static_cast<unsigned long long>(hits),
+                static_cast<unsigned long long>(lt("memory_hits")),
+                static_cast<unsigned long long>(lt("disk_hits")),
+                static_cast<unsigned long long>(lt("remote_hits")),
+                static_cast<unsigned long long>(lt("misses")),
+                total == 0 ? 0.0 : 100.0 * static_cast<double>(hits) / static_cast<double>(total),
+                static_cast<unsigned long long>(lt("memory_evictions") + lt("disk_evictions")),
+                static_cast<unsigned long long>(lt("memory_evictions")),
+                static_cast<unsigned long long>(lt("disk_evictions")),
+                HumanSize(lt("bytes_served")).c_str(), HumanSize(lt("bytes_downloaded")).c_str());
+  return buf;
+}
+
 LayerCacheOptions ResolveOptions(const Global& g) {
   LayerCacheOptions o = g.options;
   auto stored = ReadCacheSettings(o.cache_dir);
@@ -98,27 +124,7 @@ int Stats(const Global& g, const std::string& format) {
     std::cout << j.dump(2) << "\n";
   } else {
     std::cout << "Cache directory: " << cache.cache_dir() << "\n" << s.ToText();
-    if (!s.lifetime.empty()) {
-      auto lt = [&](const char* k) {
-        auto it = s.lifetime.find(k);
-        return it == s.lifetime.end() ? uint64_t{0} : it->second;
-      };
-      const uint64_t hits = lt("memory_hits") + lt("disk_hits") + lt("remote_hits");
-      const uint64_t total = hits + lt("misses");
-      std::printf(
-          "Lifetime (every process that used this cache): %llu hits (memory %llu, disk %llu, "
-          "remote %llu), %llu misses (hit ratio %.1f%%), %llu evictions (memory %llu, disk "
-          "%llu), %s served, %s downloaded\n",
-          static_cast<unsigned long long>(hits), static_cast<unsigned long long>(lt("memory_hits")),
-          static_cast<unsigned long long>(lt("disk_hits")),
-          static_cast<unsigned long long>(lt("remote_hits")),
-          static_cast<unsigned long long>(lt("misses")),
-          total == 0 ? 0.0 : 100.0 * static_cast<double>(hits) / static_cast<double>(total),
-          static_cast<unsigned long long>(lt("memory_evictions") + lt("disk_evictions")),
-          static_cast<unsigned long long>(lt("memory_evictions")),
-          static_cast<unsigned long long>(lt("disk_evictions")),
-          HumanSize(lt("bytes_served")).c_str(), HumanSize(lt("bytes_downloaded")).c_str());
-    }
+    std::cout << LifetimeLine(s);
     std::printf("On disk: %s holding %s of tensors (compression ratio %.2f)\n",
                 HumanSize(s.disk_cache_bytes).c_str(),
                 HumanSize(s.disk_cache_logical_bytes).c_str(), s.disk_compression_ratio());
@@ -414,12 +420,13 @@ int Fetch(const Global& g, const FetchOptions& f, const DownloadOptions& d) {
   }
   const bool chatty = !d.quiet && !g.json;
   // One bar for the whole fetch (layers done / total, bytes, rate, ETA), on a
-  // terminal only; the per-layer bars and summaries stay off. Off a terminal:
-  // one line per layer on stdout, nothing on stderr.
-  const bool bar = chatty && ::isatty(STDERR_FILENO) != 0;
+  // terminal (or with --progress); the per-layer bars and summaries stay off.
+  // Off a terminal: one line per layer on stdout, nothing on stderr.
+  const bool bar = chatty && (::isatty(STDERR_FILENO) != 0 || f.progress);
   DownloadOptions per_layer = d;
   per_layer.quiet = true;
   Progress overall("fetch " + f.repo_id, layers.size(), !bar);
+  if (f.progress) overall.ShowOffTerminal();
   uint64_t fetched_bytes = 0, done = 0;
   for (int64_t i : layers) {
     LayerPtr layer = cache.download_and_cache(model_id, i, f.repo_id, f.filename, per_layer);

@@ -25,6 +25,9 @@ struct Global {
   bool checksum_given = false;
 };
 
+// The lifetime figures of `s` (every process that used the cache) as one
+// line, "" when the cache keeps none.
+std::string LifetimeLine(const CacheStats& s);
 // The options a command opens the cache with: the cache's stored settings
 // (include/layercache/cache_settings.h), overridden by the command line. A
 // cache without stored settings gets no budget (never evicts) unless the
@@ -106,6 +109,7 @@ struct FetchOptions {
   std::string model_id;  // "" : the repo id
   std::string filename;
   bool non_layer = false;
+  bool progress = false;  // the bar on stderr also when it is no terminal
 };
 int Fetch(const Global& g, const FetchOptions& f, const DownloadOptions& d);
 int Import(const Global& g, const std::string& dir, const std::string& model_id,

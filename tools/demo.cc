@@ -154,7 +154,10 @@ int Demo(const DemoOptions& d) {
               Progress::HumanBytes(static_cast<double>(passes[0].bytes)).c_str());
   std::fflush(stdout);
   std::cout << "\n";
+  // print_stats() counts this process's last LayerCache (passes 2 on: it was
+  // reopened to empty the memory tier); the lifetime figures cover every pass.
   cache->print_stats();
+  std::cout << LifetimeLine(cache->get_stats());
   cache.reset();
   if (!d.keep && d.workdir.empty()) {
     std::error_code ec;

@@ -180,6 +180,8 @@ int main(int argc, char** argv) {
                     "e.g. decoder.block.{i}. (default: detected)");
   fetch->add_flag("--non-layer", fo.non_layer, "also fetch embeddings, final norm and lm_head");
   fetch->add_flag("--quiet", dl.quiet, "no progress bar");
+  fetch->add_flag("--progress", fo.progress,
+                  "show progress on stderr even when it is no terminal (plain lines)");
   std::string fetch_quant;
   cli::QuantFlags fetch_qf;
   fetch->add_option("--quant", fetch_quant,

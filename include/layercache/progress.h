@@ -1,6 +1,9 @@
 // A progress bar for long work (downloads, imports, the demo's passes): on a
-// terminal it redraws one line (count, bytes, rate, ETA); elsewhere, or when
-// quiet, it stays silent and Finish() prints one summary line unless quiet.
+// terminal it redraws one line (count, bytes, rate, ETA) that fits the
+// terminal's width ($COLUMNS when the terminal does not say, else 80);
+// elsewhere, or when quiet, it stays silent and Finish() prints one summary
+// line unless quiet. ShowOffTerminal() asks for progress off a terminal too
+// (a log file): one plain line at most every second, and the last one.
 #pragma once
 
 #include <chrono>
@@ -15,6 +18,8 @@ class Progress {
   Progress(std::string label, uint64_t total_units, bool quiet = false, std::FILE* out = stderr);
   // `done` units so far, `bytes` so far.
   void Update(uint64_t done, uint64_t bytes);
+  // Off a terminal, print plain progress lines (unless quiet).
+  void ShowOffTerminal() { off_terminal_ = true; }
   // Final line: label, units, bytes, seconds, rate. Returns elapsed seconds.
   double Finish();
 
@@ -26,6 +31,7 @@ class Progress {
   uint64_t total_;
   bool quiet_;
   bool tty_;
+  bool off_terminal_ = false;
   std::FILE* out_;
   uint64_t done_ = 0;
   uint64_t bytes_ = 0;

@@ -235,6 +235,10 @@ def make_options(**kwargs):
     return o
 
 
+_STORED_SETTINGS = ("max_cache_size_gb", "enable_compression", "compression_level",
+                    "checksum_algorithm", "eviction_policy")
+
+
 class LayerCache:
     """The seed's LayerCache on the layercache C++ engine.
 
@@ -246,13 +250,22 @@ class LayerCache:
     raise ValueError; I/O failures raise OSError; a miss is None. Thread-safe:
     the GIL is released during loads and I/O."""
 
-    def __init__(self, cache_dir=None, max_cache_size_gb=50.0, max_memory_cache_size_gb=2.0,
-                 enable_compression=False, compression_level=6, persist_metadata=True, **options):
+    def __init__(self, cache_dir=None, max_cache_size_gb=None, max_memory_cache_size_gb=2.0,
+                 enable_compression=None, compression_level=None, persist_metadata=True, **options):
+        # The settings the cache directory stores (docs/PYTHON.md "Settings stored in the cache"):
+        # max_cache_size_gb, enable_compression, compression_level, checksum_algorithm and
+        # eviction_policy not passed (None) are the cache's; passed ones are for this process only
+        # (and recorded when this call creates the cache). Unstored: 50.0, False, 6, xxh3-128,
+        # scan-resistant.
+        given = {k for k, v in dict(options, max_cache_size_gb=max_cache_size_gb,
+                                    enable_compression=enable_compression,
+                                    compression_level=compression_level).items()
+                 if v is not None and k in _STORED_SETTINGS}
         o = make_options(cache_dir=cache_dir, max_cache_size_gb=max_cache_size_gb,
                          max_memory_cache_size_gb=max_memory_cache_size_gb,
                          enable_compression=enable_compression, compression_level=compression_level,
                          persist_metadata=persist_metadata, **options)
-        self._setup(_core.Cache(o))
+        self._setup(_core.Cache(_core.apply_stored_settings(o, given)))
 
     @classmethod
     def _of_core(cls, core):
@@ -608,7 +621,11 @@ def get_layer_cache(**kwargs):
     """The process-wide LayerCache (the C++ layercache::get_layer_cache), created with ``kwargs`` on the
     first call; later calls with other options get the same cache (and a warning)."""
     global _global
-    core = _core.get_layer_cache(make_options(**kwargs) if kwargs else None)
+    options = None
+    if kwargs:  # the cache's stored settings for those not passed, as LayerCache(...)
+        given = {k for k, v in kwargs.items() if v is not None and k in _STORED_SETTINGS}
+        options = _core.apply_stored_settings(make_options(**kwargs), given)
+    core = _core.get_layer_cache(options)
     with _global_lock:
         if _global is None or _global._core is not core:
             _global = LayerCache._of_core(core)

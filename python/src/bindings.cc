@@ -20,7 +20,8 @@ using namespace layercache;
 
 void RegisterQuantBindings(py::module_& m);  // quant_bindings.cc
 namespace layercache {
-void RegisterLogBindings(py::module_& m);  // log_bindings.cc
+void RegisterLogBindings(py::module_& m);       // log_bindings.cc
+void RegisterSettingsBindings(py::module_& m);  // settings_bindings.cc
 }  // namespace layercache
 
 namespace {
@@ -698,4 +699,5 @@ PYBIND11_MODULE(_core, m) {
 
   RegisterQuantBindings(m);
   layercache::RegisterLogBindings(m);
+  layercache::RegisterSettingsBindings(m);
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 namespace layercache {
@@ -32,9 +33,9 @@ std::string Progress::HumanBytes(double bytes) {
 void Progress::Update(uint64_t done, uint64_t bytes) {
   done_ = done;
   bytes_ = bytes;
-  if (quiet_ || !tty_) return;
+  if (quiet_ || (!tty_ && !off_terminal_)) return;
   const auto now = std::chrono::steady_clock::now();
-  if (now - last_draw_ < std::chrono::milliseconds(100) && done != total_) return;
+  if (now - last_draw_ < std::chrono::milliseconds(tty_ ? 100 : 1000) && done != total_) return;
   last_draw_ = now;
   const double secs = std::chrono::duration<double>(now - start_).count();
   const double rate = secs > 0 ? static_cast<double>(bytes) / secs : 0;
@@ -61,7 +62,12 @@ void Progress::Update(uint64_t done, uint64_t bytes) {
   // so that the line never wraps.
   int cols = 80;
   struct winsize ws {};
-  if (::ioctl(::fileno(out_), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) cols = ws.ws_col;
+  if (tty_ && ::ioctl(::fileno(out_), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+    cols = ws.ws_col;
+  } else if (const char* c = std::getenv("COLUMNS"); c != nullptr) {
+    const long v = std::strtol(c, nullptr, 10);
+    if (v >= 20 && v <= 1000) cols = static_cast<int>(v);
+  }
   const int room = cols - 1;  // the cursor's column
   std::string label = label_;
   const int tail_len = static_cast<int>(std::strlen(tail));
@@ -77,6 +83,11 @@ void Progress::Update(uint64_t done, uint64_t bytes) {
   }
   line += tail;
   if (static_cast<int>(line.size()) > room) line.resize(static_cast<size_t>(std::max(0, room)));
+  if (!tty_) {
+    std::fprintf(out_, "%s\n", line.c_str());  // a log: plain lines
+    std::fflush(out_);
+    return;
+  }
   // "\r" then the line, then clear to the end of the line (no stale characters).
   std::fprintf(out_, "\r%s\033[K", line.c_str());
   std::fflush(out_);
