@@ -5,8 +5,11 @@ meta device and points their parameters at the cached tensors without a copy, so
 ``cache.get_layer(model_id, i)`` is callable in any process::
 
     hidden = layer(hidden)        # [batch, seq, hidden] -> [batch, seq, hidden]
+    hidden = layer(hidden, attention_mask=padding_mask, position_ids=positions)
 
-Positions are 0..seq-1 and attention is causal. The equations are those of the transformers
+By default positions are 0..seq-1 and attention is causal; ``attention_mask`` (a [batch, seq] padding
+mask, or the complete 4-D mask a transformers model passes its layers) and ``position_ids`` are taken
+as transformers' decoder layers take them. The equations are those of the transformers
 implementation of each family (eager attention):
 
 - Llama, Mistral, Qwen2: RMSNorm (``rms_norm_eps``; computed in float32, scaled in the input dtype),
@@ -142,6 +145,61 @@ def _causal_mask(seq, dtype, device, sliding_window=None, offset=0):
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+def _allowed(attention_mask, b, s, device, sliding_window=None):
+    """Which keys each query may attend to, [b or 1, 1, s, s] bool: causal (within ``sliding_window``),
+    and, with a padding mask (``attention_mask`` [batch, seq], 1 or True for tokens, 0 or False for
+    padding, as given to a transformers model), not the padding."""
+    i = torch.arange(s, device=device).view(-1, 1)
+    j = torch.arange(s, device=device).view(1, -1)
+    allowed = j <= i
+    if sliding_window:
+        allowed = allowed & (i - j < int(sliding_window))
+    allowed = allowed[None, None]
+    if attention_mask is not None:
+        pad = torch.as_tensor(attention_mask, device=device)
+        if pad.dim() != 2 or pad.shape[-1] != s or pad.shape[0] not in (1, b):
+            raise ValueError(f"attention_mask of shape {tuple(pad.shape)}: pass a padding mask [batch, seq] = "
+                             f"[{b}, {s}] (1 for tokens, 0 for padding) or a 4-D mask [batch, 1, seq, seq]")
+        allowed = allowed & (pad != 0)[:, None, None, :]
+    return allowed
+
+
+def _full_mask(attention_mask, b, s, dtype, device):
+    """A complete 4-D mask as transformers' models pass to their decoder layers ([batch or 1, 1 or heads,
+    seq, >= seq]; additive, or bool with True where attention is allowed), as an additive mask; None
+    for anything else."""
+    if attention_mask is None or not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 4:
+        return None
+    m = attention_mask
+    if m.shape[-2] != s or m.shape[-1] < s or m.shape[0] not in (1, b):
+        if m.shape[-2] == 1:
+            return None  # a [batch, 1, 1, seq] padding mask: see _broadcast_padding
+        raise ValueError(f"attention_mask of shape {tuple(m.shape)} does not fit {s} positions")
+    m = m[..., :s].to(device=device)
+    if m.dtype == torch.bool:
+        return torch.zeros(m.shape, dtype=dtype, device=device).masked_fill(~m, torch.finfo(dtype).min)
+    return m.to(dtype)
+
+
+def _broadcast_padding(attention_mask, b, s, dtype, device):
+    """A [batch, 1, 1, seq] mask (additive or bool), as GPT-2 models of transformers 4.x pass to their
+    blocks, as an additive [batch, 1, 1, seq] mask; None for anything else."""
+    m = attention_mask
+    if not isinstance(m, torch.Tensor) or m.dim() != 4 or m.shape[-2] != 1 or m.shape[-1] != s:
+        return None
+    m = m.to(device=device)
+    if m.dtype == torch.bool:
+        return torch.zeros(m.shape, dtype=dtype, device=device).masked_fill(~m, torch.finfo(dtype).min)
+    return m.to(dtype)
+
+
+def _no_cache(**given):
+    for name, value in given.items():
+        if value is not None:
+            raise ValueError(f"{name} is not supported: layercache's decoder layers keep no key/value cache "
+                             "and take no cross-attention or head mask; run the whole sequence")
+
+
 class LlamaDecoderLayer(torch.nn.Module):
     """One Llama decoder layer (transformers' LlamaDecoderLayer, eager attention).
 
@@ -197,13 +255,27 @@ class LlamaDecoderLayer(torch.nn.Module):
             self._rope_cache[key] = cached
         return cached
 
-    def attention(self, x):
+    def _rope_at(self, positions, dtype, device):
+        """cos and sin [batch, 1, seq, head_dim] at `positions` ([batch, seq] or [seq])."""
+        pos = torch.as_tensor(positions, device=device)
+        if pos.dim() == 1:
+            pos = pos[None]
+        freqs = pos[..., None].float() * self._inv_freq.to(device)[None, None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+
+    def attention(self, x, attention_mask=None, position_ids=None, position_embeddings=None):
         b, s, _ = x.shape
         a = self.self_attn
         q = a.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
         k = a.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = a.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = self._rope(s, q.dtype, q.device)
+        if position_embeddings is not None:  # (cos, sin) [batch, seq, head_dim], as transformers passes them
+            cos, sin = (t.to(device=q.device, dtype=q.dtype).unsqueeze(1) for t in position_embeddings)
+        elif position_ids is not None:
+            cos, sin = self._rope_at(position_ids, q.dtype, q.device)
+        else:
+            cos, sin = self._rope(s, q.dtype, q.device)
         rot = cos.shape[-1]
         if rot == self.head_dim:
             q = q * cos + _rotate_half(q) * sin
@@ -216,14 +288,36 @@ class LlamaDecoderLayer(torch.nn.Module):
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
         scores = torch.matmul(q, k.transpose(2, 3)) * (self.head_dim ** -0.5)
-        scores = scores + _causal_mask(s, scores.dtype, scores.device, self.sliding_window)
+        full = _full_mask(attention_mask, b, s, scores.dtype, scores.device)
+        if full is not None:
+            scores = scores + full  # transformers' complete mask, as its layers take it
+        elif attention_mask is None:
+            scores = scores + _causal_mask(s, scores.dtype, scores.device, self.sliding_window)
+        else:
+            allowed = _allowed(attention_mask, b, s, scores.device, self.sliding_window)
+            bias = torch.zeros(allowed.shape, dtype=scores.dtype, device=scores.device)
+            scores = scores + bias.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         out = torch.matmul(probs, v).transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)
         return a.o_proj(out)
 
-    def forward(self, hidden_states, *args, **kwargs):
+    def forward(self, hidden_states, attention_mask=None, position_ids=None, past_key_value=None, use_cache=False,
+                cache_position=None, position_embeddings=None, **kwargs):
+        """``hidden_states`` [batch, seq, hidden] -> the new hidden states (a tensor).
+
+        As transformers' decoder layer takes them: ``attention_mask`` a padding mask [batch, seq] (1 for
+        tokens, 0 for padding; combined with the causal mask and the sliding window here) or the complete
+        4-D mask [batch, 1, seq, seq] (additive, or bool True where allowed) a transformers model builds;
+        ``position_ids`` [batch, seq] the positions for the rotary embedding (default 0..seq-1;
+        ``cache_position`` stands in when they are not given); ``position_embeddings`` (cos, sin) as
+        transformers' rotary embedding returns them. There is no key/value cache: a
+        ``past_key_value(s)`` raises ValueError."""
+        _no_cache(past_key_value=past_key_value, past_key_values=kwargs.get("past_key_values"),
+                  layer_past=kwargs.get("layer_past"))
+        if position_ids is None and position_embeddings is None and cache_position is not None:
+            position_ids = cache_position
         x = hidden_states
-        x = x + self.attention(self.input_layernorm(x))
+        x = x + self.attention(self.input_layernorm(x), attention_mask, position_ids, position_embeddings)
         h = self.post_attention_layernorm(x)
         m = self.mlp
         return x + m.down_proj(self.act(m.gate_proj(h)) * m.up_proj(h))
@@ -276,7 +370,19 @@ class GPT2Block(torch.nn.Module):
     def __layercache_spec__(self):
         return {"class": f"{type(self).__module__}.{type(self).__qualname__}", "kwargs": {"config": self.config}}
 
-    def forward(self, hidden_states, *args, **kwargs):
+    def forward(self, hidden_states, layer_past=None, attention_mask=None, head_mask=None,
+                encoder_hidden_states=None, encoder_attention_mask=None, use_cache=False, output_attentions=False,
+                **kwargs):
+        """``hidden_states`` [batch, seq, hidden] -> the new hidden states (a tensor).
+
+        ``attention_mask``, as transformers' GPT2Block takes it: a padding mask [batch, seq] (1 for tokens,
+        0 for padding; combined with the causal mask here), the [batch, 1, 1, seq] additive padding mask of
+        transformers 4.x (added after the causal mask, as its GPT-2 did), or the complete 4-D mask
+        [batch, 1, seq, seq] (additive, or bool) of transformers 5. Positions enter GPT-2 at the
+        embeddings, so ``position_ids`` is accepted and unused. There is no key/value cache."""
+        _no_cache(layer_past=layer_past, past_key_values=kwargs.get("past_key_values"),
+                  past_key_value=kwargs.get("past_key_value"), head_mask=head_mask,
+                  encoder_hidden_states=encoder_hidden_states)
         x = hidden_states
         b, s, h = x.shape
         q, k, v = self.attn.c_attn(self.ln_1(x)).split(h, dim=2)
@@ -284,9 +390,16 @@ class GPT2Block(torch.nn.Module):
         scores = torch.matmul(q, k.transpose(-1, -2))
         if self.scale:
             scores = scores / torch.full([], v.size(-1) ** 0.5, dtype=scores.dtype, device=scores.device)
-        causal = torch.ones(s, s, dtype=torch.bool, device=x.device).tril()
-        scores = torch.where(causal, scores, torch.full([], torch.finfo(scores.dtype).min, dtype=scores.dtype,
-                                                         device=scores.device))
+        min_value = torch.full([], torch.finfo(scores.dtype).min, dtype=scores.dtype, device=scores.device)
+        full = _full_mask(attention_mask, b, s, scores.dtype, scores.device)
+        if full is not None:
+            scores = scores + full
+        else:
+            padding = _broadcast_padding(attention_mask, b, s, scores.dtype, scores.device)
+            allowed = _allowed(None if padding is not None else attention_mask, b, s, x.device)
+            scores = torch.where(allowed, scores, min_value)
+            if padding is not None:
+                scores = scores + padding
         probs = F.softmax(scores, dim=-1).to(v.dtype)
         out = torch.matmul(probs, v).transpose(1, 2).reshape(b, s, h)
         x = x + self.attn.c_proj(out)

@@ -60,10 +60,17 @@ def test_layers_equal_transformers_decoder_layers(tmp_path):
     for family in ["llama", "mistral", "qwen2", "gpt2"]:
         sm.write_model(str(tmp_path / family), family, layers=3)
         c.import_checkpoint(str(tmp_path / family), family)
+    # Mistral with a sliding window shorter than the test's 7 positions.
+    sm.write_model(str(tmp_path / "mistral_sw"), "mistral", layers=3)
+    cfg = json.load(open(tmp_path / "mistral_sw" / "config.json"))
+    cfg["sliding_window"] = 3
+    json.dump(cfg, open(tmp_path / "mistral_sw" / "config.json", "w"))
+    c.import_checkpoint(str(tmp_path / "mistral_sw"), "mistral_sw")
+    models_ = ["llama", "mistral", "mistral_sw", "qwen2", "gpt2"]
     out = run_fresh(open(os.path.join(HERE, "transformers_equivalence.py")).read().replace(
-        "if __name__ == \"__main__\":\n    main()", f"sys.argv = ['x', {cache_dir!r}, 'llama', 'mistral', 'qwen2', 'gpt2']\nmain()"),
+        "if __name__ == \"__main__\":\n    main()", f"sys.argv = ['x', {cache_dir!r}, *{models_!r}]\nmain()"),
         python=py)
-    assert out.count("(ok)") == 4, out
+    assert out.count("(ok)") == 3 * len(models_), out
 
 
 def test_module_spec_rebuilds_allow_listed_classes_only(tmp_path):
@@ -315,3 +322,42 @@ def test_import_checkpoint_under_a_revision(tmp_path):
     """
     out = run_fresh(code)
     assert out.split() == ["LlamaDecoderLayer", "64", "True", "llama", "2", "None"], out
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "gpt2"])
+def test_padding_mask_and_position_ids(tmp_path, family):
+    """In a fresh process (any torch): a left-padded batch with its padding mask and position ids gives,
+    at the tokens, what each sequence gives alone; explicit positions 0..seq-1 and the complete 4-D
+    mask give what the defaults give; a key/value cache or a mask of the wrong shape is a ValueError.
+    Tolerance: bf16, atol/rtol 2e-2 (a padded batch runs other matmul shapes)."""
+    sm.write_model(str(tmp_path / "ckpt"), family, layers=2)
+    cache_dir = str(tmp_path / "cache")
+    layercache.LayerCache(cache_dir=cache_dir).import_checkpoint(tmp_path / "ckpt", "m")
+    out = run_fresh(f"""
+        import torch, layercache
+        layer = layercache.LayerCache(cache_dir={cache_dir!r}).get_layer("m", 1)
+        torch.manual_seed(0)
+        a = torch.randn(1, 6, 64).to(torch.bfloat16)
+        b = torch.randn(1, 4, 64).to(torch.bfloat16)
+        x = torch.cat([a, torch.cat([torch.randn(1, 2, 64).to(torch.bfloat16), b], 1)])
+        padding = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
+        pos = (padding.cumsum(-1) - 1).clamp(min=0)
+        close = lambda p, q: torch.allclose(p.float(), q.float(), atol=2e-2, rtol=2e-2)
+        with torch.no_grad():
+            both = layer(x, attention_mask=padding, position_ids=pos)
+            alone_a, alone_b = layer(a), layer(b)
+            print(close(both[0], alone_a[0]), close(both[1, 2:], alone_b[0]))
+            print(torch.equal(layer(a, position_ids=torch.arange(6)[None]), alone_a),
+                  torch.equal(layer(a, attention_mask=torch.ones(1, 6, dtype=torch.long)), alone_a))
+            allowed = torch.ones(6, 6, dtype=torch.bool).tril()[None, None] & padding.bool()[:, None, None, :]
+            print(close(layer(x, attention_mask=allowed, position_ids=pos)[1, 2:], alone_b[0]))
+            shifted = layer(b, position_ids=torch.arange(4)[None] + 3)
+            print({family!r} == "gpt2" or not torch.equal(shifted, alone_b))  # RoPE sees the positions
+        for bad in (dict(past_key_value=object()), dict(attention_mask=torch.ones(2, 5))):
+            try:
+                layer(x, **bad)
+                print("accepted", list(bad))
+            except ValueError:
+                print("ValueError")
+    """)
+    assert out.split() == ["True"] * 6 + ["ValueError"] * 2, out
