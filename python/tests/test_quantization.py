@@ -666,3 +666,46 @@ def test_download_and_cache_quantizes_before_caching(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def _doc_block(path, heading):
+    """The first ```python block after `heading` in a document of the repository."""
+    text = open(os.path.join(HERE, "..", "..", path), encoding="utf-8").read()
+    at = text.index(heading)
+    start = text.index("```python\n", at) + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+@pytest.mark.parametrize("path,heading", [("README.md", "## Quantized layers (nf4, int8)"),
+                                          ("docs/PYTHON.md", "## Quantized layers (")])
+def test_the_seed_quantization_example_runs_as_written_in_a_new_process(tmp_path, path, heading):
+    import synthetic_models as sm
+    block = _doc_block(path, heading)
+    assert "quantize_layer(layer, config)" in block and 'quantization_mode="nf4"' in block, block
+    ckpt = tmp_path / "ckpt"
+    sm.write_model(str(ckpt), "llama", layers=6, hidden=128)
+    # `model.layers`: the seed's decoder layers, as layercache returns them; then the example verbatim,
+    # with the default cache directory (HOME points into tmp_path).
+    prologue = f"""
+import torch, layercache
+src = layercache.LayerCache(cache_dir={str(tmp_path / "src")!r})
+src.import_checkpoint({str(ckpt)!r}, "src")
+class Model:
+    layers = [src.get_layer("src", i) for i in range(6)]
+model = Model()
+"""
+    epilogue = """
+from layercache import quantization as Q
+torch.manual_seed(0)
+x = torch.randn(1, 5, 128).to(torch.bfloat16)
+y, ref = layer(x), model.layers[5](x)
+y, ref = (y[0] if isinstance(y, tuple) else y), (ref[0] if isinstance(ref, tuple) else ref)
+err = float((y.float() - ref.float()).norm() / (ref.float() - x.float()).norm())
+kinds = {type(m).__name__ for m in layer.modules()}
+print(type(layer).__name__, "Linear4bit" in kinds, Q.quantization_info(layer)["mode"], err < 0.3)
+"""
+    code = prologue + block + epilogue
+    out = run_fresh(code, env={"HOME": str(tmp_path / "home"), "LAYERCACHE_DIR": ""})
+    assert out.split() == [type(layercache.LayerCache(cache_dir=str(tmp_path / "src")).get_layer("src", 5)).__name__,
+                           "True", "nf4", "True"], out
+    assert any((tmp_path / "home" / ".cache" / "nexus" / "layers").rglob("*")), "the default cache directory was used"
