@@ -11,5 +11,5 @@ shift || true
 echo "== $(date -u +%FT%TZ) $(uname -n), $(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$build/bench/quant_bench" "$@"
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-PYTHONPATH="$build/python" /usr/bin/python3 "$here/quant_stream_bench.py" --layers 8 --hidden 1024 --tokens 3 --reps 3
+PYTHONPATH="$build/python" /usr/bin/python3 "$here/quant_stream_bench.py" --layers 8 --hidden 1024 --tokens 3 --reps 5
 echo "== $(date -u +%FT%TZ) load average: $(cut -d' ' -f1-3 /proc/loadavg)"

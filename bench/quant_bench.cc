@@ -201,51 +201,72 @@ int main(int argc, char** argv) {
   std::string how = "?";
   std::printf("\n%-11s %10s %7s %9s %10s %12s %14s %10s %9s\n", "mode", "on disk", "ratio",
               "quantize", "raw read", "cold load", "cold+dequant", "warm load", "rel err");
+  // Each mode quantized and stored first; then every repetition measures the modes one after
+  // the other, so that a noisy disk or a busy machine weighs on all of them alike.
+  struct Run {
+    const Mode* mode;
+    std::string cache_dir, entry, child_mode;
+    uint64_t size = 0;
+    double quant_s = 0, err = 0;
+    std::vector<double> raw, cold, cold_deq, warm;
+  };
+  std::vector<Run> runs;
   for (const Mode& m : modes) {
+    Run run;
+    run.mode = &m;
     LayerPtr stored = layer;
-    double quant_s = 0;
     if (m.config) {
-      quant_s = bench::Seconds([&] { stored = QuantizeLayer(*layer, *m.config).value(); });
+      run.quant_s = bench::Seconds([&] { stored = QuantizeLayer(*layer, *m.config).value(); });
     }
     LayerCacheOptions o;
-    o.cache_dir = dir + "/" + m.name;
+    o.cache_dir = run.cache_dir = dir + "/" + m.name;
     o.max_cache_size_gb = 100;
     const std::string qm = m.config ? std::string(QuantModeName(m.config->mode)) : "";
-    LayerPtr got;
     {
       LayerCache cache(o);
       cache.cache_layer("bench", 0, stored,
                         qm.empty() ? std::nullopt : std::optional<std::string>(qm));
-      got = cache.get_layer("bench", 0, qm.empty() ? std::nullopt : std::optional<std::string>(qm));
-      if (got && m.config) got = DequantizeLayer(*got, DType::BF16).value();
+      LayerPtr got =
+          cache.get_layer("bench", 0, qm.empty() ? std::nullopt : std::optional<std::string>(qm));
+      if (got && m.config)
+        run.err = RelRmsError(*layer, *DequantizeLayer(*got, DType::BF16).value());
     }
-    std::string entry;
     for (const auto& e : fs::recursive_directory_iterator(o.cache_dir + "/entries")) {
-      if (e.is_regular_file()) entry = e.path().string();
+      if (e.is_regular_file()) run.entry = e.path().string();
     }
-    const uint64_t size = fs::file_size(entry);
-    const std::string child_mode = qm.empty() ? "-" : qm;
-    std::vector<double> raw, cold, cold_deq, warm;
-    for (int r = 0; r < reps; ++r) {
-      raw.push_back(RawDirectRead(entry, scratch));
-      auto h = benchkit::DropCaches({o.cache_dir});
+    run.size = fs::file_size(run.entry);
+    run.child_mode = qm.empty() ? "-" : qm;
+    runs.push_back(std::move(run));
+  }
+  for (int r = 0; r < reps; ++r) {
+    for (Run& run : runs) {
+      run.raw.push_back(RawDirectRead(run.entry, scratch));
+      auto h = benchkit::DropCaches({run.cache_dir});
       how = h.ok() ? *h : h.status().ToString();
-      cold.push_back(TimedChild(self, o.cache_dir, child_mode, false));
-      (void)benchkit::DropCaches({o.cache_dir});
-      cold_deq.push_back(TimedChild(self, o.cache_dir, child_mode, m.config.has_value()));
-      bench::ReadTree(o.cache_dir + "/entries");
-      warm.push_back(TimedChild(self, o.cache_dir, child_mode, false));
+      run.cold.push_back(TimedChild(self, run.cache_dir, run.child_mode, false));
+      (void)benchkit::DropCaches({run.cache_dir});
+      run.cold_deq.push_back(
+          TimedChild(self, run.cache_dir, run.child_mode, run.mode->config.has_value()));
+      bench::ReadTree(run.cache_dir + "/entries");
+      run.warm.push_back(TimedChild(self, run.cache_dir, run.child_mode, false));
     }
-    const double err = m.config ? RelRmsError(*layer, *got) : 0.0;
-    if (!m.config) {
-      bf16_bytes = size;
-      bf16_cold = bench::Median(cold);
+  }
+  for (const Run& run : runs) {
+    if (!run.mode->config) {
+      bf16_bytes = run.size;
+      bf16_cold = bench::Median(run.cold);
     }
     std::printf("%-11s %8.1fMB %6.2fx %7.0fms %8.1fms %7.1fms %4.2fx %9.1fms %8.1fms %8.4f\n",
-                m.name, size / 1e6, static_cast<double>(bf16_bytes) / size, quant_s * 1e3,
-                bench::Median(raw) * 1e3, bench::Median(cold) * 1e3,
-                bf16_cold / bench::Median(cold), bench::Median(cold_deq) * 1e3,
-                bench::Median(warm) * 1e3, err);
+                run.mode->name, run.size / 1e6, static_cast<double>(bf16_bytes) / run.size,
+                run.quant_s * 1e3, bench::Median(run.raw) * 1e3, bench::Median(run.cold) * 1e3,
+                bf16_cold / bench::Median(run.cold), bench::Median(run.cold_deq) * 1e3,
+                bench::Median(run.warm) * 1e3, run.err);
+  }
+  std::printf("cold load, each repetition (ms):\n");
+  for (const Run& run : runs) {
+    std::printf("  %-11s", run.mode->name);
+    for (double c : run.cold) std::printf(" %7.1f", c * 1e3);
+    std::printf("\n");
   }
   std::printf(
       "\nratio = bf16 bytes / mode bytes; cold load = get_layer in a new process (default "
