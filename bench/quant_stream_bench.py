@@ -6,7 +6,7 @@ cache dropped before every token ("cold": each layer read from the disk; `sync; 
 /proc/sys/vm/drop_caches` as root, else posix_fadvise(DONTNEED) of the entries, and it says which).
 Medians of --reps runs.
 
-    PYTHONPATH=build/python /usr/bin/python3 bench/quant_stream_bench.py [--layers 8] [--hidden 1024]
+    PYTHONPATH=build/python /usr/bin/python3 bench/quant_stream_bench.py [--layers 8] [--hidden 1024] [--threads 1]
 """
 import argparse
 import os
@@ -51,8 +51,11 @@ def main():
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--tokens", type=int, default=4)
     ap.add_argument("--reps", type=int, default=3)
+    # One torch thread by default: on a shared machine a second OpenMP thread waits for a busy core at
+    # every barrier (measured: 7x slower per token at a load average of 15 on 2 cores).
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(a.threads)
     work = tempfile.mkdtemp(prefix="layercache-qstream-", dir="/var/tmp")
     ckpt = os.path.join(work, "ckpt")
     sm.write_model(ckpt, "llama", layers=a.layers, hidden=a.hidden, heads=8, kv_heads=4,
