@@ -10,6 +10,7 @@ Medians of --reps runs.
 """
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -57,6 +58,13 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     work = tempfile.mkdtemp(prefix="layercache-qstream-", dir="/var/tmp")
+    try:
+        run(a, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(a, work):
     ckpt = os.path.join(work, "ckpt")
     sm.write_model(ckpt, "llama", layers=a.layers, hidden=a.hidden, heads=8, kv_heads=4,
                    inter=int(a.hidden * 2.75), vocab=1000)
