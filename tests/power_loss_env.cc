@@ -1,7 +1,6 @@
 #include "power_loss_env.h"
 
 #include <signal.h>
-#include <sqlite3.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -9,6 +8,8 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+
+#include "sqlite_shim_vfs.h"
 
 namespace layercache::testing {
 
@@ -276,157 +277,87 @@ void PowerLossEnv::LosePower() {
 
 namespace {
 
-PowerLossEnv* g_env = nullptr;
-sqlite3_vfs* g_base = nullptr;
-sqlite3_vfs g_vfs;
+// SQLite's writes, truncations and deletions of tracked files are journaled;
+// its syncs make them durable in the journal (the real fsync is skipped: the
+// journal decides what survives).
+class PowerLossVfs : public SqliteShimVfs {
+ public:
+  explicit PowerLossVfs(PowerLossEnv* env) : env_(env) {}
 
-struct ShimFile {
-  sqlite3_file base;
-  sqlite3_file* real;
-  uint64_t id;
-  bool dir_sync_pending;  // the unix VFS syncs the directory at the first sync
-  char* dir;
-};
+  struct State {
+    uint64_t id = 0;
+    bool dir_sync_pending = false;  // the unix VFS syncs the directory at the first sync
+    std::string dir;
+  };
 
-ShimFile* Shim(sqlite3_file* f) { return reinterpret_cast<ShimFile*>(f); }
-sqlite3_file* Real(sqlite3_file* f) { return Shim(f)->real; }
-
-int Close(sqlite3_file* f) {
-  std::free(Shim(f)->dir);
-  Shim(f)->dir = nullptr;
-  return Real(f)->pMethods->xClose(Real(f));
-}
-int Read(sqlite3_file* f, void* p, int n, sqlite3_int64 off) {
-  return Real(f)->pMethods->xRead(Real(f), p, n, off);
-}
-int Write(sqlite3_file* f, const void* p, int n, sqlite3_int64 off) {
-  if (Shim(f)->id != 0) g_env->Tick();
-  const int rc = Real(f)->pMethods->xWrite(Real(f), p, n, off);
-  if (rc == SQLITE_OK)
-    g_env->OnWrite(Shim(f)->id, static_cast<uint64_t>(off), p, static_cast<size_t>(n));
-  return rc;
-}
-int Truncate(sqlite3_file* f, sqlite3_int64 size) {
-  if (Shim(f)->id != 0) g_env->Tick();
-  const int rc = Real(f)->pMethods->xTruncate(Real(f), size);
-  if (rc == SQLITE_OK) g_env->OnTruncate(Shim(f)->id, static_cast<uint64_t>(size));
-  return rc;
-}
-int Sync(sqlite3_file* f, int flags) {
-  if (Shim(f)->id == 0) return Real(f)->pMethods->xSync(Real(f), flags);
-  g_env->Tick();
-  const int rc = SQLITE_OK;  // the journal decides what is durable
-  {
-    g_env->OnSyncFile(Shim(f)->id);
-    if (Shim(f)->dir_sync_pending && Shim(f)->id != 0) {
-      Shim(f)->dir_sync_pending = false;
-      g_env->OnSyncDir(Shim(f)->dir);
-    }
-  }
-  return rc;
-}
-int FileSize(sqlite3_file* f, sqlite3_int64* size) {
-  return Real(f)->pMethods->xFileSize(Real(f), size);
-}
-int Lock(sqlite3_file* f, int level) { return Real(f)->pMethods->xLock(Real(f), level); }
-int Unlock(sqlite3_file* f, int level) { return Real(f)->pMethods->xUnlock(Real(f), level); }
-int CheckReservedLock(sqlite3_file* f, int* out) {
-  return Real(f)->pMethods->xCheckReservedLock(Real(f), out);
-}
-int FileControl(sqlite3_file* f, int op, void* arg) {
-  return Real(f)->pMethods->xFileControl(Real(f), op, arg);
-}
-int SectorSize(sqlite3_file* f) { return Real(f)->pMethods->xSectorSize(Real(f)); }
-int DeviceCharacteristics(sqlite3_file* f) {
-  return Real(f)->pMethods->xDeviceCharacteristics(Real(f));
-}
-int ShmMap(sqlite3_file* f, int region, int size, int extend, void volatile** out) {
-  return Real(f)->pMethods->xShmMap(Real(f), region, size, extend, out);
-}
-int ShmLock(sqlite3_file* f, int offset, int n, int flags) {
-  return Real(f)->pMethods->xShmLock(Real(f), offset, n, flags);
-}
-void ShmBarrier(sqlite3_file* f) { Real(f)->pMethods->xShmBarrier(Real(f)); }
-int ShmUnmap(sqlite3_file* f, int del) { return Real(f)->pMethods->xShmUnmap(Real(f), del); }
-int Fetch(sqlite3_file* f, sqlite3_int64 off, int n, void** out) {
-  // No memory-mapped reads: every byte SQLite reads is one it read through us.
-  (void)f, (void)off, (void)n;
-  *out = nullptr;
-  return SQLITE_OK;
-}
-int Unfetch(sqlite3_file* f, sqlite3_int64 off, void* p) {
-  return Real(f)->pMethods->xUnfetch(Real(f), off, p);
-}
-
-const sqlite3_io_methods kMethods = {3,
-                                     Close,
-                                     Read,
-                                     Write,
-                                     Truncate,
-                                     Sync,
-                                     FileSize,
-                                     Lock,
-                                     Unlock,
-                                     CheckReservedLock,
-                                     FileControl,
-                                     SectorSize,
-                                     DeviceCharacteristics,
-                                     ShmMap,
-                                     ShmLock,
-                                     ShmBarrier,
-                                     ShmUnmap,
-                                     Fetch,
-                                     Unfetch};
-
-int Open(sqlite3_vfs*, const char* name, sqlite3_file* f, int flags, int* out_flags) {
-  auto* shim = Shim(f);
-  shim->real = reinterpret_cast<sqlite3_file*>(shim + 1);
-  shim->id = 0;
-  shim->dir_sync_pending = false;
-  shim->dir = nullptr;
-  const bool existed = name != nullptr && ::access(name, F_OK) == 0;
-  const int rc = g_base->xOpen(g_base, name, shim->real, flags, out_flags);
-  shim->base.pMethods = shim->real->pMethods != nullptr ? &kMethods : nullptr;
-  if (rc == SQLITE_OK && name != nullptr && g_env->Tracked(name)) {
-    shim->id = g_env->OnOpen(name, !existed);
+  void OnOpen(File* f, const char* name, int flags, bool existed, int rc) override {
+    if (rc != SQLITE_OK || name == nullptr || !env_->Tracked(name)) return;
+    auto* st = new State;
+    st->id = env_->OnOpen(name, !existed);
     const bool create = (flags & SQLITE_OPEN_CREATE) != 0;
     const bool journal =
         (flags & (SQLITE_OPEN_MAIN_JOURNAL | SQLITE_OPEN_SUPER_JOURNAL | SQLITE_OPEN_WAL)) != 0;
-    shim->dir_sync_pending = create && journal;
-    shim->dir = ::strdup(fs::path(name).parent_path().c_str());
+    st->dir_sync_pending = create && journal;
+    st->dir = fs::path(name).parent_path().string();
+    f->state = st;
   }
-  return rc;
-}
-int Delete(sqlite3_vfs*, const char* name, int sync_dir) {
-  const bool tracked = g_env->Tracked(name);
-  if (tracked) g_env->Tick();
-  const int rc = g_base->xDelete(g_base, name, sync_dir);
-  if (rc == SQLITE_OK && tracked) {
-    g_env->OnRemove(name);
-    if (sync_dir) g_env->OnSyncDir(fs::path(name).parent_path().string());
+  void OnClose(File* f) override {
+    delete static_cast<State*>(f->state);
+    f->state = nullptr;
   }
-  return rc;
-}
-int Access(sqlite3_vfs*, const char* name, int flags, int* out) {
-  return g_base->xAccess(g_base, name, flags, out);
-}
-int FullPathname(sqlite3_vfs*, const char* name, int n, char* out) {
-  return g_base->xFullPathname(g_base, name, n, out);
-}
+  int Write(File* f, const void* p, int n, sqlite3_int64 off) override {
+    const uint64_t id = Id(f);
+    if (id != 0) env_->Tick();
+    const int rc = SqliteShimVfs::Write(f, p, n, off);
+    if (rc == SQLITE_OK) env_->OnWrite(id, static_cast<uint64_t>(off), p, static_cast<size_t>(n));
+    return rc;
+  }
+  int Truncate(File* f, sqlite3_int64 size) override {
+    const uint64_t id = Id(f);
+    if (id != 0) env_->Tick();
+    const int rc = SqliteShimVfs::Truncate(f, size);
+    if (rc == SQLITE_OK) env_->OnTruncate(id, static_cast<uint64_t>(size));
+    return rc;
+  }
+  int Sync(File* f, int flags) override {
+    auto* st = static_cast<State*>(f->state);
+    if (st == nullptr || st->id == 0) return SqliteShimVfs::Sync(f, flags);
+    env_->Tick();
+    env_->OnSyncFile(st->id);
+    if (st->dir_sync_pending) {
+      st->dir_sync_pending = false;
+      env_->OnSyncDir(st->dir);
+    }
+    return SQLITE_OK;
+  }
+  int Fetch(File*, sqlite3_int64, int, void** out) override {
+    // No memory-mapped reads: every byte SQLite reads is one it read through us.
+    *out = nullptr;
+    return SQLITE_OK;
+  }
+  int Delete(const char* name, int sync_dir) override {
+    const bool tracked = env_->Tracked(name);
+    if (tracked) env_->Tick();
+    const int rc = SqliteShimVfs::Delete(name, sync_dir);
+    if (rc == SQLITE_OK && tracked) {
+      env_->OnRemove(name);
+      if (sync_dir) env_->OnSyncDir(fs::path(name).parent_path().string());
+    }
+    return rc;
+  }
+
+ private:
+  static uint64_t Id(File* f) {
+    return f->state != nullptr ? static_cast<State*>(f->state)->id : 0;
+  }
+  PowerLossEnv* env_;
+};
 
 }  // namespace
 
 void InstallPowerLossSqliteVfs(PowerLossEnv* env) {
-  g_env = env;
-  g_base = sqlite3_vfs_find(nullptr);
-  g_vfs = *g_base;
-  g_vfs.zName = "layercache-power-loss";
-  g_vfs.szOsFile = static_cast<int>(sizeof(ShimFile)) + g_base->szOsFile;
-  g_vfs.xOpen = Open;
-  g_vfs.xDelete = Delete;
-  g_vfs.xAccess = Access;
-  g_vfs.xFullPathname = FullPathname;
-  sqlite3_vfs_register(&g_vfs, /*makeDflt=*/1);
+  static PowerLossVfs* vfs = new PowerLossVfs(env);  // lives as long as SQLite may call it
+  vfs->Register("layercache-power-loss");
 }
 
 }  // namespace layercache::testing
