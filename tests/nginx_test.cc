@@ -1,7 +1,10 @@
 // download_and_cache against a real nginx (Debian's nginx-light) serving a
 // sharded model with real Range semantics, started by the test on loopback.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,7 +37,7 @@ class Nginx {
     conf << (::geteuid() == 0 ? "user root;\n" : "") << "daemon off;\nworker_processes 1;\n"
          << "error_log " << dir << "/error.log;\npid " << dir << "/nginx.pid;\n"
          << "events { worker_connections 64; }\n"
-         << "http {\n  log_format bytes '$body_bytes_sent';\n  access_log " << dir
+         << "http {\n  log_format bytes '$body_bytes_sent $request_uri';\n  access_log " << dir
          << "/access.log bytes;\n"
          << "  client_body_temp_path " << dir << "/t1;\n  proxy_temp_path " << dir << "/t2;\n"
          << "  fastcgi_temp_path " << dir << "/t3;\n  uwsgi_temp_path " << dir << "/t4;\n"
@@ -60,11 +63,46 @@ class Nginx {
     ::waitpid(pid_, nullptr, 0);
   }
   int port() const { return port_; }
+  // The body bytes nginx sent for every request answered so far. nginx writes
+  // a request's log line after sending its response, so a client can have
+  // its bytes before the line exists: this sends a marker request on a new
+  // connection and waits (up to a minute) for its line. With one worker
+  // process, requests are logged in the order they complete, so once the
+  // marker is logged so is every request answered before it.
   uint64_t BodyBytesSent() const {
-    std::ifstream log(dir_ + "/access.log");
-    uint64_t total = 0, n = 0;
-    while (log >> n) total += n;
-    return total;
+    static int marks = 0;
+    const std::string mark = "/layercache-log-mark-" + std::to_string(++marks);
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port_));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const std::string request = "GET " + mark + " HTTP/1.0\r\n\r\n";
+    EXPECT_EQ(::write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+    char buf[4096];
+    while (::read(fd, buf, sizeof(buf)) > 0) {
+    }
+    ::close(fd);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (true) {
+      std::ifstream log(dir_ + "/access.log");
+      uint64_t total = 0, n = 0;
+      std::string uri;
+      bool marked = false;
+      while (log >> n >> uri) {
+        if (uri == mark)
+          marked = true;
+        else if (uri.rfind("/layercache-log-mark-", 0) != 0)
+          total += n;
+      }
+      if (marked) return total;
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "nginx did not log " << mark << " within 60 s";
+        return total;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
   }
 
  private:
