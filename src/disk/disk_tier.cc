@@ -25,9 +25,17 @@ constexpr const char* kLocksFile = "locks";
 constexpr const char* kIndexFile = "index.sqlite";
 constexpr const char* kEphemeralDir = "ephemeral";
 constexpr const char* kOwnerLock = "owner.lock";
+constexpr const char* kEpochsFile = "epochs";
 constexpr const char* kEntrySuffix = ".safetensors";
 // Byte 0 of the locks file serialises reconciliation; key locks live above.
 constexpr uint64_t kMaintenanceLockOffset = 0;
+// Above the key locks (offsets below 2^60 + 1): the write-back guard, 64
+// bytes. A write-back holds one of them (chosen by its digest) while it checks
+// the key's epoch and commits; an invalidation holds all 64 while it matches
+// and removes entries, so that no write-back commits in between (a
+// cross-process reader-writer lock made of exclusive byte locks).
+constexpr uint64_t kWriteBackGuardOffset = uint64_t{1} << 61;
+constexpr uint64_t kWriteBackGuardBytes = 64;
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -83,6 +91,9 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options)
       return ErrnoStatus("cannot use cache_dir " + options.cache_dir, errno);
     std::unique_ptr<DiskTier> tier(new DiskTier(options, options.cache_dir));
     tier->read_only_ = true;
+    auto epochs = InvalidationEpochs::Open(JoinPath(options.cache_dir, kEpochsFile), true);
+    if (!epochs.ok()) return epochs.status();
+    tier->epochs_ = std::move(*epochs);
     auto index = Index::Open(":memory:");
     if (!index.ok()) return index.status();
     tier->index_ = std::move(*index);
@@ -124,6 +135,10 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options)
   for (const char* sub : {kEntriesDir, kTmpDir}) {
     if (Status s = env->CreateDirs(JoinPath(root, sub)); !s.ok()) return s;
   }
+  auto epochs = InvalidationEpochs::Open(
+      options.persist_index ? JoinPath(root, kEpochsFile) : std::string(), false);
+  if (!epochs.ok()) return epochs.status();
+  tier->epochs_ = std::move(*epochs);
   auto maintenance = FileLock::Lock(JoinPath(root, kLocksFile), kMaintenanceLockOffset, 1);
   if (!maintenance.ok()) return maintenance.status();
   const FileSystemInfo fs = DescribeFileSystem(root);
@@ -414,6 +429,8 @@ Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock*
       index_->Rollback();
     }
   }
+  // The new version is visible: copies of the key held elsewhere are stale.
+  epochs_->BumpKey(digest);
   // The file is in place but unindexed: reconciliation adopts it later, and
   // reads find it by name meanwhile. Report the failure all the same.
   if (!s.ok()) return s.WithContext(context);
@@ -594,14 +611,41 @@ Status DiskTier::RemoveLocked(const std::string& digest) {
 
 // ---- removal ---------------------------------------------------------------
 
+Status DiskTier::WriteBack(const LayerKey& key, const LayerPtr& layer, uint64_t epoch,
+                           const FileLock& held, bool* written) {
+  *written = false;
+  if (read_only_) return Status::OK();
+  const std::string digest = key.Digest();
+  auto guard =
+      FileLock::TryLock(JoinPath(root_, kLocksFile),
+                        kWriteBackGuardOffset + LockOffsetFor(digest) % kWriteBackGuardBytes, 1);
+  if (!guard.ok()) return guard.status();
+  if (!guard->has_value()) return Status::OK();  // an invalidation is under way
+  if (epochs_->Of(key.model_id, digest) != epoch || Contains(key)) return Status::OK();
+  Status s = Put(key, layer, &held);
+  *written = s.ok();
+  return s;
+}
+
 Result<size_t> DiskTier::Invalidate(const std::optional<std::string>& model_id,
                                     const std::optional<int64_t>& layer_index) {
   if (read_only_) return ReadOnlyError("cannot invalidate");
+  // No write-back commits while the rows are matched and removed: one under
+  // way finishes first (its row is matched), later ones see the new epoch.
+  auto guard =
+      FileLock::Lock(JoinPath(root_, kLocksFile), kWriteBackGuardOffset, kWriteBackGuardBytes);
+  if (!guard.ok()) return guard.status();
   Result<std::vector<IndexRow>> rows = [&] {
     std::lock_guard lock(index_mu_);
     RefreshIndexLocked();
     return index_->Match(model_id, layer_index);
   }();
+  // However it ends, copies of these keys held elsewhere are stale now.
+  struct Bump {
+    InvalidationEpochs* epochs;
+    const std::optional<std::string>& model;
+    ~Bump() { model ? epochs->BumpModel(*model) : epochs->BumpAll(); }
+  } bump{epochs_.get(), model_id};
   if (!rows.ok()) return rows.status();
   size_t removed = 0;
   for (const IndexRow& row : *rows) {
@@ -618,7 +662,9 @@ Result<bool> DiskTier::RemoveKey(const LayerKey& key) {
   auto lock = LockDigest(digest);
   if (!lock.ok()) return lock.status();
   const bool present = env_->Stat(EntryPath(digest)).ok();
-  if (Status s = RemoveLocked(digest); !s.ok()) return s;
+  Status s = RemoveLocked(digest);
+  epochs_->BumpKey(digest);  // under the key's lock: a write-back after it sees the bump
+  if (!s.ok()) return s;
   return present;
 }
 

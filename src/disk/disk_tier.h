@@ -20,6 +20,7 @@
 
 #include "disk/entry_codec.h"
 #include "disk/index.h"
+#include "disk/invalidation_epochs.h"
 #include "io/env.h"
 #include "io/file_lock.h"
 #include "layercache/layer.h"
@@ -67,6 +68,19 @@ class DiskTier {
   Result<std::optional<FileLock>> TryLockKey(const LayerKey& key) {
     return TryLockDigest(key.Digest());
   }
+
+  // The invalidation epoch of `key` (disk/invalidation_epochs.h): take it
+  // before reading or putting a layer that is kept outside this tier; while it
+  // has not moved, no process has invalidated or replaced the key since.
+  uint64_t Epoch(const LayerKey& key) const { return epochs_->Of(key); }
+  // Writes back a layer evicted from a tier above, taken when the key's epoch
+  // was `epoch`, if the key is not on disk and no process has invalidated or
+  // replaced it since; `held` is the key's lock. *written says whether it was
+  // written. An invalidation under way in any process makes it skip (it does
+  // not wait). Atomic with every invalidation: one that matched the cache's
+  // rows before this commits waits for it and removes what it wrote.
+  Status WriteBack(const LayerKey& key, const LayerPtr& layer, uint64_t epoch, const FileLock& held,
+                   bool* written);
 
   Result<size_t> Invalidate(const std::optional<std::string>& model_id,
                             const std::optional<int64_t>& layer_index);
@@ -146,6 +160,8 @@ class DiskTier {
   DiskReadMode read_mode_;
   EvictionAdvisor advisor_;
   std::optional<FileLock> owner_lock_;  // ephemeral roots only
+
+  std::unique_ptr<InvalidationEpochs> epochs_;
 
   std::mutex index_mu_;
   std::unique_ptr<Index> index_;
