@@ -210,7 +210,11 @@ int Node(const std::string& dir, const std::string& endpoint, const std::string&
   o.remote_urls = Split(urls, ',');
   o.remote_timeout_ms = 500;
   o.remote_wait_ms = 60'000;
-  o.remote_chunk_mb = 1;
+  // Small chunks spread each layer over every master; a test may choose
+  // bigger ones (LAYERCACHE_TEST_REMOTE_CHUNK_MB) so that some layers live
+  // on some masters only.
+  const char* chunk_mb = std::getenv("LAYERCACHE_TEST_REMOTE_CHUNK_MB");
+  o.remote_chunk_mb = chunk_mb != nullptr ? std::atoi(chunk_mb) : 1;
   LayerCache cache(o);
   auto local = Checkpoint::Open(model_dir);
   if (!local.ok()) {

@@ -73,9 +73,12 @@ std::string RedisServer::Cli(const std::vector<std::string>& args) const {
 }
 
 RedisCluster::RedisCluster(const std::string& dir, int n, int replicas) {
-  // A replica may always take over (its data age is not held against it).
+  // A replica may always take over (its data age is not held against it),
+  // and the masters that are up keep serving their slots while one is down
+  // (docs/SCALE_OUT.md recommends both for a cache).
   const std::vector<std::string> extra =
-      replicas > 0 ? std::vector<std::string>{"--cluster-replica-validity-factor", "0"}
+      replicas > 0 ? std::vector<std::string>{"--cluster-replica-validity-factor", "0",
+                                              "--cluster-require-full-coverage", "no"}
                    : std::vector<std::string>{};
   for (int i = 0; i < n * (1 + replicas); ++i)
     nodes_.push_back(std::make_unique<RedisServer>(dir, true, extra));

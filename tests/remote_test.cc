@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <future>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -708,6 +709,13 @@ TEST(RedisClusterTier, AKilledMasterIsReplacedByItsReplicaAndNothingWrongIsServe
   ASSERT_NE(replica, nullptr) << "no replica of the master to kill";
   ServedModel m(8);
   ASSERT_GT(m.port, 0);
+  // One chunk per layer: a layer's two keys (manifest, chunk) live on one or
+  // two masters, so some layers do not need the master that is killed.
+  ::setenv("LAYERCACHE_TEST_REMOTE_CHUNK_MB", "16", 1);
+  struct Unset {
+    ~Unset() { ::unsetenv("LAYERCACHE_TEST_REMOTE_CHUNK_MB"); }
+  } unset;
+  ASSERT_LE(m.info.bytes_per_layer, 16u << 20);
 
   // 1. Warm: the layers are published (and replicated).
   const NodeTotals warm = RunNodes(dir, 4, m.endpoint(), 8, cluster.urls(), m.model.path());
@@ -721,6 +729,21 @@ TEST(RedisClusterTier, AKilledMasterIsReplacedByItsReplicaAndNothingWrongIsServe
   }
   ASSERT_TRUE(synced) << replica->Cli({"INFO", "replication"});
   ASSERT_EQ(victim->Cli({"WAIT", "1", "10000"}).substr(0, 1), "1") << "replication";
+  // The layers none of whose keys (manifest, chunks) live on the master to be
+  // killed: their fetches never need it. The circuit breaker is per node, so
+  // these are served from Redis while the victim is down.
+  std::set<std::string> layers, on_victim;
+  for (RedisServer* master : masters) {
+    std::istringstream keys(master->Cli({"KEYS", "lc:v1:*"}));
+    for (std::string k; keys >> k;) {
+      if (k.size() < 38 || k.compare(k.size() - 6, 6, ":lease") == 0) continue;
+      const std::string digest = k.substr(6, 32);
+      layers.insert(digest);
+      if (master == victim) on_victim.insert(digest);
+    }
+  }
+  ASSERT_EQ(layers.size(), 8u);
+  const uint64_t healthy_layers = layers.size() - on_victim.size();
   // 2. Under load: four fresh nodes load the layers; a master dies meanwhile.
   TempDir load_dir;
   const uint64_t sent_before = m.server.bytes_sent();
@@ -742,6 +765,8 @@ TEST(RedisClusterTier, AKilledMasterIsReplacedByItsReplicaAndNothingWrongIsServe
         }
       });
   EXPECT_EQ(during.ok, 4) << "every node got every layer, with the right bytes:\n" << during.out;
+  EXPECT_GE(during.remote_hits, 4 * healthy_layers)
+      << "layers on the masters that stayed up are served from Redis during the failover";
   ASSERT_TRUE(recovered_s.has_value())
       << "the replica of " << victim_id << " was not promoted: ROLE " << replica->Cli({"ROLE"})
       << "\nCLUSTER INFO " << replica->Cli({"CLUSTER", "INFO"}) << "\nCLUSTER NODES "
@@ -758,10 +783,12 @@ TEST(RedisClusterTier, AKilledMasterIsReplacedByItsReplicaAndNothingWrongIsServe
       << "after the promotion each layer crosses from the source at most once";
   std::printf(
       "failover: 3 masters + 3 replicas; %d layer fetches under load while a master was "
-      "killed: %llu remote hits, %llu errors, %.1f layers' bytes from the source (fallbacks); "
+      "killed (%llu of the 8 layers have no key on it): %llu remote hits, %llu errors, %.1f "
+      "layers' bytes from the source (fallbacks); "
       "replica promoted and cluster ok %.2f s after the kill; after it, %d fetches: %llu remote "
       "hits, %.1f layers' bytes from the source\n",
-      4 * 8, static_cast<unsigned long long>(during.remote_hits),
+      4 * 8, static_cast<unsigned long long>(healthy_layers),
+      static_cast<unsigned long long>(during.remote_hits),
       static_cast<unsigned long long>(during.errors),
       static_cast<double>(fallback_bytes) / static_cast<double>(m.info.bytes_per_layer),
       *recovered_s, 4 * 8, static_cast<unsigned long long>(after.remote_hits),

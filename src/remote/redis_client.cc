@@ -378,6 +378,99 @@ class RedisClient::Connection {
 
 // ---- RedisClient -----------------------------------------------------------
 
+// ---- CircuitBreaker --------------------------------------------------------
+
+bool CircuitBreaker::Allow() {
+  std::lock_guard lock(mu_);
+  if (!open_) return true;
+  if (probing_ || Clock::now() < retry_at_) return false;
+  probing_ = true;  // half-open: one probe at a time
+  return true;
+}
+
+void CircuitBreaker::Success() {
+  std::lock_guard lock(mu_);
+  failures_ = 0;
+  if (open_) {
+    open_ = false;
+    probing_ = false;
+    cooldown_ = std::chrono::seconds(1);
+  }
+}
+
+bool CircuitBreaker::Failure() {
+  std::lock_guard lock(mu_);
+  ++failures_;
+  if (open_) {
+    probing_ = false;
+    cooldown_ = std::min<Clock::duration>(cooldown_ * 2, std::chrono::seconds(60));
+    retry_at_ = Clock::now() + cooldown_;
+    return false;
+  }
+  if (failures_ < threshold_) return false;
+  open_ = true;
+  retry_at_ = Clock::now() + cooldown_;
+  return true;
+}
+
+bool CircuitBreaker::open() const {
+  std::lock_guard lock(mu_);
+  return open_;
+}
+
+// ---- RedisClient -----------------------------------------------------------
+
+namespace {
+
+// An error reply that says the node cannot serve now (not a redirection, and
+// not a refusal that is the caller's to judge).
+bool NodeFailing(std::string_view error) {
+  for (std::string_view p : {"CLUSTERDOWN", "LOADING", "OOM", "MASTERDOWN", "BUSY", "TRYAGAIN"})
+    if (error.rfind(p, 0) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+CircuitBreaker& RedisClient::BreakerFor(const std::string& node) {
+  std::lock_guard lock(mu_);
+  auto& b = breakers_[node];
+  if (!b) b = std::make_unique<CircuitBreaker>();
+  return *b;
+}
+
+Status RedisClient::Admit(const std::string& node) {
+  if (BreakerFor(node).Allow()) return Status::OK();
+  return Status::IOError("Redis at " + node + " is set aside for now after errors");
+}
+
+void RedisClient::Record(const std::string& node, const Status& outcome) {
+  CircuitBreaker& b = BreakerFor(node);
+  if (outcome.ok()) {
+    const bool was_open = b.open();
+    b.Success();
+    if (was_open) LogInfo("remote tier: Redis at " + node + " answers again; using it");
+    return;
+  }
+  if (b.Failure()) {
+    breaker_opens_.fetch_add(1, std::memory_order_relaxed);
+    LogWarn("remote tier: " + outcome.message() +
+            "; not using that node for a while (its layers come from disk and the source)");
+  }
+}
+
+std::vector<std::string> RedisClient::PausedNodes() const {
+  std::vector<std::pair<std::string, CircuitBreaker*>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [node, b] : breakers_) all.emplace_back(node, b.get());
+  }
+  std::vector<std::string> out;
+  for (const auto& [node, b] : all)
+    if (b->open()) out.push_back(node);
+  return out;
+}
+
 RedisClient::RedisClient(RedisClientOptions options) : options_(std::move(options)) {
   slots_.fill(-1);
 }
@@ -414,11 +507,25 @@ void RedisClient::Give(const std::string& node, std::unique_ptr<Connection> c) {
 Result<std::vector<RedisReply>> RedisClient::RunOn(const std::string& node,
                                                    const std::vector<const RedisCommand*>& commands,
                                                    bool asking) {
+  if (Status s = Admit(node); !s.ok()) return s;
   auto conn = Take(node);
-  if (!conn.ok()) return conn.status();
+  if (!conn.ok()) {
+    Status failed = conn.status().WithContext("Redis at " + node);
+    Record(node, failed);
+    return failed;
+  }
   auto r = (*conn)->Run(commands, asking);
   Give(node, std::move(*conn));
-  if (!r.ok()) return r.status().WithContext("Redis at " + node);
+  if (!r.ok()) {
+    Status failed = r.status().WithContext("Redis at " + node);
+    Record(node, failed);
+    return failed;
+  }
+  Status outcome;
+  for (const RedisReply& reply : *r)
+    if (reply.is_error() && NodeFailing(reply.str()))
+      outcome = Status::IOError("Redis at " + node + " replied: " + std::string(reply.str()));
+  Record(node, outcome);
   return r;
 }
 
@@ -551,12 +658,28 @@ Result<std::vector<RedisGetOutcome>> RedisClient::GetInto(const std::vector<Redi
       [&](const Group& g) -> Status {
         std::vector<const RedisGetInto*> mine;
         for (size_t i : g.indices) mine.push_back(&gets[i]);
+        if (Status s = Admit(g.node); !s.ok()) return s;
         auto conn = Take(g.node);
-        if (!conn.ok()) return conn.status();
+        if (!conn.ok()) {
+          Status failed = conn.status().WithContext("Redis at " + g.node);
+          Record(g.node, failed);
+          return failed;
+        }
         auto r = (*conn)->GetInto(mine);
         Give(g.node, std::move(*conn));
-        if (!r.ok()) return r.status().WithContext("Redis at " + g.node);
-        for (size_t k = 0; k < g.indices.size(); ++k) out[g.indices[k]] = std::move((*r)[k]);
+        if (!r.ok()) {
+          Status failed = r.status().WithContext("Redis at " + g.node);
+          Record(g.node, failed);
+          return failed;
+        }
+        Status outcome;
+        for (size_t k = 0; k < g.indices.size(); ++k) {
+          const RedisGetOutcome& o = (*r)[k];
+          if (o.kind == RedisGetOutcome::kError && NodeFailing(o.error))
+            outcome = Status::IOError("Redis at " + g.node + " replied: " + o.error);
+          out[g.indices[k]] = std::move((*r)[k]);
+        }
+        Record(g.node, outcome);
         return Status::OK();
       });
   if (!sent.ok()) return sent;

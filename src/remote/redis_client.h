@@ -7,6 +7,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -83,6 +84,28 @@ struct RedisGetOutcome {
   std::string error;  // kError: the error reply
 };
 
+// Trips after `threshold` consecutive failures; stays open for a cool-down
+// that doubles (up to a minute) while probes keep failing.
+class CircuitBreaker {
+ public:
+  explicit CircuitBreaker(int threshold = 3) : threshold_(threshold) {}
+  bool Allow();
+  void Success();
+  // True when this failure opened the breaker.
+  bool Failure();
+  bool open() const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  mutable std::mutex mu_;
+  int threshold_;
+  int failures_ = 0;
+  bool open_ = false;
+  bool probing_ = false;
+  Clock::duration cooldown_ = std::chrono::seconds(1);
+  Clock::time_point retry_at_{};
+};
+
 struct RedisClientOptions {
   std::vector<RedisEndpoint> seeds;
   int connect_timeout_ms = 500;
@@ -115,6 +138,15 @@ class RedisClient {
   // Redirections followed so far (MOVED + ASK), for tests and stats.
   uint64_t redirections() const { return redirections_.load(); }
 
+  // Each node has a circuit breaker: after 3 failures in a row (no
+  // connection, a broken one, an error reply such as CLUSTERDOWN, LOADING or
+  // OOM) commands for that node fail at once for a cool-down (1 s, doubling
+  // to a minute while probes fail), and the slot map is asked for again, so
+  // that a promoted replica is found; the other nodes are used meanwhile.
+  uint64_t breaker_opens() const { return breaker_opens_.load(); }
+  // The nodes set aside now.
+  std::vector<std::string> PausedNodes() const;
+
  private:
   class Connection;
   struct Group {  // commands for one node
@@ -136,16 +168,23 @@ class RedisClient {
                                         const std::vector<const RedisCommand*>& commands,
                                         bool asking);
   RedisEndpoint EndpointFor(const std::string& node) const;
+  CircuitBreaker& BreakerFor(const std::string& node);
+  // OK when `node` may be used now (its breaker is closed, or this call is
+  // its probe); then Record must follow with the outcome.
+  Status Admit(const std::string& node);
+  void Record(const std::string& node, const Status& outcome);
 
   RedisClientOptions options_;
   std::atomic<bool> cluster_{false};
   std::atomic<bool> topology_known_{false};
   std::atomic<uint64_t> redirections_{0};
 
-  std::mutex mu_;                       // guards the slot map and the pools
+  mutable std::mutex mu_;               // guards the slot map, the pools and the breakers
   std::array<int32_t, 16384> slots_{};  // index into nodes_, -1: unknown
   std::vector<std::string> nodes_;
   std::unordered_map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
+  std::unordered_map<std::string, std::unique_ptr<CircuitBreaker>> breakers_;
+  std::atomic<uint64_t> breaker_opens_{0};
 };
 
 }  // namespace layercache

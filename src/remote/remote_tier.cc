@@ -53,47 +53,6 @@ RedisCommand Cmd(std::vector<std::string> args, size_t key_arg = 1) {
 
 }  // namespace
 
-// ---- CircuitBreaker --------------------------------------------------------
-
-bool CircuitBreaker::Allow() {
-  std::lock_guard lock(mu_);
-  if (!open_) return true;
-  if (probing_ || Clock::now() < retry_at_) return false;
-  probing_ = true;  // half-open: one probe at a time
-  return true;
-}
-
-void CircuitBreaker::Success() {
-  std::lock_guard lock(mu_);
-  failures_ = 0;
-  if (open_) {
-    open_ = false;
-    probing_ = false;
-    cooldown_ = std::chrono::seconds(1);
-    LogInfo("remote tier: Redis answers again; using it");
-  }
-}
-
-bool CircuitBreaker::Failure() {
-  std::lock_guard lock(mu_);
-  ++failures_;
-  if (open_) {
-    probing_ = false;
-    cooldown_ = std::min<Clock::duration>(cooldown_ * 2, std::chrono::seconds(60));
-    retry_at_ = Clock::now() + cooldown_;
-    return false;
-  }
-  if (failures_ < threshold_) return false;
-  open_ = true;
-  retry_at_ = Clock::now() + cooldown_;
-  return true;
-}
-
-bool CircuitBreaker::open() const {
-  std::lock_guard lock(mu_);
-  return open_;
-}
-
 // ---- RemoteTier ------------------------------------------------------------
 
 Result<std::unique_ptr<RemoteTier>> RemoteTier::Open(const RemoteTierOptions& options) {
@@ -140,7 +99,6 @@ std::string RemoteTier::LeaseKey(const std::string& digest) {
 }
 
 Result<std::vector<RedisReply>> RemoteTier::Run(const std::vector<RedisCommand>& commands) {
-  if (!breaker_.Allow()) return Status::IOError("remote tier paused after errors");
   auto r = client_->Execute(commands);
   Status failure = r.status();
   if (r.ok()) {
@@ -152,23 +110,14 @@ Result<std::vector<RedisReply>> RemoteTier::Run(const std::vector<RedisCommand>&
         break;
       }
     }
-    if (failure.ok()) {
-      breaker_.Success();
-      return r;
-    }
+    if (failure.ok()) return r;
   }
   return Failed(failure);
 }
 
 Status RemoteTier::Failed(const Status& failure) {
   errors_.fetch_add(1, std::memory_order_relaxed);
-  if (breaker_.Failure()) {
-    breaker_opens_.fetch_add(1, std::memory_order_relaxed);
-    LogWarn("remote tier: " + failure.message() +
-            "; not using Redis for a while (layers come from disk and the source)");
-  } else {
-    LogDebug("remote tier: " + failure.message());
-  }
+  LogDebug("remote tier: " + failure.message());
   return failure;
 }
 
@@ -257,13 +206,8 @@ std::optional<LayerPtr> RemoteTier::Get(const LayerKey& key, bool count_miss) {
     return b;
   };
   auto fetch = [&](const Batch& b) -> Result<std::vector<RedisGetOutcome>> {
-    if (!breaker_.Allow()) return Status::IOError("remote tier paused after errors");
     auto r = client_->GetInto(b.gets);
-    if (r.ok()) {
-      breaker_.Success();
-    } else {
-      (void)Failed(r.status());
-    }
+    if (!r.ok()) (void)Failed(r.status());
     return r;
   };
   std::optional<Batch> current;
@@ -450,8 +394,8 @@ RemoteStats RemoteTier::stats() const {
   s.lease_waits = lease_waits_.load(std::memory_order_relaxed);
   s.errors = errors_.load(std::memory_order_relaxed);
   s.corrupt = corrupt_.load(std::memory_order_relaxed);
-  s.breaker_opens = breaker_opens_.load(std::memory_order_relaxed);
-  s.breaker_open = breaker_.open();
+  s.breaker_opens = client_->breaker_opens();
+  s.breaker_open = !client_->PausedNodes().empty();
   s.redirections = client_->redirections();
   return s;
 }

@@ -15,8 +15,10 @@
 // entry a miss (and its manifest is deleted so that it is published again).
 //
 // Every failure (Redis down, slow, full, a broken connection) is a miss plus
-// a logged warning and a counted error; a circuit breaker stops trying for a
-// while after repeated failures.
+// a logged warning and a counted error; a circuit breaker per Redis node
+// (remote/redis_client.h) stops using a node for a while after repeated
+// failures, so that the masters that answer are still used while one fails
+// over.
 #pragma once
 
 #include <atomic>
@@ -60,32 +62,10 @@ struct RemoteStats {
   uint64_t publishes = 0;
   uint64_t lease_waits = 0;
   uint64_t errors = 0;
-  uint64_t corrupt = 0;  // entries found incomplete or corrupt (not served)
-  uint64_t breaker_opens = 0;
-  bool breaker_open = false;
-  uint64_t redirections = 0;  // Redis Cluster MOVED / ASK followed
-};
-
-// Trips after `threshold` consecutive failures; stays open for a cool-down
-// that doubles (up to a minute) while probes keep failing.
-class CircuitBreaker {
- public:
-  explicit CircuitBreaker(int threshold = 3) : threshold_(threshold) {}
-  bool Allow();
-  void Success();
-  // True when this failure opened the breaker.
-  bool Failure();
-  bool open() const;
-
- private:
-  using Clock = std::chrono::steady_clock;
-  mutable std::mutex mu_;
-  int threshold_;
-  int failures_ = 0;
-  bool open_ = false;
-  bool probing_ = false;
-  Clock::duration cooldown_ = std::chrono::seconds(1);
-  Clock::time_point retry_at_{};
+  uint64_t corrupt = 0;        // entries found incomplete or corrupt (not served)
+  uint64_t breaker_opens = 0;  // a node's breaker opened
+  bool breaker_open = false;   // some node is set aside now
+  uint64_t redirections = 0;   // Redis Cluster MOVED / ASK followed
 };
 
 class RemoteTier {
@@ -135,16 +115,15 @@ class RemoteTier {
   // Runs commands if the breaker allows; counts and logs failures.
   Result<std::vector<RedisReply>> Run(const std::vector<RedisCommand>& commands);
   void Miss(const std::string& why, const std::string& digest, bool corrupt);
-  // Counts a failed Redis operation and trips the breaker; returns `failure`.
+  // Counts a failed Redis operation; returns `failure`.
   Status Failed(const Status& failure);
 
   RemoteTierOptions options_;
   std::unique_ptr<RedisClient> client_;
-  CircuitBreaker breaker_;
   std::string node_id_;  // this process, in lease values
 
   std::atomic<uint64_t> hits_{0}, misses_{0}, bytes_read_{0}, bytes_written_{0}, publishes_{0},
-      lease_waits_{0}, errors_{0}, corrupt_{0}, breaker_opens_{0};
+      lease_waits_{0}, errors_{0}, corrupt_{0};
 
   std::mutex pending_mu_;
   std::condition_variable pending_cv_;
