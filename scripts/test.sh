@@ -24,6 +24,12 @@ run_suite() {  # name, build dir, extra cmake args...
 }
 
 run_suite "release build, all tests" build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# python/tests once more against the package as pip installs it (a wheel built by
+# scikit-build-core), with PyPI's torch and with Debian's python3-torch. About 8-10
+# minutes on 2 cores (the wheel's build, then the suite twice); LAYERCACHE_PY_INSTALLED=0 skips it.
+if [ "${LAYERCACHE_PY_INSTALLED:-1}" != "0" ]; then
+  scripts/test-python-installed.sh build-test/layercache
+fi
 if [ "${LAYERCACHE_SANITIZERS:-1}" != "0" ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_suite "AddressSanitizer + UndefinedBehaviorSanitizer" build-asan \
