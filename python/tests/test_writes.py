@@ -226,3 +226,22 @@ def test_forked_children_and_their_parent_keep_what_they_hold(cache_dir):
         assert status == 0, status
         print("ok")
     """)
+
+
+def test_writes_to_layers_of_a_compressed_cache(cache_dir):
+    """Compressed entries are decompressed into the memory file: mapped copy-on-write like the rest."""
+    expected = state()
+    layercache.LayerCache(cache_dir=cache_dir, enable_compression=True).cache_layer("m", 0, expected)
+    run_fresh(f"""
+        import torch, layercache
+        from test_writes import state, scribble, check_pristine
+        expected = state()
+        for budget in (0, 2):
+            c = layercache.LayerCache(cache_dir={cache_dir!r}, enable_compression=True, max_memory_cache_size_gb=budget)
+            first = c.get_layer("m", 0)
+            assert first.copy_on_write
+            scribble(first)
+            check_pristine(c.get_layer("m", 0), expected)
+        assert c.verify_cache_integrity() == []
+        print("ok")
+    """)
