@@ -10,6 +10,8 @@ with default options. Then, interleaved so that every figure sees the same load,
   - cold: `sync; echo 3 > /proc/sys/vm/drop_caches`, a new /usr/bin/python3 that imports torch and
     layercache and opens the cache before the clock, and times only cache.get_layer(...);
   - warm: the same after the entry file was read into the page cache (`cat ENTRY > /dev/null`);
+  - memcpy of the layer's size on every core (ctypes.memmove on one thread per core, which releases
+    the GIL; source and destination faulted in beforehand): the limit for warm loads;
   - `dd if=ENTRY of=/dev/null bs=16M iflag=direct` and
     `fio --ioengine=io_uring --iodepth=32 --direct=1 --bs=512k --rw=read` (and --bs=1m) of the entry,
     each after drop_caches.
@@ -17,6 +19,7 @@ Prints each run, the medians, the ratio cold / best device limit, and the load a
 (drop_caches); fio is optional (`apt-get install fio`): without it the limit is dd's alone.
 """
 import argparse
+import ctypes
 import json
 import os
 import re
@@ -59,6 +62,29 @@ def run_child(cache_dir, opts):
     return r["bytes"] / r["s"] / 1e9
 
 
+def memcpy_gbps(nbytes, bufs=[]):
+    """memcpy of nbytes on every core, one slice per thread, into memory already faulted in."""
+    import threading
+    if not bufs:
+        src, dst = bytearray(b"\1" * nbytes), bytearray(nbytes)
+        dst[:] = src  # fault in
+        bufs.extend([src, dst])
+    src, dst = bufs
+    cores = os.cpu_count() or 1
+    slice_ = (nbytes + cores - 1) // cores
+    a = ctypes.addressof((ctypes.c_char * nbytes).from_buffer(src))
+    b = ctypes.addressof((ctypes.c_char * nbytes).from_buffer(dst))
+    ts = [threading.Thread(target=ctypes.memmove, args=(b + i * slice_, a + i * slice_,
+                                                         max(0, min(slice_, nbytes - i * slice_))))
+          for i in range(cores)]
+    t = time.perf_counter()
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    return nbytes / (time.perf_counter() - t) / 1e9
+
+
 def dd_gbps(entry):
     drop_caches()
     p = subprocess.run(["dd", f"if={entry}", "of=/dev/null", "bs=16M", "iflag=direct"], check=True,
@@ -98,10 +124,11 @@ def main():
     entry = max((os.path.join(r, f) for r, _, fs in os.walk(a.cache_dir) for f in fs), key=os.path.getsize)
     have_fio = shutil.which("fio") is not None
     modes = a.modes.split(",")
-    res = {k: [] for k in ["dd", "fio512k", "fio1m"] + [f"cold:{m}" for m in modes] + [f"warm:{m}" for m in modes]}
+    res = {k: [] for k in ["memcpy", "dd", "fio512k", "fio1m"] + [f"cold:{m}" for m in modes] + [f"warm:{m}" for m in modes]}
     loads = []
     for rep in range(a.reps):
         loads.append(os.getloadavg()[0])
+        res["memcpy"].append(memcpy_gbps(os.path.getsize(entry)))
         res["dd"].append(dd_gbps(entry))
         if have_fio:
             res["fio512k"].append(fio_gbps(entry, "512k"))
@@ -118,6 +145,7 @@ def main():
     device = max(med.get("dd", 0), med.get("fio512k", 0), med.get("fio1m", 0))
     print(f"\nentry {entry} ({os.path.getsize(entry) / 1e6:.1f} MB); medians of {a.reps}, GB/s; "
           f"load average (1 min) at each run: {', '.join(f'{l:.1f}' for l in loads)}")
+    print(f"{f'memcpy, {os.cpu_count()} cores':40s} {med['memcpy']:6.2f}")
     print(f"{'dd iflag=direct bs=16M':40s} {med['dd']:6.2f}")
     if have_fio:
         print(f"{'fio io_uring QD32 direct bs=512k':40s} {med['fio512k']:6.2f}")
@@ -128,7 +156,7 @@ def main():
         name = "default options" if m == "auto" else f"disk_read_mode={m}"
         print(f"{'cold get_layer, ' + name:40s} {med[f'cold:{m}']:6.2f}  {med[f'cold:{m}'] / device:.2f} of the device limit")
         if not a.no_warm:
-            print(f"{'warm get_layer, ' + name:40s} {med[f'warm:{m}']:6.2f}")
+            print(f"{'warm get_layer, ' + name:40s} {med[f'warm:{m}']:6.2f}  {med[f'warm:{m}'] / med['memcpy']:.2f} of memcpy")
     if not a.keep:
         shutil.rmtree(a.cache_dir, ignore_errors=True)
 
