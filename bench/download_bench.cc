@@ -111,12 +111,12 @@ int main(int argc, char** argv) {
       auto client = std::make_shared<HubClient>(HubSettings{endpoint, "", false, {}});
       auto model = HubModel::Open(client, "bench/model", "main", "", "");
       if (!model.ok()) Fail(model.status().ToString());
-      if (auto warm = (*model)->DownloadLayer(0, connections, true); !warm.ok()) {
+      if (auto warm = (*model)->DownloadLayer(0, connections); !warm.ok()) {
         Fail(warm.status().ToString());  // shard headers in
       }
       const double s = Seconds([&] {
         for (int64_t i = 0; i < layers; ++i) {
-          auto d = (*model)->DownloadLayer(i, connections, true);
+          auto d = (*model)->DownloadLayer(i, connections);
           if (!d.ok()) Fail(d.status().ToString());
         }
       });

@@ -7,7 +7,7 @@
 // 2. limit: raw pipelined GETs of the layer's chunks received straight into
 //    one buffer (RedisClient::GetInto, no checksum, no parse); and the same
 //    GETs through hiredis's reply objects, for reference;
-// 3. remote: RemoteTier::Get (chunks fetched from every master at once,
+// 3. remote: RemoteTier::Fetch (chunks fetched from every master at once,
 //    XXH3-64 per chunk and XXH3-128 of the whole verified, parsed);
 // 4. disk: get_layer from the local disk tier (page cache warm, memory tier off);
 // 5. source: download_and_cache from the local Hub server (HTTP ranges).
@@ -213,7 +213,7 @@ int main(int argc, char** argv) {
       }
     }));
     via_tier.push_back(Seconds([&] {
-      if (!tier.Get(key)) Fail("remote miss");
+      if (!tier.Fetch(key)) Fail("remote miss");
     }));
     disk.push_back(Seconds([&] {
       if (!cache.get_layer(key)) Fail("disk miss");
@@ -233,7 +233,7 @@ int main(int argc, char** argv) {
       transfer_only.push_back(Seconds([&] {
         auto model = HubModel::Open(client, "acme/model", "main", "", "");
         if (!model.ok()) Fail(model.status().ToString());
-        auto l = (*model)->DownloadLayer(0, d.connections, true);
+        auto l = (*model)->DownloadLayer(0, d.connections);
         if (!l.ok()) Fail(l.status().ToString());
       }));
     }

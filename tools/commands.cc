@@ -409,7 +409,8 @@ std::vector<int64_t> ParseLayers(const std::string& spec) {
   return out;
 }
 
-int Fetch(const Global& g, const FetchOptions& f, const DownloadOptions& d) {
+int Fetch(const Global& g, const FetchOptions& f, const DownloadOptions& options) {
+  DownloadOptions d = options;
   LayerCache cache(ResolveOptions(g));
   EvictionReport ev(cache);
   const std::string model_id = f.model_id.empty() ? f.repo_id : f.model_id;
@@ -477,7 +478,9 @@ int Import(const Global& g, const std::string& dir, const std::string& model_id,
   const std::vector<int64_t> wanted = ParseLayers(layers);
   LayerCache cache(ResolveOptions(g));
   EvictionReport ev(cache);
-  const size_t n = cache.import_checkpoint(dir, model_id, wanted, pattern);
+  const size_t n =
+      cache.import_checkpoint(dir, model_id, wanted, pattern, /*include_non_layer=*/true,
+                              /*revision=*/"", g.json ? ProgressCallback() : ProgressBarCallback());
   const std::string evicted = ev.Describe(cache);
   if (g.json) {
     std::cout << nlohmann::ordered_json{{"imported", n},

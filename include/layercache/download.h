@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include "layercache/progress.h"
 #include "layercache/quantization.h"
 
 namespace layercache {
@@ -11,11 +12,14 @@ namespace layercache {
 struct DownloadOptions {
   std::string revision = "main";  // branch, tag or commit; resolved to a commit
   int connections = 8;            // parallel range requests, 1-64
-  bool quiet = false;             // no progress bar (there is none off a terminal)
-  std::string layer_pattern;      // e.g. "decoder.block.{i}."; "" detects it
-  std::string endpoint;           // "" : $HF_ENDPOINT or https://huggingface.co
-  std::string token;              // "" : $HF_TOKEN or the token file
-  bool offline = false;           // serve from the cache only (also HF_HUB_OFFLINE=1)
+  // Called as a layer's bytes arrive (about every 100 ms), unless quiet.
+  // The library draws nothing; the CLI passes ProgressBarCallback().
+  ProgressCallback progress;
+  bool quiet = false;         // no progress reports
+  std::string layer_pattern;  // e.g. "decoder.block.{i}."; "" detects it
+  std::string endpoint;       // "" : $HF_ENDPOINT or https://huggingface.co
+  std::string token;          // "" : $HF_TOKEN or the token file
+  bool offline = false;       // serve from the cache only (also HF_HUB_OFFLINE=1)
   bool verify_tls = true;
   // PEM file of the CAs to trust (a private Hub mirror); "" : $CURL_CA_BUNDLE,
   // $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE, else the system's store.

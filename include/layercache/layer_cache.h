@@ -44,6 +44,7 @@
 #include "layercache/layer.h"
 #include "layercache/maintenance.h"
 #include "layercache/options.h"
+#include "layercache/progress.h"
 #include "layercache/stats.h"
 #include "layercache/status.h"
 
@@ -143,10 +144,13 @@ class LayerCache {
   // non-empty one is recorded as the model's default revision (as a download
   // of "main" records its commit), and the directory's config.json is kept
   // for it.
+  // `progress` (if any) hears of each layer cached (label "import", units =
+  // layers).
   size_t import_checkpoint(const std::string& dir, std::string_view model_id,
                            const std::vector<int64_t>& layers = {},
                            const std::string& layer_pattern = "", bool include_non_layer = true,
-                           const std::string& revision = "");
+                           const std::string& revision = "",
+                           const ProgressCallback& progress = nullptr);
 
   // Starts loading layers on background threads (options.prefetch_threads):
   // from disk into the memory tier, or, for layers not cached at all, with

@@ -1,4 +1,8 @@
-// A progress bar for long work (downloads, imports, the demo's passes): on a
+// Progress of long work. The library reports it through a ProgressCallback
+// (DownloadOptions::progress, import_checkpoint's `progress`) and draws
+// nothing itself; the CLI and the Python module draw a bar.
+//
+// Progress is that bar (downloads, imports, the demo's passes): on a
 // terminal it redraws one line (count, bytes, rate, ETA) that fits the
 // terminal's width ($COLUMNS when the terminal does not say, else 80);
 // elsewhere, or when quiet, it stays silent and Finish() prints one summary
@@ -9,9 +13,24 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <string>
 
 namespace layercache {
+
+// One report, from the thread that runs the work.
+struct ProgressUpdate {
+  std::string label;      // what runs: "import", "fetch <model> layer 5", ...
+  uint64_t done = 0;      // units done (layers for an import, bytes for a fetch)
+  uint64_t total = 0;     // units in all
+  uint64_t bytes = 0;     // bytes so far
+  bool finished = false;  // the last report of this work (done == total)
+};
+using ProgressCallback = std::function<void(const ProgressUpdate&)>;
+
+// A callback that draws each piece of work (one label) as a Progress bar on
+// `out`, on a terminal only. Not thread-safe: give each thread its own.
+ProgressCallback ProgressBarCallback(std::FILE* out = stderr);
 
 class Progress {
  public:

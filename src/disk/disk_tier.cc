@@ -344,6 +344,55 @@ Result<LayerPtr> DiskTier::Get(const LayerKey& key) {
 
 bool DiskTier::Contains(const LayerKey& key) { return env_->Stat(EntryPath(key.Digest())).ok(); }
 
+// ---- the Tier interface ------------------------------------------------------
+
+namespace {
+struct DiskLease : TierLease {
+  explicit DiskLease(FileLock l) : lock(std::move(l)) {}
+  FileLock lock;
+};
+}  // namespace
+
+Status DiskTier::Insert(const LayerKey& key, const LayerPtr& layer,
+                        std::unique_ptr<TierLease>* lease, Evicted* /*evicted*/) {
+  const auto* held = lease ? dynamic_cast<const DiskLease*>(lease->get()) : nullptr;
+  return Put(key, layer, held ? &held->lock : nullptr);
+}
+
+Result<Tier::Claim> DiskTier::Acquire(const LayerKey& key) {
+  auto lock = LockKey(key);
+  if (!lock.ok()) return lock.status();
+  Claim claim;
+  claim.lease = std::make_unique<DiskLease>(std::move(*lock));
+  auto read = Get(key);
+  if (read.ok()) claim.filled = std::move(*read);
+  return claim;
+}
+
+Result<std::optional<std::unique_ptr<TierLease>>> DiskTier::TryLease(const LayerKey& key) {
+  auto lock = TryLockDigest(key.Digest());
+  if (!lock.ok()) return lock.status();
+  if (!lock->has_value()) return std::optional<std::unique_ptr<TierLease>>();
+  return std::optional<std::unique_ptr<TierLease>>(std::make_unique<DiskLease>(std::move(**lock)));
+}
+
+void DiskTier::AddStats(CacheStats* stats, uint64_t hits) {
+  auto totals = Totals();
+  if (totals.ok()) {
+    stats->disk_cache_entries += totals->entries;
+    stats->disk_cache_bytes += totals->file_bytes;
+    stats->disk_cache_logical_bytes += totals->data_bytes;
+  } else {
+    LogWarn("cannot read disk totals: " + totals.status().message());
+  }
+  stats->max_disk_cache_bytes += capacity();
+  stats->disk_evictions += evictions();
+  stats->checksum_failures += checksum_failures();
+  stats->bytes_read_from_disk += bytes_read();
+  stats->bytes_written_to_disk += bytes_written();
+  stats->disk_hits += hits;
+}
+
 // ---- writing ---------------------------------------------------------------
 
 Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock* held) {

@@ -27,6 +27,7 @@
 #include "layercache/maintenance.h"
 #include "layercache/options.h"
 #include "memory/eviction_advisor.h"
+#include "tier/tier.h"
 
 namespace layercache {
 
@@ -50,15 +51,32 @@ struct DiskTierOptions {
   Env* env = nullptr;  // nullptr: Env::Default()
 };
 
-class DiskTier {
+class DiskTier : public Tier {
  public:
   static Result<std::unique_ptr<DiskTier>> Open(const DiskTierOptions& options);
-  ~DiskTier();
+  ~DiskTier() override;
+
+  // ---- Tier ----
+  const char* name() const override { return "disk"; }
+  Result<LayerPtr> Get(const LayerKeyRef& key) override { return Get(key.ToKey()); }
+  bool Contains(const LayerKey& key) override;
+  // Put(), under the key's lock when `lease` holds it (from Acquire).
+  Status Insert(const LayerKey& key, const LayerPtr& layer, std::unique_ptr<TierLease>* lease,
+                Evicted* evicted) override;
+  // Takes the key's cross-process lock (waiting for another process's
+  // load), then looks again: that process may have stored the layer.
+  Result<Claim> Acquire(const LayerKey& key) override;
+  // The key's lock if free (TryLock).
+  Result<std::optional<std::unique_ptr<TierLease>>> TryLease(const LayerKey& key) override;
+  Result<size_t> Invalidate(const std::optional<std::string>& model_id,
+                            const std::optional<int64_t>& layer_index) override;
+  Result<bool> Remove(const LayerKey& key) override { return RemoveKey(key); }
+  Status Clear() override;
+  void AddStats(CacheStats* stats, uint64_t hits) override;
 
   // The layer; NotFound on a miss; Corruption when the entry was bad (it has
   // been removed and counted).
   Result<LayerPtr> Get(const LayerKey& key);
-  bool Contains(const LayerKey& key);
   // Writes (or replaces) the entry for `key` and evicts LRU entries beyond the
   // budget. `held` is the key's lock when the caller already holds it.
   Status Put(const LayerKey& key, const LayerPtr& layer, const FileLock* held = nullptr);
@@ -82,11 +100,8 @@ class DiskTier {
   Status WriteBack(const LayerKey& key, const LayerPtr& layer, uint64_t epoch, const FileLock& held,
                    bool* written);
 
-  Result<size_t> Invalidate(const std::optional<std::string>& model_id,
-                            const std::optional<int64_t>& layer_index);
   // Removes the entry of exactly `key` (all four fields); false when absent.
   Result<bool> RemoveKey(const LayerKey& key);
-  Status Clear();
   Result<std::vector<CorruptEntry>> Verify();
   Result<OptimizeReport> Optimize();
   Result<std::vector<IndexRow>> List();

@@ -118,23 +118,25 @@ Result<std::string> HubModel::FetchFile(const std::string& filename) {
   return client_->FetchSmallFile(*f);
 }
 
-Result<LayerDownload> HubModel::DownloadLayer(int64_t index, int connections, bool quiet) {
+Result<LayerDownload> HubModel::DownloadLayer(int64_t index, int connections,
+                                              const ProgressCallback& progress) {
   auto names = locator_.LayerTensors(names_, index);
   if (names.empty()) {
     return Status::NotFound(repo_id_ + "@" + revision_ + " has no layer " + std::to_string(index) +
                             " (pattern \"" + locator_.pattern() + "\", " +
                             std::to_string(num_layers()) + " layers)");
   }
-  return Download(names, connections, quiet, "layer " + std::to_string(index));
+  return Download(names, connections, progress, "layer " + std::to_string(index));
 }
 
-Result<LayerDownload> HubModel::DownloadNonLayerTensors(int connections, bool quiet) {
-  return Download(locator_.NonLayerTensors(names_), connections, quiet, "non-layer");
+Result<LayerDownload> HubModel::DownloadNonLayerTensors(int connections,
+                                                        const ProgressCallback& progress) {
+  return Download(locator_.NonLayerTensors(names_), connections, progress, "non-layer");
 }
 
 Result<LayerDownload> HubModel::Download(
-    const std::vector<std::pair<std::string, std::string>>& names, int connections, bool quiet,
-    const std::string& label) {
+    const std::vector<std::pair<std::string, std::string>>& names, int connections,
+    const ProgressCallback& progress, const std::string& label) {
   // Where each tensor is: shard, header entry.
   struct Source {
     const Shard* shard;
@@ -216,20 +218,27 @@ Result<LayerDownload> HubModel::Download(
   std::vector<std::thread> threads;
   const int workers = running;
   for (int t = 0; t < workers; ++t) threads.emplace_back(work);
-  quiet = quiet || ::isatty(STDERR_FILENO) == 0;
-  Progress progress("fetch " + label, total, quiet);
+  ProgressUpdate update;
+  update.label = "fetch " + label;
+  update.total = total;
   {
     std::unique_lock lock(done_mu);
     while (running > 0) {
-      // Redraw the bar while the workers run (every 100 ms at most).
+      // Report while the workers run (every 100 ms at most).
       done_cv.wait_for(lock, std::chrono::milliseconds(100));
-      progress.Update(fetched.load(), fetched.load());
+      if (progress) {
+        update.done = update.bytes = fetched.load();
+        progress(update);
+      }
     }
   }
   for (auto& t : threads) t.join();
   if (!first_error.ok()) return first_error;
-  progress.Update(total, total);
-  if (!quiet) progress.Finish();
+  if (progress) {
+    update.done = update.bytes = total;
+    update.finished = true;
+    progress(update);
+  }
   auto layer = Layer::Create(std::move(*plan), std::move(buffer), {});
   if (!layer.ok()) return layer.status();
   return LayerDownload{std::move(*layer), total};

@@ -17,6 +17,7 @@
 
 #include "hub/hub_client.h"
 #include "layercache/layer.h"
+#include "layercache/progress.h"
 #include "source/layer_locator.h"
 
 namespace layercache {
@@ -41,11 +42,13 @@ class HubModel {
   int64_t num_layers() const { return locator_.num_layers(); }
   const std::string& layer_pattern() const { return locator_.pattern(); }
 
-  // Downloads layer `index` with `connections` parallel requests; shows a
-  // progress bar on a terminal unless `quiet`.
-  Result<LayerDownload> DownloadLayer(int64_t index, int connections, bool quiet);
+  // Downloads layer `index` with `connections` parallel requests, reporting
+  // the bytes received to `progress` (if any) from the calling thread.
+  Result<LayerDownload> DownloadLayer(int64_t index, int connections,
+                                      const ProgressCallback& progress = nullptr);
   // The tensors outside every layer (embeddings, final norm, lm_head).
-  Result<LayerDownload> DownloadNonLayerTensors(int connections, bool quiet);
+  Result<LayerDownload> DownloadNonLayerTensors(int connections,
+                                                const ProgressCallback& progress = nullptr);
   // A small file of the repository at the resolved revision (config.json);
   // NotFound when the repository has no such file.
   Result<std::string> FetchFile(const std::string& filename);
@@ -57,7 +60,8 @@ class HubModel {
   };
   Result<Shard*> LoadShard(const std::string& filename);
   Result<LayerDownload> Download(const std::vector<std::pair<std::string, std::string>>& names,
-                                 int connections, bool quiet, const std::string& label);
+                                 int connections, const ProgressCallback& progress,
+                                 const std::string& label);
 
   std::shared_ptr<HubClient> client_;
   std::string repo_id_;

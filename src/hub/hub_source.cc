@@ -3,8 +3,11 @@
 #include <xxhash.h>
 
 #include <cstdlib>
+#include <stdexcept>
 
+#include "hub/hub_client.h"
 #include "io/env.h"
+#include "layercache/quantization.h"
 #include "util/path.h"
 
 namespace layercache {
@@ -84,6 +87,68 @@ Result<std::shared_ptr<HubModel>> HubSource::Model(const std::string& repo_id,
   std::lock_guard lock(mu_);
   models_[memo_key] = Memo{*model, std::chrono::steady_clock::now()};
   return *model;
+}
+
+Result<SourceLoad> HubSource::Resolve(std::string_view model_id, int64_t layer_index,
+                                      const std::string& repo_id, const std::string& filename,
+                                      const DownloadOptions& options, bool non_layer,
+                                      std::function<void(uint64_t)> on_bytes) {
+  SourceLoad out;
+  LayerKey& key = out.key;
+  key.model_id = std::string(model_id);
+  key.layer_index = non_layer ? 0 : layer_index;
+  key.quantization_mode = non_layer ? kNonLayerQuantizationMode : "";
+  const bool quantize = !non_layer && options.quantize.has_value();
+  if (quantize) {
+    options.quantize->Validate();
+    key.quantization_mode = std::string(quant::QuantModeName(options.quantize->mode));
+  }
+  key.Validate();
+  if (Status s = CheckRepoId(repo_id); !s.ok()) throw std::invalid_argument(s.message());
+  if (options.connections < 1 || options.connections > 64) {
+    throw std::invalid_argument("connections must be between 1 and 64, got " +
+                                std::to_string(options.connections));
+  }
+  const std::string revision = options.revision.empty() ? "main" : options.revision;
+  out.requested_revision = revision;
+  // Without the Hub: the commit recorded for the revision, served from the cache only.
+  auto from_record = [&](const Status& why) -> Result<SourceLoad> {
+    const bool commit = revision.size() == 40 &&
+                        revision.find_first_not_of("0123456789abcdef") == std::string::npos;
+    auto recorded =
+        commit ? Result<std::string>(revision) : RecordedRevision(repo_id, revision, filename);
+    if (!recorded.ok()) return why.ok() ? recorded.status() : why;
+    key.revision = *recorded;
+    out.unavailable =
+        why.ok()
+            ? Status::NotFound("offline (HF_HUB_OFFLINE) and " + key.ToString() + " is not cached")
+            : why;
+    if (!why.ok()) {
+      out.serving_cached_note =
+          why.message() + "; serving the cached copy of " + repo_id + "@" + revision;
+    }
+    return std::move(out);
+  };
+  if (Offline(options)) return from_record(Status::OK());
+  auto model = Model(repo_id, filename, options);
+  if (!model.ok()) {
+    // The Hub is unreachable: a layer cached earlier is still good.
+    if (model.status().code() == StatusCode::kIOError) return from_record(model.status());
+    return model.status();
+  }
+  key.revision = (*model)->key_revision();
+  out.fetch_file = [model = *model](const std::string& name) { return model->FetchFile(name); };
+  out.load = [model = *model, layer_index, non_layer, options, quantize,
+              on_bytes = std::move(on_bytes)]() -> Result<LayerPtr> {
+    const ProgressCallback& progress = options.quiet ? ProgressCallback() : options.progress;
+    auto d = non_layer ? model->DownloadNonLayerTensors(options.connections, progress)
+                       : model->DownloadLayer(layer_index, options.connections, progress);
+    if (!d.ok()) return d.status();
+    if (on_bytes) on_bytes(d->payload_bytes);
+    if (quantize) return quant::QuantizeLayer(*d->layer, *options.quantize);
+    return d->layer;
+  };
+  return out;
 }
 
 }  // namespace layercache

@@ -5,13 +5,16 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "hub/hub_model.h"
 #include "layercache/download.h"
+#include "source/source_load.h"
 
 namespace layercache {
 
@@ -28,6 +31,19 @@ class HubSource {
   Result<std::string> RecordedRevision(const std::string& repo_id, const std::string& revision,
                                        const std::string& filename);
   static bool Offline(const DownloadOptions& options);
+
+  // Layer `layer_index` of `repo_id` (or, `non_layer`, the tensors outside
+  // the layers, as layer 0 of kNonLayerQuantizationMode) for the cache of
+  // `model_id`: the key (revision = the commit the revision resolved to;
+  // quantization mode that of options.quantize, the layer quantized so)
+  // and its download, which reports the tensor bytes it fetched to
+  // `on_bytes`. Offline (or with the Hub unreachable) the key is that of the
+  // revision recorded earlier, with no load. Throws std::invalid_argument
+  // for bad arguments.
+  Result<SourceLoad> Resolve(std::string_view model_id, int64_t layer_index,
+                             const std::string& repo_id, const std::string& filename,
+                             const DownloadOptions& options, bool non_layer,
+                             std::function<void(uint64_t)> on_bytes);
 
  private:
   std::string RefPath(const std::string& repo_id, const std::string& revision,

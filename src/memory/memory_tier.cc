@@ -56,6 +56,33 @@ void MemoryTier::DrainPendingAccesses() {
   for (const PendingAccess& a : all) advisor_.Access(a.id, a.charge);
 }
 
+Result<LayerPtr> MemoryTier::Get(const LayerKeyRef& key) {
+  if (LayerPtr layer = Lookup(key)) return layer;
+  return Status(StatusCode::kNotFound, std::string());  // no message: misses are frequent
+}
+
+Status MemoryTier::Insert(const LayerKey& key, const LayerPtr& layer,
+                          std::unique_ptr<TierLease>* /*lease*/, Evicted* evicted) {
+  (void)Insert(key, LayerPtr(layer), evicted);
+  return Status::OK();
+}
+
+Result<size_t> MemoryTier::Invalidate(const std::optional<std::string>& model_id,
+                                      const std::optional<int64_t>& layer_index) {
+  return EraseIf([&](const LayerKey& k) {
+    return !model_id ||
+           (k.model_id == *model_id && (!layer_index || k.layer_index == *layer_index));
+  });
+}
+
+void MemoryTier::AddStats(CacheStats* stats, uint64_t hits) {
+  stats->memory_cache_entries += size();
+  stats->memory_cache_bytes += usage();
+  stats->max_memory_cache_bytes += capacity();
+  stats->memory_evictions += evictions();
+  stats->memory_hits += hits;
+}
+
 bool MemoryTier::Contains(const LayerKeyRef& key) const {
   const Shard& s = ShardFor(key);
   std::lock_guard lock(s.mu);
@@ -157,8 +184,9 @@ size_t MemoryTier::EraseIf(const std::function<bool(const LayerKey&)>& pred) {
   return erased;
 }
 
-void MemoryTier::Clear() {
+Status MemoryTier::Clear() {
   EraseIf([](const LayerKey&) { return true; });
+  return Status::OK();
 }
 
 }  // namespace layercache

@@ -1,10 +1,11 @@
 // MemoryTier: the hot tier. A sharded map from LayerKey to LayerPtr with a
 // byte budget charged by each layer's size.
 //
-// Hits are cheap and scale across threads: a hit takes its shard's lock in
-// shared mode, stamps the entry with the time (a relaxed store to the entry
-// alone: no list to splice, no counter shared by all threads) and copies the
-// LayerPtr; the lookup itself needs no allocation (LayerKeyRef). Eviction,
+// Hits are cheap and scale across threads: a hit takes the lock of one of 16
+// shards (briefly: a hash lookup), stamps the entry with the time (a relaxed
+// store to the entry alone: no list to splice, no counter shared by all
+// threads) and copies the LayerPtr; the lookup itself needs no allocation
+// (LayerKeyRef). Eviction,
 // which happens when a layer is inserted, scans the stamps for the victim: the
 // least recently used entry overall (exact LRU across shards), or, when the
 // EvictionAdvisor says the workload is sweeping, the most recently used one
@@ -26,14 +27,28 @@
 #include "layercache/key.h"
 #include "layercache/layer.h"
 #include "memory/eviction_advisor.h"
+#include "tier/tier.h"
 
 namespace layercache {
 
-class MemoryTier {
+class MemoryTier : public Tier {
  public:
   explicit MemoryTier(uint64_t capacity_bytes, EvictionPolicy policy = EvictionPolicy::kLru);
 
-  using Evicted = std::vector<std::pair<LayerKey, LayerPtr>>;
+  using Evicted = Tier::Evicted;
+
+  // ---- Tier ----
+  const char* name() const override { return "memory"; }
+  Result<LayerPtr> Get(const LayerKeyRef& key) override;
+  bool Contains(const LayerKey& key) override { return Contains(LayerKeyRef(key)); }
+  // A layer larger than the whole budget is not kept (and is no error).
+  Status Insert(const LayerKey& key, const LayerPtr& layer, std::unique_ptr<TierLease>* lease,
+                Evicted* evicted) override;
+  Result<size_t> Invalidate(const std::optional<std::string>& model_id,
+                            const std::optional<int64_t>& layer_index) override;
+  Result<bool> Remove(const LayerKey& key) override { return Erase(LayerKeyRef(key)); }
+  Status Clear() override;
+  void AddStats(CacheStats* stats, uint64_t hits) override;
 
   // The layer for `key` (now the most recently used), or nullptr.
   LayerPtr Lookup(const LayerKeyRef& key);
@@ -47,7 +62,6 @@ class MemoryTier {
   bool Erase(const LayerKeyRef& key);
   // Erases every entry for which `pred` is true; returns how many.
   size_t EraseIf(const std::function<bool(const LayerKey&)>& pred);
-  void Clear();
 
   uint64_t usage() const { return usage_.load(std::memory_order_relaxed); }
   uint64_t capacity() const { return capacity_; }

@@ -130,7 +130,7 @@ void RemoteTier::Miss(const std::string& why, const std::string& digest, bool co
   (void)Run({Cmd({"DEL", ManifestKey(digest)})});
 }
 
-std::optional<LayerPtr> RemoteTier::Get(const LayerKey& key, bool count_miss) {
+std::optional<LayerPtr> RemoteTier::Fetch(const LayerKey& key, bool count_miss) {
   const std::string digest = key.Digest();
   auto m = Run({Cmd({"GET", ManifestKey(digest)})});
   if (!m.ok()) return std::nullopt;
@@ -374,7 +374,7 @@ std::optional<LayerPtr> RemoteTier::WaitForPeer(const LayerKey& key) {
     if (!lease.ok()) return std::nullopt;
     auto manifest = Run({Cmd({"EXISTS", ManifestKey(digest)})});
     if (!manifest.ok()) return std::nullopt;
-    if ((*manifest)[0].integer() > 0) return Get(key);
+    if ((*manifest)[0].integer() > 0) return Fetch(key);
     if ((*lease)[0].integer() == 0) return std::nullopt;  // given up, or died
     std::this_thread::sleep_for(delay);
     delay = std::min(delay * 2, std::chrono::milliseconds(100));
@@ -433,6 +433,68 @@ Result<std::vector<RemoteTier::MasterInfo>> RemoteTier::Describe() {
     out.push_back(std::move(m));
   }
   return out;
+}
+
+// ---- the Tier interface ------------------------------------------------------
+
+Result<LayerPtr> RemoteTier::Get(const LayerKeyRef& key) {
+  if (std::optional<LayerPtr> layer = Fetch(key.ToKey())) return std::move(*layer);
+  return Status(StatusCode::kNotFound, std::string());
+}
+
+bool RemoteTier::Contains(const LayerKey& key) {
+  auto r = Run({Cmd({"EXISTS", ManifestKey(key.Digest())})});
+  return r.ok() && (*r)[0].integer() > 0;
+}
+
+Status RemoteTier::Insert(const LayerKey& key, const LayerPtr& layer,
+                          std::unique_ptr<TierLease>* lease, Evicted* /*evicted*/) {
+  std::unique_ptr<Lease> held;
+  if (lease && dynamic_cast<Lease*>(lease->get()) != nullptr) {
+    held.reset(static_cast<Lease*>(lease->release()));
+  }
+  PublishAsync(key, layer, std::move(held));
+  return Status::OK();
+}
+
+Result<Tier::Claim> RemoteTier::Acquire(const LayerKey& key) {
+  bool held_elsewhere = false;
+  Claim claim;
+  std::unique_ptr<Lease> lease = TryAcquireLease(key, &held_elsewhere);
+  std::optional<LayerPtr> peer;
+  if (lease) {
+    // Published by a node that released its lease just before ours?
+    peer = Fetch(key, /*count_miss=*/false);
+  } else if (held_elsewhere) {
+    peer = WaitForPeer(key);
+  }
+  if (peer) {
+    claim.filled = std::move(*peer);  // and the lease goes
+  } else {
+    claim.lease = std::move(lease);
+  }
+  return claim;
+}
+
+Result<size_t> RemoteTier::Invalidate(const std::optional<std::string>& /*model_id*/,
+                                      const std::optional<int64_t>& /*layer_index*/) {
+  return size_t{0};
+}
+
+void RemoteTier::AddStats(CacheStats* stats, uint64_t /*hits: counted by Fetch*/) {
+  const RemoteStats r = this->stats();
+  stats->remote_enabled = true;
+  stats->remote_hits += r.hits;
+  stats->remote_misses += r.misses;
+  stats->bytes_from_remote += r.bytes_read;
+  stats->bytes_to_remote += r.bytes_written;
+  stats->remote_publishes += r.publishes;
+  stats->remote_lease_waits += r.lease_waits;
+  stats->remote_errors += r.errors;
+  stats->remote_corrupt += r.corrupt;
+  stats->remote_breaker_opens += r.breaker_opens;
+  stats->remote_breaker_open = stats->remote_breaker_open || r.breaker_open;
+  stats->remote_redirections += r.redirections;
 }
 
 RemoteTierOptions RemoteTierOptions::From(const LayerCacheOptions& options) {

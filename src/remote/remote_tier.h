@@ -37,6 +37,7 @@
 #include "layercache/options.h"
 #include "layercache/status.h"
 #include "remote/redis_client.h"
+#include "tier/tier.h"
 #include "util/thread_pool.h"
 
 namespace layercache {
@@ -68,22 +69,41 @@ struct RemoteStats {
   uint64_t redirections = 0;   // Redis Cluster MOVED / ASK followed
 };
 
-class RemoteTier {
+class RemoteTier : public Tier {
  public:
   // Validates the URLs (no connection yet: Redis being down is not an error).
   static Result<std::unique_ptr<RemoteTier>> Open(const RemoteTierOptions& options);
-  ~RemoteTier();
+  ~RemoteTier() override;
+
+  // ---- Tier ----
+  const char* name() const override { return "remote"; }
+  // Fetch(); every failure is a miss (NotFound), counted and logged there.
+  Result<LayerPtr> Get(const LayerKeyRef& key) override;
+  bool Contains(const LayerKey& key) override;  // a manifest is there
+  // PublishAsync() with the lease from Acquire(); returns at once.
+  Status Insert(const LayerKey& key, const LayerPtr& layer, std::unique_ptr<TierLease>* lease,
+                Evicted* evicted) override;
+  // TryAcquireLease(); when another node holds it, WaitForPeer().
+  Result<Claim> Acquire(const LayerKey& key) override;
+  bool shared() const override { return true; }
+  // Published layers stay until they expire (remote_ttl_s) or Redis evicts
+  // them: invalidation does not reach other nodes. Returns 0.
+  Result<size_t> Invalidate(const std::optional<std::string>& model_id,
+                            const std::optional<int64_t>& layer_index) override;
+  Result<bool> Remove(const LayerKey& /*key*/) override { return false; }  // as Invalidate
+  Status Clear() override { return Status::OK(); }
+  void Flush() override;
+  void AddStats(CacheStats* stats, uint64_t hits) override;
 
   // The layer if the remote tier holds a complete, intact copy; nullopt on a
   // miss, or when Redis cannot be used now.
   // `count_miss`: whether a missing manifest counts as a miss in stats().
-  std::optional<LayerPtr> Get(const LayerKey& key, bool count_miss = true);
+  std::optional<LayerPtr> Fetch(const LayerKey& key, bool count_miss = true);
   // Publishes in the background (then releases `lease`, if any).
   class Lease;
   void PublishAsync(const LayerKey& key, LayerPtr layer, std::unique_ptr<Lease> lease);
   Status Publish(const LayerKey& key, const Layer& layer);
-  // Waits until every background publication has finished.
-  void Flush();
+  // (Flush() waits until every background publication has finished.)
 
   // Cluster-wide single flight. Acquire: the lease if nobody holds it
   // (renewed in the background until released); nullptr when another node
@@ -132,10 +152,10 @@ class RemoteTier {
 };
 
 // A held lease, renewed by a background thread; released when destroyed.
-class RemoteTier::Lease {
+class RemoteTier::Lease : public TierLease {
  public:
   Lease(RemoteTier* tier, std::string key, std::string token);
-  ~Lease();
+  ~Lease() override;
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 namespace layercache {
 
@@ -105,6 +106,19 @@ double Progress::Finish() {
     std::fflush(out_);
   }
   return secs;
+}
+
+ProgressCallback ProgressBarCallback(std::FILE* out) {
+  auto bar = std::make_shared<std::unique_ptr<Progress>>();
+  return [bar, out](const ProgressUpdate& u) {
+    if (::isatty(::fileno(out)) == 0) return;
+    if (!*bar) *bar = std::make_unique<Progress>(u.label, u.total, /*quiet=*/false, out);
+    (*bar)->Update(u.done, u.bytes);
+    if (u.finished) {
+      (*bar)->Finish();
+      bar->reset();
+    }
+  };
 }
 
 }  // namespace layercache
