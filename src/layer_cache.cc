@@ -156,15 +156,25 @@ class LayerCache::Impl {
   Result<LayerPtr> Download(std::string_view model_id, int64_t layer_index,
                             const std::string& repo_id, const std::string& filename,
                             const DownloadOptions& options, bool non_layer) {
+    uint64_t downloaded = 0;  // by source->load, on this thread
     auto source = hub_->Resolve(model_id, layer_index, repo_id, filename, options, non_layer,
-                                [this](uint64_t bytes) { RecordDownload(bytes); });
+                                [this, &downloaded](uint64_t bytes) {
+                                  RecordDownload(bytes);
+                                  downloaded = bytes;
+                                });
     if (!source.ok()) return source.status();
     if (source->load) {
-      LogDebug("download_and_cache " + source->key.ToString() + " from " + repo_id);
+      LogDebug("download_and_cache " + source->key.ToString() + " from " + repo_id + "@" +
+               options.revision);
       auto result = GetOrLoad(source->key, [&]() -> Result<LayerPtr> {
         const auto t0 = std::chrono::steady_clock::now();
         Result<LayerPtr> r = source->load();
-        latencies_.load_hub.Observe(Seconds(t0));
+        const double took = Seconds(t0);
+        latencies_.load_hub.Observe(took);
+        if (r.ok()) {
+          LogDebug("downloaded " + source->key.ToString() + ": " + std::to_string(downloaded) +
+                   " bytes in " + std::to_string(took) + " s");
+        }
         return r;
       });
       if (result.ok()) NoteModel(*source);
