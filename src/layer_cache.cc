@@ -93,6 +93,10 @@ class LayerCache::Impl {
     chain_ = std::make_unique<TierChain>(std::move(tiers));
     // Lookups past the top tier, timed by the tier that served them.
     chain_->set_lookup_observer([this](size_t tier, double seconds) {
+      if (tier == 0) {  // sampled memory hits
+        static_assert(TierChain::kTopHitSample == CacheLatencies::kMemoryHitSample);
+        return latencies_.get_memory.Observe(seconds, CacheLatencies::kMemoryHitSample);
+      }
       (tier == 1   ? latencies_.get_disk
        : tier == 2 ? latencies_.get_remote
                    : latencies_.get_miss)

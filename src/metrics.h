@@ -18,7 +18,9 @@ class LatencyHistogram {
  public:
   static constexpr std::array<double, 14> kBounds = {1e-5,  5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01,
                                                      0.025, 0.05, 0.1,  0.25, 1.0,  5.0,  30.0};
-  void Observe(double seconds);
+  void Observe(double seconds) { Observe(seconds, 1); }
+  // One observation standing for `weight` alike (a sampled histogram).
+  void Observe(double seconds, uint64_t weight);
   struct Snapshot {
     std::array<uint64_t, kBounds.size() + 1> counts{};  // per bucket; the last is +Inf
     uint64_t count = 0;
@@ -35,9 +37,13 @@ class LatencyHistogram {
 // The histograms a LayerCache keeps (this process).
 struct CacheLatencies {
   // get_layer calls that went past the memory tier, by outcome: served from
-  // disk, from the cluster tier, or a miss. (Memory hits are counted, not
-  // timed: they take less than reading a clock twice.)
+  // disk, from the cluster tier, or a miss.
   LatencyHistogram get_disk, get_remote, get_miss;
+  // Memory hits, sampled: one in kMemoryHitSample is timed and observed with
+  // that weight (reading the clock twice on every hit would cost about as
+  // much as the hit itself).
+  static constexpr uint64_t kMemoryHitSample = 64;
+  LatencyHistogram get_memory;
   LatencyHistogram put_disk;    // writing an entry (and any eviction it causes)
   LatencyHistogram load_hub;    // download_and_cache of a layer not cached
   LatencyHistogram load_other;  // get_or_load's loader

@@ -70,6 +70,34 @@ TEST(Metrics, TextHasCountersGaugesAndHistograms) {
   EXPECT_EQ(t.back(), '\n');
 }
 
+// Memory hits are timed one in 64, each timing standing for 64 hits: the
+// histogram's count follows the hit counter in steps of 64.
+uint64_t SampleCount(const std::string& text, const std::string& series) {
+  const size_t at = text.find(series + " ");
+  if (at == std::string::npos) return UINT64_MAX;
+  return std::stoull(text.substr(at + series.size() + 1));
+}
+
+TEST(Metrics, MemoryHitsAreSampledIntoTheGetHistogram) {
+  TempDir dir;
+  LayerCacheOptions o = Opts(dir);
+  o.max_memory_cache_size_gb = 1;
+  LayerCache c(o);
+  ASSERT_TRUE(c.cache_layer("m", 0, Small()));
+  constexpr uint64_t kHits = 64 * 20;
+  for (uint64_t i = 0; i < kHits; ++i) ASSERT_NE(c.get_layer("m", 0), nullptr);
+  ASSERT_EQ(c.get_stats().memory_hits, kHits);
+  const std::string t = c.metrics_text();
+  const uint64_t n = SampleCount(t, "layercache_get_duration_seconds_count{tier=\"memory\"}");
+  EXPECT_EQ(n % 64, 0u) << t;
+  EXPECT_GE(n, kHits - 64) << t;
+  EXPECT_LE(n, kHits) << t;
+  // Every sampled hit took well under a second (the +Inf bucket holds them all,
+  // the 1 s one too).
+  EXPECT_EQ(SampleCount(t, "layercache_get_duration_seconds_bucket{tier=\"memory\",le=\"1\"}"), n)
+      << t;
+}
+
 TEST(Logging, LevelAndSinkAreTheCallersToSet) {
   const LogLevel before = GetLogLevel();
   std::mutex mu;

@@ -37,10 +37,18 @@ LayerPtr TierChain::Get(const LayerKeyRef& key) {
   // The cheap checks here; the text checks (NUL bytes, UTF-8) only on a
   // miss: a key that fails them was never cached, so it cannot hit.
   if (key.model_id.empty() || key.layer_index < 0) key.Validate();  // throws
+  // One top-tier hit in kTopHitSample is timed (two clock reads would cost as
+  // much as the hit): when this slot's hit count is one short of a multiple.
+  CounterSlot& c = Slot();
+  const bool timed =
+      observer_ && (c.hits[0].load(std::memory_order_relaxed) % kTopHitSample) == kTopHitSample - 1;
+  const auto t0 =
+      timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   if (auto hit = tiers_[0]->Get(key); hit.ok()) {
-    CounterSlot& c = Slot();
     c.hits[0].fetch_add(1, std::memory_order_relaxed);
     c.bytes_served.fetch_add((*hit)->nbytes(), std::memory_order_relaxed);
+    if (timed)
+      observer_(0, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return std::move(*hit);
   }
   key.Validate();

@@ -94,7 +94,11 @@ class TierChain {
   void AddStats(CacheStats* stats);
 
   // Called after each lookup past the top tier with the tier that served it
-  // (size() on a miss) and the seconds it took. Set before use.
+  // (size() on a miss) and the seconds it took, and for one top-tier hit in
+  // kTopHitSample with tier 0. Set before use.
+  // Hits in the top tier are sampled: one in kTopHitSample is reported (tier
+  // 0), standing for that many.
+  static constexpr uint64_t kTopHitSample = 64;
   void set_lookup_observer(std::function<void(size_t tier, double seconds)> observer) {
     observer_ = std::move(observer);
   }
