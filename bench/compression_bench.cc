@@ -2,7 +2,7 @@
 // on all cores, and cold loads of compressed against plain entries, each timed
 // in a new process after the page cache was dropped (drop_caches as root,
 // else fadvise of the entries, and the output says which).
-//   build/bench/compression_bench [--fixtures DIR] [--level L] [--smoke]
+//   build/bench/compression_bench [--fixtures DIR] [--level 1-9] [--smoke]
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
     return ChildLoad(argv[2], std::string(argv[3]) == "1", std::atoi(argv[4]));
   }
   std::string fixtures = "../shared/fixtures/safetensors";
-  int level = 3;
+  int level = LayerCacheOptions{}.compression_level;  // the default, 6 (zstd 1)
   bool smoke = false;  // --smoke: 1 MiB cases, one repetition (CI: the benchmark must run)
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--smoke") smoke = true;
@@ -122,7 +122,8 @@ int main(int argc, char** argv) {
   }
   const int reps = smoke ? 1 : 5;
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  std::printf("zstd level %d, chunks of %llu MiB, %u cores; medians of %d runs\n", level,
+  std::printf("compression_level %d (zstd %d), chunks of %llu MiB, %u cores; medians of %d runs\n",
+              level, ZstdLevelFor(level),
               static_cast<unsigned long long>(kCompressionChunkBytes >> 20), cores, reps);
   std::printf("%-34s %9s %7s %10s %10s %10s %10s\n", "data", "MiB", "ratio", "comp 1c", "comp all",
               "decomp 1c", "decomp all");
