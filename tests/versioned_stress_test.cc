@@ -2,8 +2,10 @@
 // same 16 keys; every write carries (key, version, writer) in its bytes and
 // every read is checked (tests/versioned_worker.cc says exactly what holds).
 // Run with the memory tier off (linearizable per key across processes), on
-// in one process of 16 threads (linearizable), on in 4 processes (never torn;
-// older versions counted) and with the Redis tier.
+// in one process of 16 threads (linearizable), on in 4 processes (each
+// process's own acknowledgements hold: no write-back of another process
+// undoes them; older versions than other processes' acknowledgements
+// counted) and with the Redis tier.
 // LAYERCACHE_STRESS_SECONDS sets the duration (default 10 s per run).
 #include <gtest/gtest.h>
 
@@ -32,8 +34,8 @@ std::string Seconds() {
   return s != nullptr && *s != '\0' ? s : "10";
 }
 
-// memory: 0 off, 1 on (each process's own acknowledgements checked), 2 on
-// (reads older than them counted, not failed).
+// memory: 0 off, 1 on (each process's own acknowledgements checked), 2 on in
+// several processes (the same check).
 Totals RunVersioned(const TempDir& dir, int processes, int threads, int memory,
                     const std::string& urls = "") {
   testing::WriteText(dir / "shared", "");
@@ -101,11 +103,11 @@ TEST(VersionedStress, OneProcessOfSixteenThreadsMemoryTierOnLinearizable) {
   RunVersioned(dir, 1, 16, /*memory=*/1);
 }
 
-// Several processes with their memory tiers: every read is one whole version
-// (checked); reads older than the process's own acknowledgements happen (a
-// memory tier writing back what another process invalidated) and are
-// counted, see versioned_worker.cc.
-TEST(VersionedStress, FourProcessesOfFourThreadsMemoryTierOnNeverTorn) {
+// Several processes with their memory tiers: every read is one whole version,
+// and never older than what its own process acknowledged (a put, or an
+// invalidation that another process's write-back of an evicted layer must
+// not undo); reads older than other processes' acknowledgements are counted.
+TEST(VersionedStress, FourProcessesOfFourThreadsMemoryTierOnNoWriteBackUndoesAnInvalidation) {
   TempDir dir;
   RunVersioned(dir, 4, 4, /*memory=*/2);
 }

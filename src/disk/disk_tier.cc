@@ -376,6 +376,15 @@ Result<std::optional<std::unique_ptr<TierLease>>> DiskTier::TryLease(const Layer
   return std::optional<std::unique_ptr<TierLease>>(std::make_unique<DiskLease>(std::move(**lock)));
 }
 
+Status DiskTier::WriteBack(const LayerKey& key, const LayerPtr& layer,
+                           std::optional<uint64_t> epoch, std::unique_ptr<TierLease>* lease,
+                           bool* written) {
+  *written = false;
+  const auto* held = lease ? dynamic_cast<const DiskLease*>(lease->get()) : nullptr;
+  if (held == nullptr || !epoch) return Status::OK();
+  return WriteBack(key, layer, *epoch, held->lock, written);
+}
+
 void DiskTier::AddStats(CacheStats* stats, uint64_t hits) {
   auto totals = Totals();
   if (totals.ok()) {

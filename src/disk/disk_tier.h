@@ -68,6 +68,11 @@ class DiskTier : public Tier {
   Result<Claim> Acquire(const LayerKey& key) override;
   // The key's lock if free (TryLock).
   Result<std::optional<std::unique_ptr<TierLease>>> TryLease(const LayerKey& key) override;
+  std::optional<uint64_t> SharedEpoch(const LayerKey& key) override { return Epoch(key); }
+  // WriteBack() below, under the lease's lock; without an epoch, or without
+  // the lock, nothing is written.
+  Status WriteBack(const LayerKey& key, const LayerPtr& layer, std::optional<uint64_t> epoch,
+                   std::unique_ptr<TierLease>* lease, bool* written) override;
   Result<size_t> Invalidate(const std::optional<std::string>& model_id,
                             const std::optional<int64_t>& layer_index) override;
   Result<bool> Remove(const LayerKey& key) override { return RemoveKey(key); }

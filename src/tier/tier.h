@@ -79,6 +79,31 @@ class Tier {
     return std::optional<std::unique_ptr<TierLease>>(std::unique_ptr<TierLease>());
   }
 
+  // The key's invalidation epoch, when the tier shares one with the other
+  // processes using it (the disk tier: disk/invalidation_epochs.h); nullopt
+  // otherwise. A copy of a layer kept in a tier above records it when it was
+  // read (taken before the read) or put (after).
+  virtual std::optional<uint64_t> SharedEpoch(const LayerKey& key) {
+    (void)key;
+    return std::nullopt;
+  }
+
+  // Writes back a layer that a tier above let go of, under `lease` (from
+  // TryLease), if this tier lacks the key and, when `epoch` is set, no
+  // process invalidated or replaced the key since that epoch. *written says
+  // whether it was stored. Default: Contains, then Insert.
+  virtual Status WriteBack(const LayerKey& key, const LayerPtr& layer,
+                           std::optional<uint64_t> epoch, std::unique_ptr<TierLease>* lease,
+                           bool* written) {
+    (void)epoch;
+    *written = false;
+    if (Contains(key)) return Status::OK();
+    Evicted dropped;
+    Status s = Insert(key, layer, lease, &dropped);
+    *written = s.ok();
+    return s;
+  }
+
   // Whether the tier is shared with other nodes: such a tier receives layers
   // loaded from a source (get_or_load, downloads), not those given to
   // cache_layer() nor those it served itself.

@@ -77,14 +77,23 @@ LayerPtr TierChain::GetBelowTop(const LayerKey& key) {
   return nullptr;
 }
 
+std::optional<uint64_t> TierChain::EpochOf(const LayerKey& key) {
+  for (size_t i = 1; i < tiers_.size(); ++i) {
+    if (tiers_[i]->shared()) continue;
+    if (auto e = tiers_[i]->SharedEpoch(key)) return e;
+  }
+  return std::nullopt;
+}
+
 Result<LayerPtr> TierChain::LookupFrom(size_t from, const LayerKey& key, uint64_t generation,
                                        size_t* served_by) {
+  const std::optional<uint64_t> epoch = EpochOf(key);  // before the read
   for (size_t i = from; i < tiers_.size(); ++i) {
     auto r = tiers_[i]->Get(key);
     if (r.ok()) {
       *served_by = i;
       Slot().hits[i].fetch_add(1, std::memory_order_relaxed);
-      if (Status s = Fill(key, *r, i, nullptr, /*to_shared=*/false, generation); !s.ok()) {
+      if (Status s = Fill(key, *r, i, nullptr, /*to_shared=*/false, generation, epoch); !s.ok()) {
         LogWarn(s.message() + " (the layer is served from memory)");
       }
       return r;
@@ -113,13 +122,14 @@ Result<LayerPtr> TierChain::GetOrLoad(const LayerKey& key, const Loader& loader)
 Result<LayerPtr> TierChain::LoadAsLeader(const LayerKey& key, const Loader& loader,
                                          uint64_t generation) {
   Leases leases(tiers_.size());
+  const std::optional<uint64_t> epoch = EpochOf(key);  // before a filled claim is read
   for (size_t i = 0; i < tiers_.size(); ++i) {
     auto claim = tiers_[i]->Acquire(key);
     if (!claim.ok()) return claim.status();
     leases[i] = std::move(claim->lease);
     if (claim->filled) {
       // Another process or node stored it while we waited for the lease.
-      Status s = Fill(key, claim->filled, i, &leases, /*to_shared=*/false, generation);
+      Status s = Fill(key, claim->filled, i, &leases, /*to_shared=*/false, generation, epoch);
       if (!s.ok()) LogWarn(s.message() + " (the layer is served from memory)");
       return claim->filled;
     }
@@ -142,7 +152,8 @@ Status TierChain::Put(const LayerKey& key, const LayerPtr& layer) {
 }
 
 Status TierChain::Fill(const LayerKey& key, const LayerPtr& layer, size_t upto, Leases* leases,
-                       bool to_shared, std::optional<uint64_t> read_at) {
+                       bool to_shared, std::optional<uint64_t> read_at,
+                       std::optional<uint64_t> epoch) {
   Status first;
   auto note = [&](Status s) {
     if (s.ok()) return;
@@ -156,6 +167,8 @@ Status TierChain::Fill(const LayerKey& key, const LayerPtr& layer, size_t upto, 
     note(tiers_[i]->Insert(key, layer, leases ? &(*leases)[i] : nullptr, &dropped));
   }
   if (upto == 0) return first;
+  // A new version: the epoch once the tiers below hold it.
+  if (!read_at) epoch = EpochOf(key);
   // Leases go before the stripe is taken: an invalidation holds every stripe
   // while it waits for leases (locks are taken stripe, then lease).
   if (leases) {
@@ -169,7 +182,7 @@ Status TierChain::Fill(const LayerKey& key, const LayerPtr& layer, size_t upto, 
     if (read_at && (s.generation != *read_at || invalidating_.load() > 0)) return first;
     if (!read_at) ++s.generation;
     note(tiers_[0]->Insert(key, layer, leases ? &(*leases)[0] : nullptr, &evicted));
-    s.write_back[key] = layer.get();
+    s.write_back[key] = Stripe::Record{layer.get(), epoch};
   }
   Demote(evicted);
   return first;
@@ -192,19 +205,23 @@ void TierChain::Demote(const Tier::Evicted& evicted) {
   for (const auto& [k, l] : evicted) {
     auto lease = to.TryLease(k);
     if (!lease.ok() || !lease->has_value()) continue;
+    std::optional<uint64_t> epoch;
     {
       Stripe& s = StripeOf(k);
       std::lock_guard lock(s.mu);
       auto it = s.write_back.find(k);
-      if (it == s.write_back.end() || it->second != l.get()) continue;  // invalidated since
+      if (it == s.write_back.end() || it->second.layer != l.get()) continue;  // invalidated since
+      epoch = it->second.epoch;
       s.write_back.erase(it);
       if (invalidating_.load() > 0) continue;
       std::lock_guard wb(write_back_mu_);
       ++write_backs_;
     }
-    if (!to.Contains(k)) {
-      Tier::Evicted dropped;
-      if (Status st = to.Insert(k, l, &**lease, &dropped); !st.ok()) {
+    {
+      // Skipped when another process invalidated or replaced the key since
+      // the layer was read or put (its shared epoch moved).
+      bool written = false;
+      if (Status st = to.WriteBack(k, l, epoch, &**lease, &written); !st.ok()) {
         LogWarn("layer " + k.ToString() + " evicted from the " + tiers_[0]->name() +
                 " tier could not be written to the " + to.name() + " tier: " + st.message());
       }

@@ -21,9 +21,10 @@
 // layers recorded as put into the top tier are written back when evicted:
 // an invalidation drops its keys' records before it removes their entries
 // (and a write-back happens under the record's lock), so a layer it
-// invalidated is never written back. Across processes a write-back can bring
-// back a layer that another process invalidated (this top tier is not
-// told): docs/RELIABILITY.md.
+// invalidated is never written back. Across processes, each record carries
+// the key's shared epoch (disk/invalidation_epochs.h) from when the layer was
+// read or put, and the tier below writes it back only if no process
+// invalidated or replaced the key since: docs/RELIABILITY.md.
 //
 // Counters (hits per tier, misses, bytes served) are striped over cache
 // lines so that threads hitting the top tier do not contend. Thread-safe.
@@ -117,8 +118,13 @@ class TierChain {
   // `to_shared`; `leases` (if any) are the caller's, by tier. `read_at`: the
   // layer was read from tier `upto` when the key's generation was that (the
   // top tier gets it only if it still is); none: a new version (bumps it).
+  // `epoch`: the key's shared epoch taken before the read (read_at set); for
+  // a new version it is taken after the lower tiers stored it.
   Status Fill(const LayerKey& key, const LayerPtr& layer, size_t upto, Leases* leases,
-              bool to_shared, std::optional<uint64_t> read_at);
+              bool to_shared, std::optional<uint64_t> read_at,
+              std::optional<uint64_t> epoch = std::nullopt);
+  // The key's shared epoch from the first local tier below the top that has one.
+  std::optional<uint64_t> EpochOf(const LayerKey& key);
   // Writes layers that the top tier let go of to the next tier down that is
   // not shared, unless it has them or they were invalidated or replaced.
   void Demote(const Tier::Evicted& evicted);
@@ -127,8 +133,13 @@ class TierChain {
   struct alignas(64) Stripe {
     std::mutex mu;
     uint64_t generation = 0;
-    // The layers in the top tier that may be written back when evicted.
-    std::unordered_map<LayerKey, const Layer*, LayerKeyHash> write_back;
+    // The layers in the top tier that may be written back when evicted,
+    // with the key's shared epoch when they were read or put (Tier::SharedEpoch).
+    struct Record {
+      const Layer* layer;
+      std::optional<uint64_t> epoch;
+    };
+    std::unordered_map<LayerKey, Record, LayerKeyHash> write_back;
   };
   static constexpr size_t kStripes = 64;
   Stripe& StripeOf(const LayerKey& key) { return stripes_[LayerKeyHash()(key) % kStripes]; }
