@@ -104,11 +104,11 @@ std::string CacheSettings::ToJson() const {
   return j.dump(2) + "\n";
 }
 
-Result<std::optional<CacheSettings>> ReadCacheSettings(const std::string& cache_dir) {
+Result<std::optional<CacheSettings>> ReadCacheSettings(const std::string& cache_dir, Env* env) {
   LayerCacheOptions o;
   o.cache_dir = cache_dir;
   const std::string path = JoinPath(o.ResolvedCacheDir(), kCacheSettingsFile);
-  auto text = ReadFileToString(Env::Default(), path);
+  auto text = ReadFileToString(env != nullptr ? env : Env::Default(), path);
   if (!text.ok()) {
     if (text.status().IsNotFound()) return std::optional<CacheSettings>();
     return text.status();
@@ -139,18 +139,19 @@ Result<std::optional<CacheSettings>> ReadCacheSettings(const std::string& cache_
   return std::optional<CacheSettings>(s);
 }
 
-Status WriteCacheSettings(const std::string& cache_dir, const CacheSettings& settings) {
+Status WriteCacheSettings(const std::string& cache_dir, const CacheSettings& settings, Env* env) {
+  if (env == nullptr) env = Env::Default();
   LayerCacheOptions o;
   o.cache_dir = cache_dir;
   const std::string dir = o.ResolvedCacheDir();
-  if (Status s = Env::Default()->CreateDirs(dir); !s.ok()) return s;
+  if (Status s = env->CreateDirs(dir); !s.ok()) return s;
   const std::string json = settings.ToJson();
-  return WriteFileAtomically(Env::Default(), JoinPath(dir, kCacheSettingsFile),
+  return WriteFileAtomically(env, JoinPath(dir, kCacheSettingsFile),
                              {std::as_bytes(std::span<const char>(json))});
 }
 
 LayerCacheOptions StoredOptions(LayerCacheOptions options) {
-  auto stored = ReadCacheSettings(options.cache_dir);
+  auto stored = ReadCacheSettings(options.cache_dir, options.env);
   if (!stored.ok()) throw Error(stored.status());
   if (stored->has_value()) (*stored)->ApplyTo(&options);
   return options;
@@ -158,22 +159,20 @@ LayerCacheOptions StoredOptions(LayerCacheOptions options) {
 
 }  // namespace layercache
 
-#include <sys/stat.h>
-
 #include "cache_settings_internal.h"
 #include "util/logging.h"
 
 namespace layercache {
 
-bool CacheIndexExists(const std::string& cache_dir) {
-  struct stat st {};
-  return ::stat(JoinPath(cache_dir, "index.sqlite").c_str(), &st) == 0;
+bool CacheIndexExists(const std::string& cache_dir, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  return env->Stat(JoinPath(cache_dir, "index.sqlite")).ok();
 }
 
 void RecordSettingsOfNewCache(const std::string& cache_dir, const LayerCacheOptions& options) {
-  struct stat st {};
-  if (::stat(JoinPath(cache_dir, kCacheSettingsFile).c_str(), &st) == 0) return;
-  Status s = WriteCacheSettings(cache_dir, CacheSettings::FromOptions(options));
+  Env* env = options.env != nullptr ? options.env : Env::Default();
+  if (env->Stat(JoinPath(cache_dir, kCacheSettingsFile)).ok()) return;
+  Status s = WriteCacheSettings(cache_dir, CacheSettings::FromOptions(options), env);
   if (!s.ok()) LogWarn("cannot record the settings of the new cache: " + s.message());
 }
 

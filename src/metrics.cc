@@ -49,8 +49,9 @@ std::map<std::string, uint64_t> LifetimeFields(const CacheStats& s) {
           {"bytes_to_remote", s.bytes_to_remote}};
 }
 
-LifetimeCounters::LifetimeCounters(std::string cache_dir)
-    : path_(cache_dir.empty() ? "" : JoinPath(cache_dir, "metrics.sqlite")) {}
+LifetimeCounters::LifetimeCounters(std::string cache_dir, const Env* env)
+    : path_(cache_dir.empty() ? "" : JoinPath(cache_dir, "metrics.sqlite")),
+      vfs_(env != nullptr ? env->sqlite_vfs() : nullptr) {}
 
 namespace {
 struct DbCloser {
@@ -63,7 +64,7 @@ std::map<std::string, uint64_t> LifetimeCounters::FlushAndRead(const CacheStats&
   if (path_.empty()) return totals;
   std::lock_guard lock(mu_);
   sqlite3* raw = nullptr;
-  if (sqlite3_open_v2(path_.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+  if (sqlite3_open_v2(path_.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs_) !=
       SQLITE_OK) {
     LogDebug("lifetime counters: cannot open " + path_);
     sqlite3_close(raw);

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 
+#include "layercache/env.h"
 #include "layercache/stats.h"
 
 namespace layercache {
@@ -54,14 +55,17 @@ struct CacheLatencies {
 // flush (get_stats() and closing flush).
 class LifetimeCounters {
  public:
-  // `cache_dir` "" : none kept (Flush and Read do nothing).
-  explicit LifetimeCounters(std::string cache_dir);
+  // `cache_dir` "" : none kept (Flush and Read do nothing). The database is
+  // opened through `env`'s SQLite VFS (Env::sqlite_vfs(); null env: SQLite's
+  // default VFS).
+  explicit LifetimeCounters(std::string cache_dir, const Env* env = nullptr);
   // Adds the growth of `now`'s counters since the last call, and returns the
   // totals (empty when they cannot be kept: a read-only directory, say).
   std::map<std::string, uint64_t> FlushAndRead(const CacheStats& now);
 
  private:
   std::string path_;
+  const char* vfs_ = nullptr;
   std::mutex mu_;
   std::map<std::string, uint64_t> flushed_;  // what this process has added so far
 };

@@ -117,10 +117,10 @@ void LayerCacheOptions::Validate() const {
 std::vector<std::string> LayerCacheOptions::ResolvedRemoteUrls() const {
   if (!remote_urls.empty()) return remote_urls;
   std::vector<std::string> urls;
-  const char* env = std::getenv("LAYERCACHE_REMOTE");
-  if (env == nullptr) return urls;
+  const char* var = std::getenv("LAYERCACHE_REMOTE");
+  if (var == nullptr) return urls;
   std::string current;
-  for (const char* p = env;; ++p) {
+  for (const char* p = var;; ++p) {
     if (*p == '\0' || *p == ',' || *p == ' ') {
       if (!current.empty()) urls.push_back(current);
       current.clear();
@@ -135,8 +135,8 @@ std::vector<std::string> LayerCacheOptions::ResolvedRemoteUrls() const {
 std::string LayerCacheOptions::ResolvedCacheDir() const {
   std::string dir = cache_dir;
   if (dir.empty()) {
-    const char* env = std::getenv("LAYERCACHE_DIR");
-    dir = (env != nullptr && *env != '\0') ? env : kDefaultCacheDir;
+    const char* var = std::getenv("LAYERCACHE_DIR");
+    dir = (var != nullptr && *var != '\0') ? var : kDefaultCacheDir;
   }
   dir = ExpandUser(dir);
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();

@@ -252,9 +252,11 @@ TEST(EntryReader, ErrorsAndShortFilesAreReported) {
     Status s = ReadEntryData(**file, kBase, n + (5u << 20), mode, nullptr, &out);
     EXPECT_FALSE(s.ok()) << DiskReadModeName(mode);
   }
-  // An Env that cannot tell residency nor read directly (the fault-injecting
-  // one) is read with read(), and its errors come back.
+  // An Env that cannot tell residency nor read directly nor map (the
+  // fault-injecting one, so restricted) is read with read(), and its errors
+  // come back.
   testing::FaultInjectionEnv env;
+  env.PlainReadsOnly(true);
   Read ok = ReadIt(f, DiskReadMode::kAuto, ChecksumAlgorithm::kXXH3_128, &env);
   ExpectSame(ok, f, ChecksumAlgorithm::kXXH3_128, "fault env");
   EXPECT_EQ(ok.report.buffered, n);

@@ -48,9 +48,10 @@ size_t Count(const std::vector<std::string>& log, const std::string& prefix) {
 
 // An Env whose files note each read in the simulator's log ("read +<data
 // offset> <bytes>") and can fail the read of a given data offset.
-class NotingEnv : public Env {
+class NotingEnv : public EnvWrapper {
  public:
-  NotingEnv(SimDevice* sim, uint64_t data_base) : sim_(sim), base_(data_base) {}
+  NotingEnv(SimDevice* sim, uint64_t data_base)
+      : EnvWrapper(Env::Default()), sim_(sim), base_(data_base) {}
   std::atomic<int64_t> fail_at{-1};  // data offset whose read fails with EIO
 
   class File : public RandomAccessFile {

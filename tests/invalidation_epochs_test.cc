@@ -148,7 +148,7 @@ TEST(InvalidationEpochs, AWriteBackDuringAnInvalidationSkips) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   bool guarded = false;
   while (!guarded && std::chrono::steady_clock::now() < deadline) {
-    auto probe = FileLock::TryLock(dir / "locks", uint64_t{1} << 61, 64);
+    auto probe = FileLock::TryLock(Env::Default(), dir / "locks", uint64_t{1} << 61, 64);
     ASSERT_TRUE(probe.ok());
     guarded = !probe->has_value();
     if (!guarded) std::this_thread::sleep_for(std::chrono::milliseconds(1));

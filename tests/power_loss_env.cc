@@ -52,7 +52,8 @@ class PowerLossFile : public WritableFile {
 
 }  // namespace
 
-PowerLossEnv::PowerLossEnv(const std::string& root) : root_(Normal(root)) {
+PowerLossEnv::PowerLossEnv(const std::string& root)
+    : EnvWrapper(Env::Default()), root_(Normal(root)) {
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(root_, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {

@@ -36,7 +36,7 @@
 
 namespace layercache::testing {
 
-class PowerLossEnv : public Env {
+class PowerLossEnv : public EnvWrapper {
  public:
   enum class Mode { kDropUnsynced, kRandomPrefix };
 

@@ -42,4 +42,17 @@ void InstallCrashingSqliteVfs(FaultInjectionEnv* env) {
   vfs->Register("layercache-crash");
 }
 
+ScopedFaultSqliteVfs::ScopedFaultSqliteVfs(FaultInjectionEnv* env)
+    : env_(env),
+      name_("layercache-fault-" + std::to_string(reinterpret_cast<uintptr_t>(env))),
+      vfs_(std::make_unique<CrashingVfs>(env)) {
+  vfs_->Register(name_.c_str(), /*make_default=*/false);
+  env_->set_sqlite_vfs(name_.c_str());
+}
+
+ScopedFaultSqliteVfs::~ScopedFaultSqliteVfs() {
+  env_->set_sqlite_vfs(nullptr);
+  vfs_->Unregister();
+}
+
 }  // namespace layercache::testing

@@ -18,13 +18,17 @@ class SqliteShimVfs {
     sqlite3_file base;
     sqlite3_file* real;
     void* state;
+    SqliteShimVfs* shim;  // the shim it was opened through
   };
 
   virtual ~SqliteShimVfs() = default;
 
-  // Registers this object as SQLite's default VFS under `name` (which must
-  // outlive it). One shim per process; call once.
-  void Register(const char* name);
+  // Registers this object under `name` (which must outlive it), as SQLite's
+  // default VFS when `make_default` (one such shim per process; call once),
+  // else for databases opened with that VFS name (Env::sqlite_vfs()).
+  void Register(const char* name, bool make_default = true);
+  // Undoes a Register(); no database may be open through it.
+  void Unregister();
 
   // Called after the real open (whatever its result); `existed`: the file was
   // there before.

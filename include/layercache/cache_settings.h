@@ -50,13 +50,16 @@ struct CacheSettings {
 
 // The settings stored in `cache_dir` ("" : the default directory); nullopt
 // when none are (a new directory, or one made before settings existed).
-// kCorruption for a file that cannot be parsed.
-Result<std::optional<CacheSettings>> ReadCacheSettings(const std::string& cache_dir);
+// kCorruption for a file that cannot be parsed. Files go through `env`
+// (null: Env::Default()).
+Result<std::optional<CacheSettings>> ReadCacheSettings(const std::string& cache_dir,
+                                                       Env* env = nullptr);
 // Stores `settings` in `cache_dir` (created if needed), atomically.
-Status WriteCacheSettings(const std::string& cache_dir, const CacheSettings& settings);
+Status WriteCacheSettings(const std::string& cache_dir, const CacheSettings& settings,
+                          Env* env = nullptr);
 
 // `options` with the stored settings of its cache directory applied (the
-// options unchanged where none are stored).
+// options unchanged where none are stored); read through options.env.
 LayerCacheOptions StoredOptions(LayerCacheOptions options = {});
 
 inline constexpr const char* kCacheSettingsFile = "settings.json";

@@ -9,6 +9,8 @@
 
 namespace layercache {
 
+class Env;  // layercache/env.h
+
 // Which entry an eviction removes, in both tiers.
 enum class EvictionPolicy {
   kLru,  // the seed's: the least recently used entry
@@ -92,6 +94,14 @@ struct LayerCacheOptions {
   // DMA at full PCIe speed instead of a staged one. Pinned memory cannot be
   // swapped: leave off unless max_memory_cache_size_gb fits in RAM easily.
   bool pin_memory_layers = false;
+
+  // The file-system seam (layercache/env.h): every file the cache opens,
+  // reads (plain, O_DIRECT or mapped), writes, locks, renames or removes goes
+  // through it, and SQLite opens the index through its sqlite_vfs(). Null:
+  // Env::Default(), the real POSIX one. Not owned: it must outlive the
+  // LayerCache. For fault injection in tests and for embedding applications
+  // that account for or redirect I/O; leave null otherwise.
+  Env* env = nullptr;
 
   // Throws std::invalid_argument, saying how to fix it, for unusable values.
   void Validate() const;

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "layercache/env.h"
 #include "layercache/layer.h"
 #include "layercache/status.h"
 
@@ -54,12 +55,13 @@ Result<SafetensorsHeader> ParseSafetensorsHeader(std::string_view json, uint64_t
 // Parses a whole safetensors file held in memory into a Layer.
 Result<LayerPtr> ParseSafetensors(std::span<const std::byte> file_bytes, std::string_view what);
 
-// Reads only the header of a file on disk.
-Result<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path);
+// Reads only the header of a file on disk, through `env` (null: Env::Default()).
+Result<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path, Env* env = nullptr);
 
 // Reads a whole safetensors file into a Layer (tensors in canonical order; the
-// file's `__metadata__` becomes the layer's metadata).
-Result<LayerPtr> ReadSafetensorsFile(const std::string& path);
+// file's `__metadata__` becomes the layer's metadata), through `env` (null:
+// Env::Default()).
+Result<LayerPtr> ReadSafetensorsFile(const std::string& path, Env* env = nullptr);
 
 // The header bytes (JSON padded with spaces) for `layer` with `metadata` in
 // place of the layer's own, such that 8 + header length is a multiple of

@@ -115,7 +115,7 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options)
     if (names.ok()) {
       for (const std::string& n : *names) {
         const std::string dir = JoinPath(eph, n);
-        auto lock = FileLock::TryLock(JoinPath(dir, kOwnerLock), 0, 0, /*create=*/false);
+        auto lock = FileLock::TryLock(env, JoinPath(dir, kOwnerLock), 0, 0, /*create=*/false);
         if (lock.ok() && lock->has_value()) {
           if (Status s = RemoveTree(env, dir); !s.ok())
             LogWarn("cannot remove stale " + dir + ": " + s.message());
@@ -126,7 +126,7 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options)
     }
     root = JoinPath(eph, std::to_string(::getpid()) + "-" + RandomHex(6));
     if (Status s = env->CreateDirs(root); !s.ok()) return s;
-    auto lock = FileLock::Lock(JoinPath(root, kOwnerLock), 0, 0);
+    auto lock = FileLock::Lock(env, JoinPath(root, kOwnerLock), 0, 0);
     if (!lock.ok()) return lock.status();
     owner = std::move(*lock);
   }
@@ -139,7 +139,7 @@ Result<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& options)
       options.persist_index ? JoinPath(root, kEpochsFile) : std::string(), false);
   if (!epochs.ok()) return epochs.status();
   tier->epochs_ = std::move(*epochs);
-  auto maintenance = FileLock::Lock(JoinPath(root, kLocksFile), kMaintenanceLockOffset, 1);
+  auto maintenance = FileLock::Lock(env, JoinPath(root, kLocksFile), kMaintenanceLockOffset, 1);
   if (!maintenance.ok()) return maintenance.status();
   const FileSystemInfo fs = DescribeFileSystem(root);
   tier->network_fs_ = fs.network;
@@ -179,7 +179,7 @@ Status DiskTier::OpenIndex() {
     return Status::OK();
   }
   const std::string path = JoinPath(root_, kIndexFile);
-  auto index = Index::Open(path, network_fs_);
+  auto index = Index::Open(path, network_fs_, env_);
   if (index.ok()) {
     index_ = std::move(*index);
     auto st = env_->Stat(path);
@@ -193,7 +193,7 @@ Status DiskTier::OpenIndex() {
     Status s = env_->Remove(path + suffix);
     if (!s.ok() && !s.IsNotFound()) return s;
   }
-  auto fresh = Index::Open(path, network_fs_);
+  auto fresh = Index::Open(path, network_fs_, env_);
   if (!fresh.ok()) return fresh.status();
   index_ = std::move(*fresh);
   auto st = env_->Stat(path);
@@ -208,7 +208,7 @@ void DiskTier::RefreshIndexLocked() {
   const std::string path = JoinPath(root_, kIndexFile);
   auto st = env_->Stat(path);
   if (!st.ok() || st->inode == index_inode_) return;
-  auto index = Index::Open(path, network_fs_);
+  auto index = Index::Open(path, network_fs_, env_);
   if (!index.ok()) {
     LogWarn("the index was replaced but cannot be reopened yet: " + index.status().message());
     return;
@@ -228,11 +228,11 @@ std::string DiskTier::EntryPath(const std::string& digest) const {
 Result<FileLock> DiskTier::LockKey(const LayerKey& key) { return LockDigest(key.Digest()); }
 
 Result<FileLock> DiskTier::LockDigest(const std::string& digest) {
-  return FileLock::Lock(JoinPath(root_, kLocksFile), LockOffsetFor(digest), 1);
+  return FileLock::Lock(env_, JoinPath(root_, kLocksFile), LockOffsetFor(digest), 1);
 }
 
 Result<std::optional<FileLock>> DiskTier::TryLockDigest(const std::string& digest) {
-  return FileLock::TryLock(JoinPath(root_, kLocksFile), LockOffsetFor(digest), 1);
+  return FileLock::TryLock(env_, JoinPath(root_, kLocksFile), LockOffsetFor(digest), 1);
 }
 
 // ---- reading ---------------------------------------------------------------
@@ -675,7 +675,7 @@ Status DiskTier::WriteBack(const LayerKey& key, const LayerPtr& layer, uint64_t 
   if (read_only_) return Status::OK();
   const std::string digest = key.Digest();
   auto guard =
-      FileLock::TryLock(JoinPath(root_, kLocksFile),
+      FileLock::TryLock(env_, JoinPath(root_, kLocksFile),
                         kWriteBackGuardOffset + LockOffsetFor(digest) % kWriteBackGuardBytes, 1);
   if (!guard.ok()) return guard.status();
   if (!guard->has_value()) return Status::OK();  // an invalidation is under way
@@ -690,8 +690,8 @@ Result<size_t> DiskTier::Invalidate(const std::optional<std::string>& model_id,
   if (read_only_) return ReadOnlyError("cannot invalidate");
   // No write-back commits while the rows are matched and removed: one under
   // way finishes first (its row is matched), later ones see the new epoch.
-  auto guard =
-      FileLock::Lock(JoinPath(root_, kLocksFile), kWriteBackGuardOffset, kWriteBackGuardBytes);
+  auto guard = FileLock::Lock(env_, JoinPath(root_, kLocksFile), kWriteBackGuardOffset,
+                              kWriteBackGuardBytes);
   if (!guard.ok()) return guard.status();
   Result<std::vector<IndexRow>> rows = [&] {
     std::lock_guard lock(index_mu_);
@@ -906,7 +906,7 @@ Status DiskTier::Reconcile(OptimizeReport* report) {
 Result<OptimizeReport> DiskTier::Optimize() {
   if (read_only_) return ReadOnlyError("cannot optimize");
   OptimizeReport report;
-  auto maintenance = FileLock::Lock(JoinPath(root_, kLocksFile), kMaintenanceLockOffset, 1);
+  auto maintenance = FileLock::Lock(env_, JoinPath(root_, kLocksFile), kMaintenanceLockOffset, 1);
   if (!maintenance.ok()) return maintenance.status();
   auto corrupt = Verify();
   if (!corrupt.ok()) return corrupt.status();

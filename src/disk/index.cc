@@ -1,9 +1,8 @@
 #include "disk/index.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <functional>
+
+#include "util/path.h"
 
 namespace layercache {
 namespace {
@@ -67,17 +66,20 @@ IndexRow ReadRow(sqlite3_stmt* s) {
 
 }  // namespace
 
-Result<std::unique_ptr<Index>> Index::Open(const std::string& path, bool network_fs) {
+Result<std::unique_ptr<Index>> Index::Open(const std::string& path, bool network_fs, Env* env) {
+  if (env == nullptr) env = Env::Default();
   sqlite3* db = nullptr;
   if (path != ":memory:") {
     // Created here with 0666 & ~umask (SQLite would use 0644; its WAL and
     // shm files copy the database's mode): with umask 002 a group shares it.
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-    if (fd >= 0) ::close(fd);
+    // A new file's name is made durable at once. When this fails (the file
+    // exists, a read-only directory) SQLite opens or reports it below.
+    auto created = env->CreateNew(path);
+    if (created.ok() && (*created)->Close().ok()) (void)env->SyncDir(DirName(path));
   }
-  int rc =
-      sqlite3_open_v2(path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           path == ":memory:" ? nullptr : env->sqlite_vfs());
   if (rc != SQLITE_OK) {
     std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "io/env.h"
 #include "layercache/key.h"
 #include "layercache/status.h"
 
@@ -44,7 +45,10 @@ class Index {
   // one). Fails with kCorruption when the file is not a usable database.
   // `network_fs`: the folder is on a network file system (io/network_fs.h):
   // rollback-journal mode instead of WAL.
-  static Result<std::unique_ptr<Index>> Open(const std::string& path, bool network_fs = false);
+  // The file is created through `env` (null: Env::Default()) and opened
+  // through its SQLite VFS (Env::sqlite_vfs()).
+  static Result<std::unique_ptr<Index>> Open(const std::string& path, bool network_fs = false,
+                                             Env* env = nullptr);
   ~Index();
 
   Status Begin();  // BEGIN IMMEDIATE (waits for other writers)

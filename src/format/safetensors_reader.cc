@@ -237,14 +237,14 @@ Result<SafetensorsHeader> ReadSafetensorsHeaderFrom(RandomAccessFile& file,
   return ParseSafetensorsHeader(text, size, path);
 }
 
-Result<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path) {
-  auto file = Env::Default()->OpenForRead(path);
+Result<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path, Env* env) {
+  auto file = (env != nullptr ? env : Env::Default())->OpenForRead(path);
   if (!file.ok()) return file.status();
   return ReadSafetensorsHeaderFrom(**file, path);
 }
 
-Result<LayerPtr> ReadSafetensorsFile(const std::string& path) {
-  auto file = Env::Default()->OpenForRead(path);
+Result<LayerPtr> ReadSafetensorsFile(const std::string& path, Env* env) {
+  auto file = (env != nullptr ? env : Env::Default())->OpenForRead(path);
   if (!file.ok()) return file.status();
   auto header = ReadSafetensorsHeaderFrom(**file, path);
   if (!header.ok()) return header.status();

@@ -8,6 +8,7 @@
 #include "hub/hub_client.h"
 #include "io/env.h"
 #include "layercache/quantization.h"
+#include "util/logging.h"
 #include "util/path.h"
 
 namespace layercache {
@@ -30,7 +31,8 @@ HubSettings SettingsFor(const DownloadOptions& o) {
 
 }  // namespace
 
-HubSource::HubSource(std::string refs_dir) : refs_dir_(std::move(refs_dir)) {}
+HubSource::HubSource(std::string refs_dir, Env* env)
+    : refs_dir_(std::move(refs_dir)), env_(env != nullptr ? env : Env::Default()) {}
 
 bool HubSource::Offline(const DownloadOptions& options) { return SettingsFor(options).offline; }
 
@@ -46,8 +48,12 @@ std::string HubSource::RefPath(const std::string& repo_id, const std::string& re
 Result<std::string> HubSource::RecordedRevision(const std::string& repo_id,
                                                 const std::string& revision,
                                                 const std::string& filename) {
-  auto text = ReadFileToString(Env::Default(), RefPath(repo_id, revision, filename));
+  auto text = ReadFileToString(env_, RefPath(repo_id, revision, filename));
   if (!text.ok()) {
+    if (!text.status().IsNotFound()) {
+      LogWarn("cannot read the record of " + repo_id + "@" + revision + ": " +
+              text.status().message());
+    }
     return Status::NotFound("offline (HF_HUB_OFFLINE) and no record of " + repo_id + "@" +
                             revision + ": download it once while online");
   }
@@ -78,14 +84,22 @@ Result<std::shared_ptr<HubModel>> HubSource::Model(const std::string& repo_id,
   }
   auto model = HubModel::Open(client, repo_id, revision, filename, options.layer_pattern);
   if (!model.ok()) return model.status();
-  // Remember the commit for offline use (best effort).
-  if (Env::Default()->CreateDirs(refs_dir_).ok()) {
-    const std::string& rev = (*model)->key_revision();
-    (void)WriteFileAtomically(Env::Default(), RefPath(repo_id, revision, filename),
-                              {std::as_bytes(std::span<const char>(rev))});
+  // Remember the commit for offline use (best effort: the download itself
+  // does not need it; a failure is logged and offline use says it has no
+  // record).
+  const std::string& rev = (*model)->key_revision();
+  Status recorded = env_->CreateDirs(refs_dir_);
+  if (recorded.ok()) {
+    recorded = WriteFileAtomically(env_, RefPath(repo_id, revision, filename),
+                                   {std::as_bytes(std::span<const char>(rev))});
+  }
+  if (!recorded.ok()) {
+    LogWarn("cannot record " + repo_id + "@" + revision + " -> " + rev +
+            " for offline use: " + recorded.message());
   }
   std::lock_guard lock(mu_);
-  models_[memo_key] = Memo{*model, std::chrono::steady_clock::now()};
+  // Not remembered when unrecorded: the next call records it.
+  if (recorded.ok()) models_[memo_key] = Memo{*model, std::chrono::steady_clock::now()};
   return *model;
 }
 

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "hub/hub_model.h"
+#include "io/env.h"
 #include "layercache/download.h"
 #include "source/source_load.h"
 
@@ -20,7 +21,9 @@ namespace layercache {
 
 class HubSource {
  public:
-  explicit HubSource(std::string refs_dir);
+  // Revision records live in `refs_dir`, read and written through `env`
+  // (null: Env::Default()).
+  explicit HubSource(std::string refs_dir, Env* env = nullptr);
 
   // How long a resolved revision is trusted before the Hub is asked again.
   static constexpr std::chrono::seconds kRevisionTtl{60};
@@ -50,6 +53,7 @@ class HubSource {
                       const std::string& filename) const;
 
   std::string refs_dir_;
+  Env* env_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<HubClient>> clients_;
   struct Memo {

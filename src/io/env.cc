@@ -1,7 +1,5 @@
 #include "io/env.h"
 
-#include <sys/stat.h>
-
 #include <cerrno>
 #include <cstring>
 #include <random>
@@ -45,9 +43,7 @@ Status WriteFileAtomically(Env* env, const std::string& path,
   if (s.ok()) s = (*file)->Sync();
   Status c = (*file)->Close();
   if (s.ok()) s = c;
-  if (s.ok() && mode >= 0 && ::chmod(tmp.c_str(), static_cast<mode_t>(mode) & 07777) != 0) {
-    s = ErrnoStatus("cannot set the mode of " + tmp, errno);
-  }
+  if (s.ok() && mode >= 0) s = env->SetPermissions(tmp, static_cast<uint32_t>(mode) & 07777);
   if (s.ok()) s = env->Rename(tmp, path);
   if (!s.ok()) {
     (void)env->Remove(tmp);

@@ -1,13 +1,15 @@
-// FileLock: an open-file-description (OFD) byte-range lock, held until the
-// object is destroyed. Unlike classic fcntl locks, OFD locks belong to one
-// open() of the file, so they exclude other threads of this process as well as
-// other processes; each FileLock opens the file anew for that reason.
+// FileLock: an exclusive byte-range lock on a file, taken through an Env
+// (Env::LockFile: POSIX open-file-description locks in the default Env, which
+// exclude other threads of this process as well as other processes), held
+// until the object is destroyed or released.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
+#include "io/env.h"
 #include "layercache/status.h"
 
 namespace layercache {
@@ -15,27 +17,27 @@ namespace layercache {
 class FileLock {
  public:
   FileLock() = default;
-  FileLock(FileLock&& other) noexcept;
-  FileLock& operator=(FileLock&& other) noexcept;
+  FileLock(FileLock&&) noexcept = default;
+  FileLock& operator=(FileLock&&) noexcept = default;
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
-  ~FileLock();
+  ~FileLock() = default;
 
   // Blocks until the exclusive lock on bytes [offset, offset + length) of
   // `path` is held (length 0: to the end of the file, however long it grows).
   // Creates the file if `create`.
-  static Result<FileLock> Lock(const std::string& path, uint64_t offset, uint64_t length,
+  static Result<FileLock> Lock(Env* env, const std::string& path, uint64_t offset, uint64_t length,
                                bool create = true);
   // As Lock, but returns nullopt at once when someone else holds it.
-  static Result<std::optional<FileLock>> TryLock(const std::string& path, uint64_t offset,
+  static Result<std::optional<FileLock>> TryLock(Env* env, const std::string& path, uint64_t offset,
                                                  uint64_t length, bool create = true);
 
-  bool held() const { return fd_ >= 0; }
-  void Release();
+  bool held() const { return handle_ != nullptr; }
+  void Release() { handle_.reset(); }
 
  private:
-  explicit FileLock(int fd) : fd_(fd) {}
-  int fd_ = -1;
+  explicit FileLock(std::unique_ptr<FileLockHandle> handle) : handle_(std::move(handle)) {}
+  std::unique_ptr<FileLockHandle> handle_;
 };
 
 }  // namespace layercache

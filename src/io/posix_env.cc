@@ -194,6 +194,31 @@ class PosixWritableFile final : public WritableFile {
   int fd_;
 };
 
+// An open-file-description lock: closing the descriptor releases it.
+class PosixFileLock final : public FileLockHandle {
+ public:
+  explicit PosixFileLock(int fd) : fd_(fd) {}
+  ~PosixFileLock() override { ::close(fd_); }
+
+ private:
+  int fd_;
+};
+
+// Returns 0 when locked, EAGAIN when busy (not waiting), or another errno.
+int SetOfdLock(int fd, uint64_t offset, uint64_t length, bool wait) {
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(offset);
+  fl.l_len = static_cast<off_t>(length);
+  fl.l_pid = 0;
+  while (::fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) != 0) {
+    if (errno == EINTR) continue;
+    return errno == EACCES ? EAGAIN : errno;
+  }
+  return 0;
+}
+
 class PosixEnv final : public Env {
  public:
   Result<std::unique_ptr<RandomAccessFile>> OpenForRead(const std::string& path) override {
@@ -285,6 +310,29 @@ class PosixEnv final : public Env {
     out.is_dir = S_ISDIR(st.st_mode);
     out.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
     return out;
+  }
+
+  Status SetPermissions(const std::string& path, uint32_t mode) override {
+    if (::chmod(path.c_str(), static_cast<mode_t>(mode & 07777)) != 0) {
+      return ErrnoStatus("cannot set the mode of " + path, errno);
+    }
+    return Status::OK();
+  }
+
+  Result<std::unique_ptr<FileLockHandle>> LockFile(const std::string& path, uint64_t offset,
+                                                   uint64_t length, bool wait,
+                                                   bool create) override {
+    // A new open file description per lock: OFD locks then exclude the
+    // other threads of this process as well as other processes.
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0666);
+    if (fd < 0) return ErrnoStatus("cannot open lock file " + path, errno);
+    const int err = SetOfdLock(fd, offset, length, wait);
+    if (err != 0) {
+      ::close(fd);
+      if (err == EAGAIN && !wait) return std::unique_ptr<FileLockHandle>();
+      return ErrnoStatus("cannot lock " + path, err);
+    }
+    return std::unique_ptr<FileLockHandle>(std::make_unique<PosixFileLock>(fd));
   }
 };
 

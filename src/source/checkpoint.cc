@@ -41,10 +41,11 @@ Result<std::map<std::string, std::string>> ParseWeightMap(const std::string& tex
 }
 
 Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
-                                                     const std::string& layer_pattern) {
+                                                     const std::string& layer_pattern, Env* env) {
   auto cp = std::make_unique<Checkpoint>();
   cp->dir_ = dir;
-  Env* env = Env::Default();
+  if (env == nullptr) env = Env::Default();
+  cp->env_ = env;
   std::set<std::string> shards;
   std::map<std::string, std::string> weight_map;
   const std::string index_path = JoinPath(dir, "model.safetensors.index.json");
@@ -62,7 +63,7 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir,
                             " holds neither model.safetensors nor model.safetensors.index.json");
   }
   for (const std::string& shard : shards) {
-    auto header = ReadSafetensorsHeader(JoinPath(dir, shard));
+    auto header = ReadSafetensorsHeader(JoinPath(dir, shard), env);
     if (!header.ok()) return header.status();
     cp->total_bytes_ += header->data_bytes;
     cp->headers_.emplace(shard, std::move(*header));
@@ -107,7 +108,7 @@ Result<LayerPtr> Checkpoint::ReadTensors(
     const Location& loc = tensors_.at(full_of[dst.name]);
     auto& file = files[loc.shard];
     if (!file) {
-      auto f = Env::Default()->OpenForRead(JoinPath(dir_, loc.shard));
+      auto f = env_->OpenForRead(JoinPath(dir_, loc.shard));
       if (!f.ok()) return f.status();
       file = std::move(*f);
     }

@@ -28,8 +28,11 @@ namespace layercache {
 class Checkpoint {
  public:
   // `layer_pattern` as for LayerLocator ("" detects it).
+  // Every file is read through `env` (null: Env::Default()), which must
+  // outlive the checkpoint.
   static Result<std::unique_ptr<Checkpoint>> Open(const std::string& dir,
-                                                  const std::string& layer_pattern = "");
+                                                  const std::string& layer_pattern = "",
+                                                  Env* env = nullptr);
 
   // Number of layers (highest index + 1).
   int64_t num_layers() const { return locator_.num_layers(); }
@@ -49,6 +52,7 @@ class Checkpoint {
   Result<LayerPtr> ReadTensors(const std::vector<std::pair<std::string, std::string>>& names) const;
 
   std::string dir_;
+  Env* env_ = nullptr;
   std::map<std::string, SafetensorsHeader> headers_;  // by shard file name
   std::map<std::string, Location> tensors_;           // by full tensor name
   std::vector<std::string> names_;

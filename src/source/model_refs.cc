@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "util/logging.h"
 #include "util/path.h"
 
 namespace layercache {
@@ -42,11 +43,11 @@ std::string FileSafe(const std::string& s) {
   return out;
 }
 
-bool Write(Env* env, const std::string& dir, const std::string& path, std::string_view data) {
-  if (!env->CreateDirs(dir).ok()) return false;
+Status Write(Env* env, const std::string& dir, const std::string& path, std::string_view data) {
+  if (Status s = env->CreateDirs(dir); !s.ok()) return s;
   std::vector<std::span<const std::byte>> pieces{
       std::span<const std::byte>(reinterpret_cast<const std::byte*>(data.data()), data.size())};
-  return WriteFileAtomically(env, path, pieces).ok();
+  return WriteFileAtomically(env, path, pieces);
 }
 
 // Every get_layer asks Default(): each thread keeps its last answer, valid
@@ -65,6 +66,18 @@ struct ThreadMemo {
 thread_local ThreadMemo t_memo;
 
 }  // namespace
+
+void ModelRefs::Report(const std::string& what, const Status& s) {
+  if (s.ok()) return;
+  // Best effort (a read-only cache records nothing): said once as a
+  // warning, then at debug level.
+  const std::string msg = "cannot record " + what + ": " + s.message();
+  if (!warned_.exchange(true)) {
+    LogWarn(msg);
+  } else {
+    LogDebug(msg);
+  }
+}
 
 ModelRefs::ModelRefs(Env* env, std::string dir) : env_(env), dir_(std::move(dir)) {
   // A thread's memo of an earlier object at this address is not this one's.
@@ -93,10 +106,14 @@ void ModelRefs::Record(std::string_view model_id, const std::string& commit) {
     }
   }
   const std::string dir = ModelDir(model_id);
-  (void)Write(env_, dir, JoinPath(dir, "ref"), commit);
+  Status written = Write(env_, dir, JoinPath(dir, "ref"), commit);
+  Report("the default revision of " + std::string(model_id), written);
   std::lock_guard lock(mu_);
-  memo_[std::string(model_id)] = Memo{commit, CoarseNow()};
-  g_generation.fetch_add(1, std::memory_order_acq_rel);
+  // Not remembered when unrecorded: the next call tries again.
+  if (written.ok()) {
+    memo_[std::string(model_id)] = Memo{commit, CoarseNow()};
+    g_generation.fetch_add(1, std::memory_order_acq_rel);
+  }
 }
 
 std::string ModelRefs::Default(std::string_view model_id) {
@@ -133,7 +150,8 @@ std::string ModelRefs::Default(std::string_view model_id) {
 void ModelRefs::SaveConfig(std::string_view model_id, const std::string& revision,
                            std::string_view json) {
   const std::string dir = ModelDir(model_id);
-  (void)Write(env_, dir, ConfigPath(model_id, revision), json);
+  Report("the config.json of " + std::string(model_id),
+         Write(env_, dir, ConfigPath(model_id, revision), json));
 }
 
 std::string ModelRefs::Config(std::string_view model_id, const std::string& revision) {

@@ -13,10 +13,11 @@
 //                       layers from it (docs/PYTHON.md).
 //
 // Files are written atomically and best effort (a read-only cache just
-// records nothing). Thread-safe. Other processes' records are seen within
-// kRecheck.
+// records nothing; the first failure is logged as a warning). Thread-safe. Other processes' records
+// are seen within kRecheck.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -48,6 +49,7 @@ class ModelRefs {
  private:
   std::string ModelDir(std::string_view model_id) const;
   std::string ConfigPath(std::string_view model_id, const std::string& revision) const;
+  void Report(const std::string& what, const Status& s);
 
   Env* env_;
   std::string dir_;
@@ -57,6 +59,7 @@ class ModelRefs {
     std::chrono::steady_clock::time_point when;
   };
   std::map<std::string, Memo, std::less<>> memo_;
+  std::atomic<bool> warned_{false};
 };
 
 }  // namespace layercache
