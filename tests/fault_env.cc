@@ -87,6 +87,10 @@ class FaultReadFile final : public RandomAccessFile {
     if (!env_->Inject(FaultOp::kMapRefused, "map " + path_).ok()) return false;
     if (!base_->MapPrivate(offset, n, out)) return false;
     env_->CountMapping();
+    {
+      std::lock_guard lock(mu_);
+      map_offsets_[out->data()] = offset;
+    }
     if (env_->Failing(FaultOp::kMapCorrupt, path_) && out->size() > 0) {
       // The mapping is private and writable: the flip never reaches the file.
       env_->CountInjected();
@@ -94,9 +98,32 @@ class FaultReadFile final : public RandomAccessFile {
     }
     return true;
   }
+  Status Populate(const AlignedBuffer& mapping, uint64_t offset, uint64_t n) override {
+    if (env_->plain_only()) return RandomAccessFile::Populate(mapping, offset, n);
+    if (Status s = env_->Inject(FaultOp::kMapRead, "read into a mapping of " + path_); !s.ok()) {
+      return s;
+    }
+    if (env_->Failing(FaultOp::kShortRead, path_)) {
+      uint64_t file_offset = 0;
+      {
+        std::lock_guard lock(mu_);
+        auto it = map_offsets_.find(mapping.data());
+        if (it != map_offsets_.end()) file_offset = it->second;
+      }
+      if (file_offset + offset + n > FakeEnd()) {
+        env_->CountInjected();
+        return Status::IOError("injected fault: " + path_ + " ends before them");
+      }
+    }
+    env_->CountMapRead();
+    return base_->Populate(mapping, offset, n);
+  }
 
  private:
   uint64_t FakeEnd() const { return base_->size() / 2; }
+
+  std::mutex mu_;
+  std::map<const std::byte*, uint64_t> map_offsets_;  // mapping -> its file offset
 
   std::unique_ptr<RandomAccessFile> base_;
   FaultInjectionEnv* env_;

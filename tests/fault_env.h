@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <map>
 #include <mutex>
 #include <string>
 
@@ -31,9 +32,11 @@ enum class FaultOp {
   kRemove,
   kSqlite,  // a write, truncate, sync or delete by SQLite (sqlite_crash_vfs.h)
   // Files seem to end halfway: a plain read past the half fails as a short
-  // file does, an O_DIRECT read stops there.
+  // file does, an O_DIRECT read stops there, populating a mapping past it
+  // fails.
   kShortRead,
   kDirectRead,  // O_DIRECT reads (RandomAccessFile::ReadDirect)
+  kMapRead,     // reading a mapping's pages in (RandomAccessFile::Populate)
   kMapRefused,  // mappings cannot be made (the reader must read instead)
   kMapCorrupt,  // a mapping shows one flipped byte (a bad page under it)
   kLockOpen,    // opening a lock file
@@ -75,6 +78,7 @@ class FaultInjectionEnv : public EnvWrapper {
   uint64_t plain_reads() const { return plain_reads_; }
   uint64_t direct_reads() const { return direct_reads_; }
   uint64_t mappings() const { return mappings_; }
+  uint64_t map_reads() const { return map_reads_; }
   uint64_t locks() const { return locks_; }
 
   Result<std::unique_ptr<RandomAccessFile>> OpenForRead(const std::string& path) override;
@@ -122,6 +126,7 @@ class FaultInjectionEnv : public EnvWrapper {
   void CountPlainRead() { ++plain_reads_; }
   void CountDirectRead() { ++direct_reads_; }
   void CountMapping() { ++mappings_; }
+  void CountMapRead() { ++map_reads_; }
 
  private:
   mutable std::mutex mu_;
@@ -134,7 +139,7 @@ class FaultInjectionEnv : public EnvWrapper {
   std::atomic<int> crash_at_{0};
   std::atomic<int> ops_{0};
   std::atomic<int> injected_{0};
-  std::atomic<uint64_t> plain_reads_{0}, direct_reads_{0}, mappings_{0}, locks_{0};
+  std::atomic<uint64_t> plain_reads_{0}, direct_reads_{0}, mappings_{0}, map_reads_{0}, locks_{0};
 };
 
 }  // namespace layercache::testing

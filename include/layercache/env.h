@@ -12,8 +12,8 @@
 // Writing an Env: derive from EnvWrapper and override what you want to see
 // or change; everything else goes to the wrapped Env. All Env methods must be
 // thread-safe; a file object is used by one thread at a time, except
-// RandomAccessFile::Read/ReadDirect/CachedPages, which the parallel entry
-// reader calls from several threads at once on one file.
+// RandomAccessFile::Read/ReadDirect/Populate/CachedPages, which the parallel
+// entry reader calls from several threads at once on one file.
 #pragma once
 
 #include <cstddef>
@@ -28,11 +28,12 @@
 
 namespace layercache {
 
-// A file open for reading. The entry reader takes the cheapest of three ways
-// per 8 MiB chunk (LayerCacheOptions::disk_read_mode): Read (through the page
-// cache), ReadDirect (O_DIRECT) or a mapping (MapPrivate); CachedPages tells
-// it which chunks are in the page cache. The optional methods have defaults
-// that report "not available", and the reader then falls back to Read.
+// A file open for reading. The entry reader (src/disk/entry_reader.h) takes
+// the cheapest way for each part of an entry (LayerCacheOptions::
+// disk_read_mode): Read (through the page cache), ReadDirect (O_DIRECT) or a
+// mapping (MapPrivate, its pages read in by Populate); CachedPages tells it
+// what is in the page cache. The optional methods have defaults that report
+// "not available", and the reader then falls back to Read.
 class RandomAccessFile {
  public:
   virtual ~RandomAccessFile() = default;
@@ -77,6 +78,17 @@ class RandomAccessFile {
   virtual bool MapPrivate(uint64_t offset, uint64_t n, AlignedBuffer* out) {
     (void)offset, (void)n, (void)out;
     return false;
+  }
+  // Brings bytes [offset, offset + n) of `mapping` (made by this file's
+  // MapPrivate; offset from its start) into memory, reading from the file
+  // what is not in the page cache, without a copy (MADV_POPULATE_READ):
+  // this is how a large entry that is not cached is read into its mapping.
+  // kUnsupported where the kernel cannot (the reader then reads into a
+  // buffer instead); an error when the device fails or the range lies past
+  // the end of the file.
+  virtual Status Populate(const AlignedBuffer& mapping, uint64_t offset, uint64_t n) {
+    (void)mapping, (void)offset, (void)n;
+    return Status::Unsupported("populating a mapping is not available");
   }
 };
 

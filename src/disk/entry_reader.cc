@@ -1,7 +1,5 @@
 #include "disk/entry_reader.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -25,24 +23,6 @@ uint64_t PagesIn(uint64_t off, uint64_t len) {
 }
 
 enum class Way : uint8_t { kCopy, kDirect, kBuffered, kPopulate };
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22  // Linux 5.14; older kernels answer EINVAL
-#endif
-
-// Brings the pages of [p, p + len) of a file mapping into the page cache
-// and the page tables (reading what is not cached), without writing to
-// them: 0 or an errno (EINVAL: the kernel lacks MADV_POPULATE_READ; EFAULT:
-// part of the range lies past the end of the file; EIO: the device failed).
-int Populate(const std::byte* p, uint64_t len) {
-  const auto addr = reinterpret_cast<uintptr_t>(p);
-  const uintptr_t start = addr / kPage * kPage;
-  const uintptr_t end = (addr + len + kPage - 1) / kPage * kPage;
-  for (;;) {
-    if (::madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_READ) == 0) return 0;
-    if (errno != EINTR && errno != EAGAIN) return errno;
-  }
-}
 
 unsigned Cores() { return std::max(1u, std::thread::hardware_concurrency()); }
 
@@ -125,8 +105,10 @@ Status ReadEntryData(RandomAccessFile& f, uint64_t base, uint64_t n, DiskReadMod
   AlignedBuffer mapping;  // the layer (populate), or the source of copied chunks
   bool populate = false;
   if (zero_copy_mode && n >= kEntryMapThreshold && f.MapPrivate(base, n, &mapping)) {
-    const int err = Populate(mapping.data(), std::min<uint64_t>(n, kPopulateRequest));
-    populate = err != EINVAL && err != ENOSYS;  // else the kernel lacks it: read as below
+    const Status first = f.Populate(mapping, 0, std::min<uint64_t>(n, kPopulateRequest));
+    // Unsupported: the kernel lacks it, read as below (another error comes
+    // back when the request is made again).
+    populate = first.code() != StatusCode::kUnsupported;
     if (!populate) mapping = AlignedBuffer();
   }
 
@@ -180,11 +162,10 @@ Status ReadEntryData(RandomAccessFile& f, uint64_t base, uint64_t n, DiskReadMod
   auto fetch = [&](const Unit& u) -> Status {
     switch (way[u.chunk]) {
       case Way::kPopulate:
-        if (const int err = Populate(dst + u.off, u.len); err != 0) {
-          return Status::IOError(
-              "cannot read bytes " + std::to_string(base + u.off) + "-" +
-              std::to_string(base + u.off + u.len) + " of the entry: " +
-              (err == EFAULT ? std::string("the file ends before them") : std::strerror(err)));
+        if (Status s = f.Populate(mapping, u.off, u.len); !s.ok()) {
+          return Status::IOError("cannot read bytes " + std::to_string(base + u.off) + "-" +
+                                 std::to_string(base + u.off + u.len) +
+                                 " of the entry: " + s.message());
         }
         mapped.fetch_add(u.len, std::memory_order_relaxed);
         return Status::OK();

@@ -17,6 +17,12 @@
 namespace layercache {
 namespace {
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14; older kernels answer EINVAL
+#endif
+
+constexpr uintptr_t kPageSize = 4096;
+
 class PosixRandomAccessFile final : public RandomAccessFile {
  public:
   PosixRandomAccessFile(std::string path, int fd, uint64_t size, uint64_t inode)
@@ -141,6 +147,24 @@ class PosixRandomAccessFile final : public RandomAccessFile {
     file_backing::RegisterMapping(base, n, fd_, offset);  // for copy-on-write views
     *out = AlignedBuffer::FromMapping(base, n, static_cast<std::byte*>(base), n);
     return true;
+  }
+
+  Status Populate(const AlignedBuffer& mapping, uint64_t offset, uint64_t n) override {
+    const auto addr = reinterpret_cast<uintptr_t>(mapping.data() + offset);
+    const uintptr_t start = addr / kPageSize * kPageSize;
+    const uintptr_t end = (addr + n + kPageSize - 1) / kPageSize * kPageSize;
+    for (;;) {
+      if (::madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_READ) == 0) {
+        return Status::OK();
+      }
+      const int err = errno;
+      if (err == EINTR || err == EAGAIN) continue;
+      if (err == EINVAL || err == ENOSYS) {
+        return Status::Unsupported("MADV_POPULATE_READ is not available (Linux 5.14)");
+      }
+      if (err == EFAULT) return Status::IOError(path_ + " ends before them");
+      return ErrnoStatus("cannot read " + path_, err);
+    }
   }
 
   ~PosixRandomAccessFile() override {
