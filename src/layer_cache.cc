@@ -62,6 +62,7 @@ DiskTierOptions DiskOptions(const LayerCacheOptions& o, const std::string& cache
   d.compression_level = o.enable_compression ? o.compression_level : 0;
   d.eviction_policy = o.eviction_policy;
   d.read_mode = o.disk_read_mode;
+  d.env = o.env;
   return d;
 }
 
@@ -71,14 +72,16 @@ class LayerCache::Impl {
  public:
   explicit Impl(LayerCacheOptions options) : options_(std::move(options)) {
     options_.Validate();
+    env_ = options_.env != nullptr ? options_.env : Env::Default();
     cache_dir_ = options_.ResolvedCacheDir();
     auto memory =
         std::make_unique<MemoryTier>(options_.max_memory_bytes(), options_.eviction_policy);
-    const bool creating = options_.persist_metadata && !CacheIndexExists(cache_dir_);
+    const bool creating = options_.persist_metadata && !CacheIndexExists(cache_dir_, options_.env);
     auto disk = DiskTier::Open(DiskOptions(options_, cache_dir_));
     if (!disk.ok()) throw Error(disk.status());
     if (creating) RecordSettingsOfNewCache(cache_dir_, options_);  // cache_settings.h
-    lifetime_ = std::make_unique<LifetimeCounters>(options_.persist_metadata ? cache_dir_ : "");
+    lifetime_ =
+        std::make_unique<LifetimeCounters>(options_.persist_metadata ? cache_dir_ : "", env_);
     memory_ = memory.get();
     disk_ = disk->get();
     // The chain, top first. A new tier is one more line here.
@@ -102,8 +105,8 @@ class LayerCache::Impl {
                    : latencies_.get_miss)
           .Observe(seconds);
     });
-    hub_ = std::make_unique<HubSource>(JoinPath(cache_dir_, "refs"));
-    refs_ = std::make_unique<ModelRefs>(Env::Default(), JoinPath(cache_dir_, "model-refs"));
+    hub_ = std::make_unique<HubSource>(JoinPath(cache_dir_, "refs"), env_);
+    refs_ = std::make_unique<ModelRefs>(env_, JoinPath(cache_dir_, "model-refs"));
   }
 
   // A key without a revision: the model's default revision's commit when
@@ -213,7 +216,8 @@ class LayerCache::Impl {
                 const std::vector<int64_t>& layers, const std::string& pattern,
                 bool include_non_layer, const std::string& revision,
                 const ProgressCallback& progress) {
-    auto plan = PlanCheckpointImport(dir, model_id, layers, pattern, include_non_layer, revision);
+    auto plan =
+        PlanCheckpointImport(dir, model_id, layers, pattern, include_non_layer, revision, env_);
     if (!plan.ok()) throw Error(plan.status());
     ProgressUpdate update;
     update.label = "import";
@@ -226,7 +230,7 @@ class LayerCache::Impl {
       update.finished = ++update.done == update.total;
       if (progress) progress(update);
     }
-    if (auto json = ReadFileToString(Env::Default(), JoinPath(dir, "config.json")); json.ok()) {
+    if (auto json = ReadFileToString(env_, JoinPath(dir, "config.json")); json.ok()) {
       refs_->SaveConfig(model_id, revision, *json);
     }
     // A snapshot imported under its commit (a Hugging Face cache's refs/main)
@@ -372,6 +376,7 @@ class LayerCache::Impl {
   // The GPU tier's view of the host tiers (src/gpu/gpu_front.h).
   HostTiers GpuHostTiers() {
     HostTiers h;
+    h.env = env_;
     h.memory_lookup = [this](const LayerKey& key) { return memory_->Lookup(LayerKeyRef(key)); };
     h.memory_insert = [this](const LayerKey& key, LayerPtr layer) {
       if (Status s = chain_->PutTop(key, layer); !s.ok()) LogWarn(s.message());
@@ -400,6 +405,7 @@ class LayerCache::Impl {
   DiskTier* disk_ = nullptr;      // in chain_: for the directory's maintenance
   std::unique_ptr<HubSource> hub_;
   std::unique_ptr<ModelRefs> refs_;
+  Env* env_ = nullptr;  // options_.env or Env::Default()
   std::atomic<uint64_t> bytes_downloaded_{0};
   CacheLatencies latencies_;
   std::unique_ptr<LifetimeCounters> lifetime_;

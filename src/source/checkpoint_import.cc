@@ -7,10 +7,13 @@
 
 namespace layercache {
 
-Result<std::vector<SourceLoad>> PlanCheckpointImport(
-    const std::string& dir, std::string_view model_id, const std::vector<int64_t>& layers,
-    const std::string& layer_pattern, bool include_non_layer, const std::string& revision) {
-  auto opened = Checkpoint::Open(dir, layer_pattern);
+Result<std::vector<SourceLoad>> PlanCheckpointImport(const std::string& dir,
+                                                     std::string_view model_id,
+                                                     const std::vector<int64_t>& layers,
+                                                     const std::string& layer_pattern,
+                                                     bool include_non_layer,
+                                                     const std::string& revision, Env* env) {
+  auto opened = Checkpoint::Open(dir, layer_pattern, env);
   if (!opened.ok()) return opened.status();
   std::shared_ptr<const Checkpoint> checkpoint = std::move(*opened);
   std::vector<int64_t> wanted = layers;
