@@ -158,6 +158,17 @@ TEST(HubServer, StopReturnsWithConnectionsOpenAndQueued) {
   }
 }
 
+TEST(HubServer, AddRepoRefusesAnIdThatIsNotAHubRepositoryId) {
+  Repo repo;
+  HubServer server(HubServerOptions{});
+  for (const char* bad : {"../etc", "a/b/c", "", "a b", "/abs"}) {
+    EXPECT_THROW(server.AddRepo(bad, repo.dir.path()), std::invalid_argument) << bad;
+  }
+  EXPECT_TRUE(server.revisions().empty());
+  server.AddRepo("acme/m", repo.dir.path());
+  EXPECT_EQ(server.revisions().size(), 1u);
+}
+
 TEST(HubServer, BusyPortIsRefused) {
   Repo repo;
   HubServer a, b;

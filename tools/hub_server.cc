@@ -5,8 +5,10 @@
 #include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "http_server.h"
+#include "hub/hub_client.h"
 #include "layercache/hf_cache.h"
 #include "layercache/repo_snapshot.h"
 
@@ -186,6 +188,8 @@ HubServer::~HubServer() {
 }
 
 void HubServer::AddRepo(const std::string& repo_id, const std::string& dir) {
+  // The id clients ask for: a Hub repository id ("name" or "org/name"), never "../etc".
+  if (Status s = CheckRepoId(repo_id); !s.ok()) throw std::invalid_argument(s.message());
   auto snapshot = RepoSnapshot::FromDirectory(dir);
   if (!snapshot.ok()) throw Error(snapshot.status());
   Repo repo;
