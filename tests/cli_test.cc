@@ -28,6 +28,16 @@ TEST(Cli, PutGetRoundTripIsByteIdenticalToTheReferenceWriter) {
   auto get = Cli(dir, {"get", "burn/model", "3", "--quant", "fp32", "-o", dir / "out.safetensors"});
   ASSERT_EQ(get.exit_code, 0) << get.out;
   EXPECT_EQ(testing::ReadBytes(dir / "out.safetensors"), testing::ReadBytes(src));
+  {  // the report counts the tensors' bytes (the file also holds its 8-byte length and header)
+    const auto bytes = testing::ReadBytes(dir / "out.safetensors");
+    ASSERT_GT(bytes.size(), 8u);
+    uint64_t header = 0;
+    for (int i = 7; i >= 0; --i) header = (header << 8) | static_cast<uint8_t>(bytes[i]);
+    const uint64_t data = bytes.size() - 8 - header;
+    EXPECT_NE(get.out.find("(" + std::to_string(data) + " bytes of tensor data)"),
+              std::string::npos)
+        << get.out;
+  }
   auto miss = Cli(dir, {"get", "burn/model", "4", "-o", dir / "miss.safetensors"});
   EXPECT_EQ(miss.exit_code, 1);
   EXPECT_NE(miss.out.find("not cached"), std::string::npos);

@@ -371,7 +371,7 @@ int Get(const Global& g, const std::string& model, int64_t layer_index, const st
   // The data went to stdout: the report goes to stderr.
   (to_stdout ? std::cerr : std::cout)
       << "wrote " << key.ToString() << " to " << (to_stdout ? "standard output" : out) << " ("
-      << layer->nbytes() << " bytes)\n";
+      << layer->nbytes() << " bytes of tensor data)\n";
   return kExitOk;
 }
 
