@@ -80,6 +80,14 @@ else:
     _TORCH_DTYPES, _TORCH_FROM = {}, {}
 
 
+def _index(value, what="layer_index"):
+    """An integer argument: an int (or anything with __index__, e.g. a numpy integer), never a
+    bool, str or float silently converted (layer "3" or 2.7 is a caller's mistake)."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
+    return value.__index__()
+
+
 def _tensor_entry(name, value):
     """(name, dtype, shape, buffer) for a torch tensor or numpy array."""
     if torch is not None and isinstance(value, torch.Tensor):
@@ -382,7 +390,7 @@ class LayerCache:
         return self._build(core_layer, (model_id, layer_index, quant, revision))
 
     def _forget(self, model_id=None, layer_index=None):
-        self._hits.forget(model_id, None if layer_index is None else int(layer_index))
+        self._hits.forget(model_id, None if layer_index is None else _index(layer_index))
 
     def get_layer(self, model_id, layer_index, quantization_mode=None, device="cpu", module=None,
                   revision=None, dequantize=False):
@@ -401,7 +409,7 @@ class LayerCache:
 
     def _get_layer_slow(self, model_id, layer_index, quantization_mode=None, device="cpu", module=None,
                         revision=None, dequantize=False):
-        key = (model_id, int(layer_index), quantization_mode or "", revision or "")
+        key = (model_id, _index(layer_index), quantization_mode or "", revision or "")
         if str(device) != "cpu":  # {name: torch CUDA tensor} through the GPU tier (layercache.gpu)
             from . import gpu
             return gpu.device_layer(self._core, model_id, key[1], key[2], key[3], device)
@@ -414,13 +422,13 @@ class LayerCache:
                                 revision=None):
         """The seed's IOOptimizer call: starts prefetching the next ``lookahead`` layers (wrapping at
         ``num_layers``) on the C++ prefetch threads, then returns layer ``layer_index`` (or None)."""
-        return self._hits.get_layer_with_prefetch(model_id, int(layer_index), int(num_layers), int(lookahead),
+        return self._hits.get_layer_with_prefetch(model_id, _index(layer_index), _index(num_layers, "num_layers"), int(lookahead),
                                                   quantization_mode or "", revision or "")
 
     def prefetch(self, model_id, layer_indices, quantization_mode=None, revision=None):
         """Starts loading cached layers from disk into memory in the background.
         Returns one future per index; ``future.result()`` is the layer or None."""
-        futures = self._core.prefetch(model_id, [int(i) for i in layer_indices], quantization_mode or "",
+        futures = self._core.prefetch(model_id, [_index(i) for i in layer_indices], quantization_mode or "",
                                       revision or "")
         return [_LayerFuture(self, f, (model_id, i, quantization_mode or "", revision or ""))
                 for f, i in zip(futures, layer_indices)]
@@ -437,7 +445,7 @@ class LayerCache:
         ``config`` (the model's config.json as a dict) makes a tensor dict of a known family
         rebuildable as layercache's decoder layer, and is kept as the model's config."""
         from . import models, modules
-        key = (model_id, int(layer_index), quantization_mode or "", revision or "")
+        key = (model_id, _index(layer_index), quantization_mode or "", revision or "")
         metadata = {}
         if torch is not None and isinstance(layer, torch.nn.Module):
             spec = modules.spec_of(layer, module_spec)
@@ -488,11 +496,11 @@ class LayerCache:
                 raise ValueError(f"quantization_mode={quantization_mode!r} but the config is {qc.mode!r}")
             o.set_quantize(qc.mode, qc.blocksize or 64, qc.double_quant, qc.min_elements, qc.quantize_embeddings)
             quantization_mode = qc.mode
-        core_layer = self._core.download_and_cache(model_id, int(layer_index), repo_id, filename or "", o, False)
+        core_layer = self._core.download_and_cache(model_id, _index(layer_index), repo_id, filename or "", o, False)
         if core_layer is None:
             return None
         rev = "" if revision in (None, "", "main") else revision
-        return self._build(core_layer, (model_id, int(layer_index), quantization_mode or "", rev), module)[0]
+        return self._build(core_layer, (model_id, _index(layer_index), quantization_mode or "", rev), module)[0]
 
     def download_non_layer_tensors(self, model_id, repo_id, filename=None, **options):
         """Embeddings, final norm and lm_head, by full name."""
@@ -547,12 +555,12 @@ class LayerCache:
         if revision is not None:
             if model_id is None:
                 raise ValueError("revision given without model_id; pass the model too")
-            n = self._core.invalidate_revision(model_id, None if layer_index is None else int(layer_index),
+            n = self._core.invalidate_revision(model_id, None if layer_index is None else _index(layer_index),
                                                str(revision))
             with self._lock:
                 self._forget(model_id, layer_index)
             return n
-        n = self._core.invalidate_cache(model_id, None if layer_index is None else int(layer_index))
+        n = self._core.invalidate_cache(model_id, None if layer_index is None else _index(layer_index))
         with self._lock:
             self._forget(model_id, layer_index)
         return n
