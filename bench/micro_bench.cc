@@ -9,6 +9,7 @@
 #include "layercache/checksum.h"
 #include "layercache/layer.h"
 #include "layercache/layer_cache.h"
+#include "layercache/synthetic_model.h"
 #include "memory/memory_tier.h"
 
 namespace {
@@ -50,6 +51,35 @@ void BM_GetLayerHit(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_GetLayerHit)->Threads(1)->Threads(2)->UseRealTime();
+
+// get_layer() without a revision on a memory-tier hit for a model that has
+// a default revision (imported under a commit, as a download of "main"
+// records it): the default-revision lookup is on this path.
+void BM_GetLayerHitDefaultRevision(benchmark::State& state) {
+  static LayerCache* cache = [] {
+    char tmpl[] = "/tmp/layercache-micro-rev-XXXXXX";
+    const std::string root = ::mkdtemp(tmpl);
+    SyntheticModelSpec spec;
+    spec.num_layers = 4;
+    spec.hidden_size = 64;
+    spec.intermediate_size = 128;
+    spec.vocab_size = 64;
+    if (!WriteSyntheticModel(root + "/model", spec).ok()) std::abort();
+    LayerCacheOptions o;
+    o.cache_dir = root + "/cache";
+    auto* c = new LayerCache(o);
+    c->import_checkpoint(root + "/model", "bench-rev-model", {}, "", false,
+                         "0123456789abcdef0123456789abcdef01234567");
+    for (int i = 0; i < 4; ++i) {
+      if (!c->get_layer("bench-rev-model", i)) std::abort();  // into the memory tier
+    }
+    return c;
+  }();
+  const int64_t layer = state.thread_index() % 4;
+  for (auto _ : state) benchmark::DoNotOptimize(cache->get_layer("bench-rev-model", layer));
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_GetLayerHitDefaultRevision)->Threads(1)->Threads(2)->UseRealTime();
 
 void BM_Checksum(benchmark::State& state) {
   std::vector<std::byte> data(size_t{64} << 20);

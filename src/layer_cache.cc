@@ -121,6 +121,7 @@ class LayerCache::Impl {
       if (!commit.empty()) {
         LayerKeyRef at = key;
         at.revision = commit;
+        if (LayerPtr hit = chain_->GetFromTop(at)) return hit;
         if (chain_->ContainsLocally(at.ToKey())) return chain_->Get(at);
       }
     }
@@ -245,7 +246,8 @@ class LayerCache::Impl {
                                                      const IndexLoader& loader,
                                                      const std::string& revision = "") {
     std::vector<std::shared_future<LayerPtr>> out;
-    const std::string commit = revision.empty() ? refs_->Default(model_id) : revision;
+    const std::string commit(revision.empty() ? refs_->Default(model_id)
+                                              : std::string_view(revision));
     for (int64_t i : indices) {
       LayerKey key{std::string(model_id), i, quant, commit};
       // Without a revision: the default revision's layer if cached, else the

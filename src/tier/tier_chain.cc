@@ -33,6 +33,15 @@ bool TierChain::ContainsLocally(const LayerKey& key) {
   return false;
 }
 
+LayerPtr TierChain::GetFromTop(const LayerKeyRef& key) {
+  auto hit = tiers_[0]->Get(key);
+  if (!hit.ok()) return nullptr;
+  CounterSlot& c = Slot();
+  c.hits[0].fetch_add(1, std::memory_order_relaxed);
+  c.bytes_served.fetch_add((*hit)->nbytes(), std::memory_order_relaxed);
+  return std::move(*hit);
+}
+
 LayerPtr TierChain::Get(const LayerKeyRef& key) {
   // The cheap checks here; the text checks (NUL bytes, UTF-8) only on a
   // miss: a key that fails them was never cached, so it cannot hit.

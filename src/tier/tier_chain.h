@@ -59,6 +59,9 @@ class TierChain {
   // A hit in the top tier allocates nothing and touches no shared counter.
   // Throws std::invalid_argument for an invalid key.
   LayerPtr Get(const LayerKeyRef& key);
+  // The top tier's copy, counted as a hit; nullptr (counting nothing) when
+  // the top tier lacks it. No key check.
+  LayerPtr GetFromTop(const LayerKeyRef& key);
   // As Get, after the caller found the top tier without the key (prefetch).
   LayerPtr GetBelowTop(const LayerKey& key);
   // The top tier's copy, if any; counts nothing.
