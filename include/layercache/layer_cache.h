@@ -1,4 +1,5 @@
-// LayerCache: the two-tier (memory + disk) layer cache of the seed document.
+// LayerCache: the layer cache of the seed document: memory and disk tiers,
+// an optional Redis Cluster tier, and a GPU tier in front for device layers.
 //
 //   layercache::LayerCache cache({.cache_dir = "/nvme/layers",
 //                                 .max_cache_size_gb = 200,
@@ -9,10 +10,12 @@
 //     cache.cache_layer("qwen-7b", 5, load_somehow());
 //   }
 //
-// Lookup order: memory tier (sharded LRU, byte budget), then disk tier (one
-// self-describing safetensors file per entry, SQLite index, LRU, byte budget,
-// checksummed). A disk hit is promoted to memory; a layer evicted from memory
-// that is no longer on disk is written back to disk.
+// Lookup order: memory tier (sharded, byte budget), then disk tier (one
+// self-describing safetensors file per entry, SQLite index, byte budget,
+// checksummed), then the Redis tier when remote_cache_urls is set. A hit in a
+// lower tier is promoted to the tiers above it; a layer evicted from memory
+// that is no longer on disk is written back to disk. get_layer(key, "cuda:N")
+// serves from a GPU tier in front of these (docs/DESIGN.md).
 //
 // Thread safety: every public method may be called from any number of threads
 // at once. Several processes may open the same cache_dir: each has its own
