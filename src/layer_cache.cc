@@ -49,6 +49,22 @@ void CheckLayer(const LayerPtr& layer) {
   }
 }
 
+// What a *_status variant returns for an exception of the throwing path:
+// the Status it carries (layercache::Error) or kInvalidArgument. They never
+// throw (include/layercache/layer_cache.h, "Errors").
+template <class F>
+auto StatusOf(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    return e.status();
+  } catch (const std::invalid_argument& e) {
+    return Status::InvalidArgument(e.what());
+  } catch (const std::exception& e) {
+    return Status::IOError(e.what());
+  }
+}
+
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
@@ -477,12 +493,16 @@ bool LayerCache::cache_layer(std::string_view model_id, int64_t layer_index, Lay
 }
 
 bool LayerCache::cache_layer(const LayerKey& key, LayerPtr layer) {
-  Status s = cache_layer_status(key, std::move(layer));
+  Status s = CacheLayer(key, std::move(layer));  // bad arguments throw
   if (!s.ok()) LogWarn(s.message());
   return s.ok();
 }
 
 Status LayerCache::cache_layer_status(const LayerKey& key, LayerPtr layer) {
+  return StatusOf([&] { return CacheLayer(key, std::move(layer)); });
+}
+
+Status LayerCache::CacheLayer(const LayerKey& key, LayerPtr layer) {
   // The cache knows the mode: under "nf4"/"int8" only a layer quantized that
   // way, and a quantized layer only under its own mode (quantization.h).
   if (layer) {
@@ -508,7 +528,10 @@ Result<LayerPtr> LayerCache::download_and_cache_status(std::string_view model_id
                                                        const std::string& repo_id,
                                                        const std::string& filename,
                                                        const DownloadOptions& options) {
-  return impl_->Download(model_id, layer_index, repo_id, filename, options, /*non_layer=*/false);
+  return StatusOf([&] {
+    return impl_->Download(model_id, layer_index, repo_id, filename, options,
+                           /*non_layer=*/false);
+  });
 }
 
 LayerPtr LayerCache::download_non_layer_tensors(std::string_view model_id,

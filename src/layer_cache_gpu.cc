@@ -57,7 +57,11 @@ Result<int> DeviceOrdinal(std::string_view device) {
 }  // namespace
 
 Result<DeviceLayerPtr> LayerCache::get_layer_status(const LayerKey& key, std::string_view device) {
-  key.Validate();
+  try {
+    key.Validate();
+  } catch (const std::invalid_argument& e) {
+    return Status::InvalidArgument(e.what());  // a *_status call never throws
+  }
   auto ordinal = DeviceOrdinal(device);
   if (!ordinal.ok()) return ordinal.status();
   auto front = Front(*this, gpu_->mu, gpu_->front, [this] { return GpuHostTiers(); });

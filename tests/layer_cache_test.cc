@@ -28,6 +28,36 @@ LayerCacheOptions Opts(const TempDir& dir, double disk_gb = 1.0, double mem_gb =
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
+TEST(LayerCache, StatusVariantsNeverThrowAndOneFaultIsOneError) {
+  TempDir dir;
+  LayerCache cache(Opts(dir));
+  // A null layer: kInvalidArgument from cache_layer_status and from a loader
+  // of get_or_load alike; the throwing call throws std::invalid_argument.
+  Status given;
+  EXPECT_NO_THROW(given = cache.cache_layer_status(LayerKey{"m", 0, "", ""}, nullptr));
+  EXPECT_EQ(given.code(), StatusCode::kInvalidArgument) << given.ToString();
+  auto loaded = cache.get_or_load(LayerKey{"m", 0, "", ""}, [] { return LayerPtr(); });
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), StatusCode::kInvalidArgument) << loaded.status().ToString();
+  EXPECT_THROW(cache.cache_layer(LayerKey{"m", 0, "", ""}, nullptr), std::invalid_argument);
+  // A bad key: a Status, not an exception.
+  Status bad_key;
+  EXPECT_NO_THROW(bad_key = cache.cache_layer_status(LayerKey{"", 0, "", ""}, MakeLayer(0)));
+  EXPECT_EQ(bad_key.code(), StatusCode::kInvalidArgument) << bad_key.ToString();
+  EXPECT_THROW(cache.cache_layer(LayerKey{"", 0, "", ""}, MakeLayer(0)), std::invalid_argument);
+  Result<DeviceLayerPtr> device = Status::NotFound("not run");
+  EXPECT_NO_THROW(device = cache.get_layer_status(LayerKey{"", -1, "", ""}, "cuda:0"));
+  ASSERT_FALSE(device.ok());
+  EXPECT_EQ(device.status().code(), StatusCode::kInvalidArgument);
+  // A hostile repository id: download_and_cache_status returns it (no Hub is asked).
+  Result<LayerPtr> dl = Status::NotFound("not run");
+  EXPECT_NO_THROW(dl = cache.download_and_cache_status("m", 0, "../../etc/passwd"));
+  ASSERT_FALSE(dl.ok());
+  EXPECT_EQ(dl.status().code(), StatusCode::kInvalidArgument) << dl.status().ToString();
+  EXPECT_THROW(cache.download_and_cache("m", 0, "../../etc/passwd"), std::invalid_argument);
+  EXPECT_EQ(cache.get_stats().disk_cache_entries, 0u);  // nothing was cached
+}
+
 TEST(LayerCache, MissThenCacheThenHitFromMemory) {
   TempDir dir;
   LayerCache cache(Opts(dir));

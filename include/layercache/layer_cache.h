@@ -26,9 +26,14 @@
 // are evicted.
 //
 // Errors: invalid arguments and options throw std::invalid_argument with a
-// message that says how to fix them. The seed-compatible calls return nullptr
-// / false on failure and log the reason (LAYERCACHE_LOG=warn, the default,
-// prints warnings to stderr); the *_status variants return it as a Status.
+// message that says how to fix them; other failures of throwing calls throw
+// layercache::Error, which carries the Status (layercache/status.h). The
+// seed-compatible calls return nullptr / false on failure and log the reason
+// (LAYERCACHE_LOG=warn, the default, prints warnings to stderr). The *_status
+// variants never throw: they return the same fault as a Status
+// (kInvalidArgument where the throwing call throws std::invalid_argument, the
+// Error's Status otherwise), so a null layer is kInvalidArgument whether it is
+// given to cache_layer_status() or returned by a get_or_load() loader.
 #pragma once
 
 #include <functional>
@@ -233,6 +238,7 @@ class LayerCache {
   void record_download(uint64_t bytes);
 
  private:
+  Status CacheLayer(const LayerKey& key, LayerPtr layer);  // throws for bad arguments
   class Impl;
   struct GpuPart;
   static std::shared_ptr<GpuPart> NewGpuPart();
