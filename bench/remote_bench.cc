@@ -18,7 +18,10 @@
 // hit + the same local write). Any failure inside a timed loop stops the
 // benchmark. Prints medians and ratios.
 // Smoke run (CI): --hidden 64 --intermediate 128 --reps 1 --chunk-mb 1
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,7 +48,96 @@ namespace fs = std::filesystem;
 
 using namespace layercache::bench;
 
+namespace {
+
+// The servers this run started: killed on every way out (return, Fail's exit,
+// the watchdog), so a failed run leaves no redis-server behind for later tests.
+std::vector<pid_t> g_servers;
+// What the run is doing, for the watchdog's message.
+const char* volatile g_step = "starting";
+std::string g_root;  // the run's scratch directory, removed on every way out
+
+// Marks the start of a step and re-arms the watchdog.
+void Step(const char* what);
+
+void KillServers() {
+  for (pid_t p : g_servers) {
+    ::kill(p, SIGKILL);
+    ::waitpid(p, nullptr, 0);
+  }
+  g_servers.clear();
+  std::error_code ec;
+  if (!g_root.empty()) fs::remove_all(g_root, ec);
+}
+
+// A run that makes no progress for kWatchdogSeconds says where it stopped and
+// exits, instead of hanging until ctest's timeout kills it silently.
+constexpr unsigned kWatchdogSeconds = 240;
+void OnWatchdog(int) {
+  const char head[] = "remote_bench: a step took over 240 s, stuck at: ";
+  (void)!::write(2, head, sizeof head - 1);
+  (void)!::write(2, g_step, std::strlen(g_step));
+  (void)!::write(2, "\n", 1);
+  for (pid_t p : g_servers) ::kill(p, SIGKILL);
+  ::_exit(1);
+}
+
+void Step(const char* what) {
+  g_step = what;
+  ::alarm(kWatchdogSeconds);
+}
+
+bool CanBind(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// A loopback port that is free now and, for a cluster node, whose bus port
+// (port + 10000) is free too. Ports are handed out by the kernel, so runs in
+// parallel and servers left by other programs do not collide with ours.
+int FreePort(bool cluster, const std::vector<int>& taken) {
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    int port = -1;
+    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+      port = ntohs(addr.sin_port);
+    if (fd >= 0) ::close(fd);
+    if (port <= 0 || std::find(taken.begin(), taken.end(), port) != taken.end()) continue;
+    if (!cluster) return port;
+    if (port + 10000 <= 65535 && CanBind(port + 10000)) return port;
+  }
+  Fail("no free loopback port for redis-server");
+}
+
+// Runs `cmd` through sh until it succeeds or `seconds` pass; false on timeout.
+bool PollUntil(const std::string& cmd, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (Wait(Spawn({"sh", "-c", cmd}, true)) == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a stuck run shows how far it got
+  std::atexit(KillServers);
+  ::signal(SIGALRM, OnWatchdog);
   uint64_t hidden = 4096, intermediate = 11008;
   int reps = 5, chunk_mb = 8;
   bool cluster = false;
@@ -72,12 +164,11 @@ int main(int argc, char** argv) {
   const std::string root =
       fs::temp_directory_path() / ("remote_bench." + std::to_string(::getpid()));
   fs::create_directories(root);
-  // Ports of our own (runs in parallel, e.g. under ctest -j, do not collide).
-  const int base = 30100 + static_cast<int>(::getpid() % 700) * 4;
-  const std::vector<int> ports =
-      cluster ? std::vector<int>{base + 1, base + 2, base + 3} : std::vector<int>{base};
-  std::vector<pid_t> servers;
+  g_root = root;
+  std::vector<int> ports;
+  for (int i = 0; i < (cluster ? 3 : 1); ++i) ports.push_back(FreePort(cluster, ports));
   std::vector<std::string> urls;
+  Step("starting redis-server");
   for (int port : ports) {
     const std::string dir = root + "/redis-" + std::to_string(port);
     fs::create_directories(dir);
@@ -95,34 +186,32 @@ int main(int argc, char** argv) {
                                      "--maxmemory-policy",
                                      "allkeys-lru"};
     if (cluster) args.insert(args.end(), {"--cluster-enabled", "yes"});
-    servers.push_back(Spawn(args, true));
+    g_servers.push_back(Spawn(args, true));
     urls.push_back("redis://127.0.0.1:" + std::to_string(port));
   }
   // Wait (bounded) until every server answers PING.
+  Step("waiting for redis-server to answer PING");
   for (int port : ports) {
-    for (int i = 0; i < 500; ++i) {
-      if (Wait(Spawn({"redis-cli", "-p", std::to_string(port), "ping"}, true)) == 0) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    if (!PollUntil("redis-cli -p " + std::to_string(port) + " ping 2>/dev/null | grep -q PONG", 60))
+      Fail("redis-server on port " + std::to_string(port) + " did not answer PING within 60 s");
   }
   if (cluster) {
-    std::vector<std::string> args = {"redis-cli", "--cluster", "create"};
+    Step("redis-cli --cluster create");
+    std::vector<std::string> args = {"timeout", "120", "redis-cli", "--cluster", "create"};
     for (int port : ports) args.push_back("127.0.0.1:" + std::to_string(port));
     args.insert(args.end(), {"--cluster-replicas", "0", "--cluster-yes"});
-    if (Wait(Spawn(args, true)) != 0) {
-      std::fprintf(stderr, "redis-cli --cluster create failed\n");
-      return 1;
-    }
+    if (Wait(Spawn(args, true)) != 0) Fail("redis-cli --cluster create failed or took over 120 s");
     // Wait (bounded) until every node reports cluster_state:ok.
+    Step("waiting for cluster_state:ok");
     for (int port : ports) {
-      for (int i = 0; i < 1000; ++i) {
-        const std::string cmd =
-            "redis-cli -p " + std::to_string(port) + " cluster info | grep -q cluster_state:ok";
-        if (Wait(Spawn({"sh", "-c", cmd}, true)) == 0) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
+      if (!PollUntil(
+              "redis-cli -p " + std::to_string(port) + " cluster info | grep -q cluster_state:ok",
+              60))
+        Fail("the Redis Cluster node on port " + std::to_string(port) +
+             " did not report cluster_state:ok within 60 s");
     }
   }
+  std::printf("redis: %zu server(s) up\n", ports.size());
 
   SyntheticModelSpec spec;
   spec.num_layers = 2;
@@ -147,6 +236,7 @@ int main(int argc, char** argv) {
   o.remote_urls = urls;
   o.remote_chunk_mb = chunk_mb;
   LayerCache cache(o);
+  Step("the first download_and_cache (fills the Redis tier)");
   auto first = cache.download_and_cache_status("model", 0, "acme/model", "", d);
   if (!first.ok()) {
     std::fprintf(stderr, "%s\n", first.status().ToString().c_str());
@@ -187,6 +277,7 @@ int main(int argc, char** argv) {
         {gets[i].args[1], scratch.data() + i * chunk, std::min(chunk, size - i * chunk)});
   }
   std::vector<double> raw, hiredis, via_tier, disk, source, transfer_only, remote_to_disk;
+  Step("the timed repetitions");
   for (int r = 0; r < reps; ++r) {
     raw.push_back(Seconds([&] {
       for (size_t b = 0; b < into.size(); b += 8) {
@@ -266,10 +357,7 @@ int main(int argc, char** argv) {
   line("  get_layer, fresh cache, remote hit", remote_to_disk);
   line("  download_and_cache from the HTTP source", source);
   std::printf("    remote is %.2fx faster\n", Median(source) / Median(remote_to_disk));
-  for (pid_t p : servers) {
-    ::kill(p, SIGKILL);
-    Wait(p);
-  }
-  fs::remove_all(root);
+  ::alarm(0);
+  KillServers();
   return 0;
 }
