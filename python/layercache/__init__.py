@@ -523,17 +523,19 @@ class LayerCache:
         return o
 
     def import_checkpoint(self, directory, model_id, layers=None, layer_pattern=None, revision=None,
-                          include_non_layer=True):
+                          include_non_layer=True, quiet=False):
         """Caches the layers of a local safetensors checkpoint (and its config.json); returns how many
         entries. ``layers``: the indices to import (all when None); ``include_non_layer``: also the
         embeddings, final norm and lm_head. ``revision`` (a commit, such as a Hugging Face cache
         snapshot's) is the entries' revision and becomes the model's default revision in this cache, so
         ``get_layer(model_id, i)`` without one finds them (docs/PYTHON.md, "The revision rule"); None
-        stores them without a revision."""
+        stores them without a revision. On a terminal a progress bar is drawn on stderr unless
+        ``quiet``."""
         if revision is not None and not isinstance(revision, str):
             raise ValueError(f"revision must be a string, got {type(revision).__name__}")
         n = self._core.import_checkpoint(os.fspath(directory), model_id, [int(i) for i in (layers or [])],
-                                         layer_pattern or "", bool(include_non_layer), revision or "")
+                                         layer_pattern or "", bool(include_non_layer), revision or "",
+                                         bool(quiet))
         self._configs = {k: v for k, v in self._configs.items() if k[0] != model_id}
         with self._lock:
             self._forget(model_id)

@@ -563,22 +563,28 @@ PYBIND11_MODULE(_core, m) {
            [](LayerCache& c, const std::string& model_id, int64_t layer_index,
               const std::string& repo_id, const std::string& filename, const DownloadOptions& o,
               bool non_layer) {
+             // The library draws nothing: like the CLI, Python shows the
+             // terminal bar (ProgressBarCallback draws on a terminal only).
+             DownloadOptions with_bar = o;
+             if (!with_bar.quiet && !with_bar.progress) with_bar.progress = ProgressBarCallback();
              LayerPtr layer;
              {
                py::gil_scoped_release release;
-               layer = non_layer
-                           ? c.download_non_layer_tensors(model_id, repo_id, filename, o)
-                           : c.download_and_cache(model_id, layer_index, repo_id, filename, o);
+               layer =
+                   non_layer
+                       ? c.download_non_layer_tensors(model_id, repo_id, filename, with_bar)
+                       : c.download_and_cache(model_id, layer_index, repo_id, filename, with_bar);
              }
              return Wrap(std::move(layer));
            })
       .def("import_checkpoint",
            [](LayerCache& c, const std::string& dir, const std::string& model_id,
               const std::vector<int64_t>& layers, const std::string& pattern,
-              bool include_non_layer, const std::string& revision) {
+              bool include_non_layer, const std::string& revision, bool quiet) {
+             ProgressCallback bar = quiet ? ProgressCallback() : ProgressBarCallback();
              py::gil_scoped_release release;
-             return c.import_checkpoint(dir, model_id, layers, pattern, include_non_layer,
-                                        revision);
+             return c.import_checkpoint(dir, model_id, layers, pattern, include_non_layer, revision,
+                                        bar);
            })
       .def("invalidate_cache",
            [](LayerCache& c, std::optional<std::string> model_id,

@@ -105,3 +105,69 @@ def test_nothing_off_a_terminal_unless_asked(mirror, tmp_path):
     assert lines and all(len(l) <= 79 for l in lines if "ETA" in l), lines
     assert any(" 3/3 " in l and "ETA" in l for l in lines), lines
     assert re.match(r"fetch org/tiny 3/3 ", lines[-1]), lines
+
+
+def python_on_a_pty(code, cols=80):
+    """Runs `code` in a new Python process with stderr on a pty of `cols` columns; returns what the
+    terminal received."""
+    import sys
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
+    env = dict(os.environ)
+    env.pop("COLUMNS", None)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=slave,
+                         stdin=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    got = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 120)
+        assert ready, "no output within 120 s"
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    os.close(master)
+    out = p.stdout.read()
+    assert p.wait(timeout=120) == 0, got
+    return got.decode(), out.decode()
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_python_download_and_import_draw_the_bar_on_a_terminal_unless_quiet(mirror, tmp_path, quiet):
+    # The library draws nothing itself (progress is a callback): the Python module passes the
+    # terminal bar, as the CLI does, for download_and_cache and import_checkpoint.
+    _, endpoint = mirror
+    ckpt = tmp_path / "ckpt"
+    sm.write_model(str(ckpt), "qwen2", layers=3)
+    code = f"""
+import layercache
+c = layercache.LayerCache(cache_dir={str(tmp_path / 'cache')!r})
+assert c.download_and_cache("tiny", 0, "org/tiny", endpoint={endpoint!r}, quiet={quiet}) is not None
+assert c.import_checkpoint({str(ckpt)!r}, "local", quiet={quiet}) > 0
+print("ok")
+"""
+    tty, out = python_on_a_pty(code)
+    assert out.strip() == "ok"
+    bars = [l for l in drawn_lines(tty) if "ETA" in l]
+    if quiet:
+        assert not bars, repr(tty)
+    else:
+        assert any("fetch" in l for l in bars), repr(tty)
+        assert any("import" in l for l in bars), repr(tty)
+        assert all(len(l) <= 79 for l in bars), bars
+
+
+def test_python_draws_nothing_off_a_terminal(mirror, tmp_path):
+    import sys
+    _, endpoint = mirror
+    code = f"""
+import layercache
+c = layercache.LayerCache(cache_dir={str(tmp_path / 'cache')!r})
+assert c.download_and_cache("tiny", 0, "org/tiny", endpoint={endpoint!r}) is not None
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ETA" not in r.stderr, r.stderr
