@@ -156,6 +156,9 @@ int Demo(const DemoOptions& d) {
   std::cout << "\n";
   // print_stats() counts this process's last LayerCache (passes 2 on: it was
   // reopened to empty the memory tier); the lifetime figures cover every pass.
+  std::cout << "statistics of the cache as reopened after pass 1 (so no download is counted here;\n"
+               "the lifetime line below covers every pass, the download included):\n";
+  std::fflush(stdout);
   cache->print_stats();
   std::cout << LifetimeLine(cache->get_stats());
   cache.reset();
