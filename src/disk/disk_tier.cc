@@ -9,6 +9,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "disk/entry_open.h"
 #include "disk/entry_reader.h"
 #include "format/safetensors_io.h"
 #include "io/network_fs.h"
@@ -255,46 +256,32 @@ IndexRow DiskTier::RowOf(const std::string& path, const std::string& digest,
 
 Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const std::string& digest,
                                                  bool verify_checksum) {
-  auto file = env_->OpenForRead(path);
-  if (!file.ok()) return file.status();
-  RandomAccessFile& f = **file;
+  auto opened = OpenEntry(env_, path, digest, verify_checksum);
+  if (!opened.ok()) return opened.status();
+  RandomAccessFile& f = *opened->file;
+  SafetensorsHeader& header = opened->header;
+  EntryHeader& entry = opened->entry;
   ReadResult out;
   out.inode = f.inode();
   out.size = f.size();
-  auto header = ReadSafetensorsHeaderFrom(f, path);
-  if (!header.ok()) return header.status();
-  auto entry = DecodeEntryHeader(*header, path);
-  if (!entry.ok()) return entry.status();
-  if (entry->key.Digest() != digest) {
-    return Status::Corruption(path + ": holds key " + entry->key.ToString() +
-                              ", which does not belong under this file name");
-  }
-  std::unique_ptr<EntryDigest> checksum;
-  if (verify_checksum) {
-    checksum = std::make_unique<EntryDigest>(
-        entry->algorithm,
-        EntryDescription(entry->key, header->tensors, entry->user_metadata,
-                         EntryCoveredFields(*entry)),
-        header->data_bytes);
-  }
   AlignedBuffer buffer;
-  if (Status s = ReadEntryData(f, header->data_offset, header->data_bytes, read_mode_,
-                               checksum.get(), &buffer);
+  if (Status s = ReadEntryData(f, header.data_offset, header.data_bytes, read_mode_,
+                               opened->digest.get(), &buffer);
       !s.ok()) {
     return s.WithContext(path);
   }
   if (verify_checksum) {
-    const std::string actual = checksum->FinalHex();
-    if (actual != entry->checksum) {
-      return Status::Corruption(path + ": " + ChecksumAlgorithmName(entry->algorithm) +
-                                " checksum mismatch (recorded " + entry->checksum + ", computed " +
+    const std::string actual = opened->digest->FinalHex();
+    if (actual != entry.checksum) {
+      return Status::Corruption(path + ": " + ChecksumAlgorithmName(entry.algorithm) +
+                                " checksum mismatch (recorded " + entry.checksum + ", computed " +
                                 actual + ")");
     }
   }
-  auto layer = DecodeEntryLayer(*entry, std::move(header->tensors), std::move(buffer), path);
+  auto layer = DecodeEntryLayer(entry, std::move(header.tensors), std::move(buffer), path);
   if (!layer.ok()) return layer.status();
   out.layer = std::move(*layer);
-  out.header = std::move(*entry);
+  out.header = std::move(entry);
   return out;
 }
 
