@@ -42,11 +42,17 @@ def fetch_on_a_pty(cli, endpoint, cache_dir, cols, env_columns=None):
         env["COLUMNS"] = str(env_columns)
     p = subprocess.Popen([cli, "--cache-dir", str(cache_dir), "fetch", "org/tiny"], stdout=subprocess.PIPE,
                          stderr=slave, stdin=subprocess.DEVNULL, env=env)
+    return read_pty(p, master, slave)
+
+
+def read_pty(p, master, slave):
+    """Reads what process `p` writes to the pty until it closes its end; returns (the terminal's text,
+    stdout), asserting that `p` succeeded."""
     os.close(slave)
     got = b""
     while True:
         ready, _, _ = select.select([master], [], [], 120)
-        assert ready, "no output from fetch within 120 s"
+        assert ready, "no output within 120 s"
         try:
             chunk = os.read(master, 65536)
         except OSError:  # EIO: the child closed its end
@@ -117,22 +123,7 @@ def python_on_a_pty(code, cols=80):
     env.pop("COLUMNS", None)
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=slave,
                          stdin=subprocess.DEVNULL, env=env)
-    os.close(slave)
-    got = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 120)
-        assert ready, "no output within 120 s"
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        got += chunk
-    os.close(master)
-    out = p.stdout.read()
-    assert p.wait(timeout=120) == 0, got
-    return got.decode(), out.decode()
+    return read_pty(p, master, slave)
 
 
 @pytest.mark.parametrize("quiet", [False, True])
