@@ -1,39 +1,34 @@
 // LayerCache's device calls: get_layer(key, "cuda:N") and its prefetching,
-// over the GPU tier (src/gpu/gpu_front.h), created on first use.
+// over the GPU tier (src/gpu/gpu_front.h), created on first use, and the
+// dropping of its copies when the host tiers' layers are replaced or removed.
 #include <mutex>
 
+#include "disk/disk_tier.h"
 #include "gpu/gpu_front.h"
-#include "layercache/layer_cache.h"
+#include "layer_cache_impl.h"
+#include "memory/memory_tier.h"
+#include "util/logging.h"
 
 namespace layercache {
 
-struct LayerCache::GpuPart {
-  std::mutex mu;
-  std::unique_ptr<GpuFront> front;
-};
-
-std::shared_ptr<LayerCache::GpuPart> LayerCache::NewGpuPart() {
-  return std::make_shared<GpuPart>();
-}
-
 namespace {
 
-// The GPU tier of `part`, created with the cache's options on first use.
-Result<GpuFront*> Front(LayerCache& cache, std::mutex& mu, std::unique_ptr<GpuFront>& front,
-                        const std::function<HostTiers()>& host) {
-  std::lock_guard lock(mu);
-  if (front) return front.get();
-  auto runtime = DefaultDeviceRuntime();
-  if (!runtime.ok()) return runtime.status();
-  const LayerCacheOptions& o = cache.options();
-  GpuFrontOptions g;
-  g.tier.capacity_bytes = o.max_gpu_bytes();
-  g.tier.eviction_policy = o.eviction_policy;
-  g.tier.direct_io = o.disk_read_mode == DiskReadMode::kDirect;
-  g.pin_host_layers = o.pin_memory_layers;
-  g.prefetch_threads = o.prefetch_threads;
-  front = std::make_unique<GpuFront>(*runtime, g, host());
-  return front.get();
+// What the GPU front needs of the host tiers: the memory tier, the chain
+// and the disk tier's entry files.
+HostTiers HostTiersOf(TierChain* chain, MemoryTier* memory, DiskTier* disk, Env* env,
+                      std::function<LayerPtr(const LayerKey&)> get) {
+  HostTiers h;
+  h.env = env;
+  h.memory_lookup = [memory](const LayerKey& key) { return memory->Lookup(LayerKeyRef(key)); };
+  h.memory_insert = [chain](const LayerKey& key, LayerPtr layer) {
+    if (Status s = chain->PutTop(key, layer); !s.ok()) LogWarn(s.message());
+  };
+  h.host_get = [get = std::move(get)](const LayerKey& key) -> Result<LayerPtr> {
+    if (LayerPtr layer = get(key)) return layer;
+    return Status::NotFound(key.ToString());
+  };
+  h.entry_path = [disk](const LayerKey& key) { return disk->EntryPath(key.Digest()); };
+  return h;
 }
 
 // A device name to an ordinal; "cpu" is refused here (host layers come from
@@ -56,6 +51,29 @@ Result<int> DeviceOrdinal(std::string_view device) {
 
 }  // namespace
 
+Result<GpuFront*> LayerCache::Impl::Gpu() {
+  std::lock_guard lock(gpu_mu_);
+  if (gpu_) return gpu_.get();
+  auto runtime = DefaultDeviceRuntime();
+  if (!runtime.ok()) return runtime.status();
+  GpuFrontOptions g;
+  g.tier.capacity_bytes = options_.max_gpu_bytes();
+  g.tier.eviction_policy = options_.eviction_policy;
+  g.tier.direct_io = options_.disk_read_mode == DiskReadMode::kDirect;
+  g.pin_host_layers = options_.pin_memory_layers;
+  g.prefetch_threads = options_.prefetch_threads;
+  gpu_ = std::make_unique<GpuFront>(
+      *runtime, g, HostTiersOf(chain_.get(), memory_, disk_, env_, [this](const LayerKey& key) {
+        return Get(LayerKeyRef(key));
+      }));
+  return gpu_.get();
+}
+
+void LayerCache::Impl::DropGpuCopies(const std::function<bool(const LayerKey&)>& pred) {
+  std::lock_guard lock(gpu_mu_);
+  if (gpu_) gpu_->EraseIf(pred);
+}
+
 Result<DeviceLayerPtr> LayerCache::get_layer_status(const LayerKey& key, std::string_view device) {
   try {
     key.Validate();
@@ -64,7 +82,7 @@ Result<DeviceLayerPtr> LayerCache::get_layer_status(const LayerKey& key, std::st
   }
   auto ordinal = DeviceOrdinal(device);
   if (!ordinal.ok()) return ordinal.status();
-  auto front = Front(*this, gpu_->mu, gpu_->front, [this] { return GpuHostTiers(); });
+  auto front = impl_->Gpu();
   if (!front.ok()) return front.status();
   return (*front)->Get(key, *ordinal);
 }
@@ -81,7 +99,7 @@ std::vector<std::shared_future<DeviceLayerPtr>> LayerCache::prefetch(
   for (const LayerKey& k : keys) k.Validate();
   auto ordinal = DeviceOrdinal(device);
   if (!ordinal.ok()) Throw(ordinal.status());
-  auto front = Front(*this, gpu_->mu, gpu_->front, [this] { return GpuHostTiers(); });
+  auto front = impl_->Gpu();
   if (!front.ok()) Throw(front.status());
   if (Status s = (*front)->tier().CheckDevice(*ordinal); !s.ok()) Throw(s);
   return (*front)->Prefetch(keys, *ordinal);

@@ -368,6 +368,14 @@ TEST(CliCache, PruneRemovesOldUnreferencedRevisionsAndStaleEntries) {
   EXPECT_TRUE(
       nlohmann::json::parse(Cli(dir, {"prune", "--dry-run", "--json"}).out)["entries"].empty());
   std::filesystem::remove(dir / "cache/refs/0123456789abcdef");
+  // Unreadable records: prune refuses, rather than treating every revision
+  // as unreferenced, and removes nothing.
+  std::filesystem::create_directories(dir / "cache/refs/not-a-record");
+  CliRun refused = Cli(dir, {"prune", "-y"});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("revision records"), std::string::npos) << refused.err;
+  EXPECT_EQ(nlohmann::json::parse(Cli(dir, {"ls", "--json"}).out).size(), 4u);
+  std::filesystem::remove(dir / "cache/refs/not-a-record");
   CliRun prune = Cli(dir, {"prune", "-y"});
   EXPECT_NE(prune.out.find("removed 2 entries"), std::string::npos) << prune.out;
   // Nothing is older than a day; everything is older than 0 seconds... after a second.

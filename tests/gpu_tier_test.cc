@@ -640,6 +640,39 @@ TEST_F(LayerCacheGpuTest, PinnedMemoryLayersAreCopiedDirectly) {
   EXPECT_EQ(sim_->pinned_allocations(), pinned_before);
 }
 
+TEST_F(LayerCacheGpuTest, ReplacedAndRemovedLayersLeaveTheDevice) {
+  LayerCache cache(Options());
+  const LayerKey a{"m", 0, "", ""}, b{"m", 1, "", ""}, c{"n", 0, "", ""};
+  LayerPtr old_a = MakeLayer(110, 2 * kMiB), new_a = MakeLayer(111, 2 * kMiB);
+  ASSERT_TRUE(cache.cache_layer(a, old_a));
+  ASSERT_TRUE(cache.cache_layer(b, MakeLayer(112, 2 * kMiB)));
+  ASSERT_TRUE(cache.cache_layer(c, MakeLayer(113, 2 * kMiB)));
+  for (const LayerKey& k : {a, b, c}) ASSERT_NE(cache.get_layer(k, "cuda:0"), nullptr);
+  const uint64_t three = sim_->used(0);
+  ASSERT_GE(three, 6 * kMiB);
+
+  // cache_layer replaces: the device serves the new bytes, never the old.
+  ASSERT_TRUE(cache.cache_layer(a, new_a));
+  DeviceLayerPtr d = cache.get_layer(a, "cuda:0");
+  ASSERT_NE(d, nullptr);
+  EXPECT_TRUE(SameBytes(d, new_a));
+  EXPECT_FALSE(SameBytes(d, old_a));
+  d.reset();
+
+  // invalidate_cache(model, layer): that layer leaves the device too.
+  EXPECT_EQ(cache.invalidate_cache("m", 0), 1u);
+  EXPECT_EQ(cache.get_layer(a, "cuda:0"), nullptr);
+  EXPECT_NE(cache.get_layer(b, "cuda:0"), nullptr);
+  // remove_entry: the same.
+  EXPECT_TRUE(cache.remove_entry(b));
+  EXPECT_EQ(cache.get_layer(b, "cuda:0"), nullptr);
+  EXPECT_LT(sim_->used(0), three);  // their device memory is released
+  // clear_cache: everything.
+  cache.clear_cache();
+  EXPECT_EQ(cache.get_layer(c, "cuda:0"), nullptr);
+  EXPECT_EQ(sim_->used(0), 0u);
+}
+
 TEST_F(LayerCacheGpuTest, OptionsAreValidated) {
   LayerCacheOptions o = Options();
   o.max_gpu_cache_size_gb = -1;

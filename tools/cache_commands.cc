@@ -7,13 +7,10 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "cli_args.h"
 #include "commands.h"
@@ -419,15 +416,7 @@ int Prune(const Global& g, const PruneOptions& o) {
   }
   LayerCache cache(ResolveOptions(g));
   // The commits that branches and tags were last seen to point to.
-  std::set<std::string> referenced;
-  std::error_code ec;
-  for (const auto& f :
-       std::filesystem::directory_iterator(std::filesystem::path(cache.cache_dir()) / "refs", ec)) {
-    std::ifstream in(f.path());
-    std::stringstream ss;
-    ss << in.rdbuf();
-    if (!ss.str().empty()) referenced.insert(ss.str());
-  }
+  const std::set<std::string> referenced = cache.referenced_revisions();
   const std::vector<EntryInfo> all = cache.list_entries();
   // The newest revision of each (model, quantization mode) is always kept.
   std::map<std::pair<std::string, std::string>, std::pair<int64_t, std::string>> newest;

@@ -41,6 +41,7 @@
 #include <iosfwd>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -193,6 +194,11 @@ class LayerCache {
   std::string model_config(std::string_view model_id, const std::string& revision = "");
   void save_model_config(std::string_view model_id, const std::string& revision,
                          std::string_view json);
+  // The commits that a Hub branch or tag was last seen to point to here
+  // (recorded by download_and_cache for offline use): what `layercache
+  // prune` keeps. Throws layercache::Error when the records cannot be read
+  // (an empty set would make every revision look unreferenced).
+  std::set<std::string> referenced_revisions();
 
   // Removes one layer (all quantization modes and revisions of it), all
   // layers of a model, or, with no model_id, everything. Returns the number
@@ -239,14 +245,8 @@ class LayerCache {
 
  private:
   Status CacheLayer(const LayerKey& key, LayerPtr layer);  // throws for bad arguments
-  class Impl;
-  struct GpuPart;
-  static std::shared_ptr<GpuPart> NewGpuPart();
-  // What the GPU tier needs of the host tiers (src/gpu/gpu_front.h).
-  struct HostTiers GpuHostTiers();
+  class Impl;                                              // src/layer_cache_impl.h
   std::unique_ptr<Impl> impl_;
-  // Declared after impl_, so destroyed first: its prefetches use the tiers.
-  std::shared_ptr<GpuPart> gpu_ = NewGpuPart();
 };
 
 // The process-wide cache. The first call creates it (with `options`, or the

@@ -466,6 +466,8 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("remote_lease_ms", &LayerCacheOptions::remote_lease_ms)
       .def_readwrite("remote_wait_ms", &LayerCacheOptions::remote_wait_ms)
       .def_readwrite("remote_ttl_s", &LayerCacheOptions::remote_ttl_s)
+      .def_readwrite("max_gpu_cache_size_gb", &LayerCacheOptions::max_gpu_cache_size_gb)
+      .def_readwrite("pin_memory_layers", &LayerCacheOptions::pin_memory_layers)
       .def("validate", &LayerCacheOptions::Validate);
 
   py::class_<LayerCache, std::shared_ptr<LayerCache>>(m, "Cache")

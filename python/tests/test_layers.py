@@ -224,6 +224,21 @@ def test_options_are_one_bound_class():
         layercache.make_options(disk_read_mode="sideways")
 
 
+def test_every_cpp_option_is_a_keyword(cache_dir):
+    """Each field of the bound C++ LayerCacheOptions is a LayerCache keyword under its own name."""
+    fields = {n for n in dir(layercache._core.Options()) if not n.startswith("_") and n != "validate"}
+    assert {"max_gpu_cache_size_gb", "pin_memory_layers", "prefetch_threads"} <= fields
+    for name in fields:
+        value = getattr(layercache._core.Options(), name)
+        assert getattr(layercache.make_options(**{name: value}), name) == value, name
+    o = layercache.make_options(max_gpu_cache_size_gb=1.5, pin_memory_layers=True)
+    assert (o.max_gpu_cache_size_gb, o.pin_memory_layers) == (1.5, True)
+    c = layercache.LayerCache(cache_dir=cache_dir, max_gpu_cache_size_gb=0.5, pin_memory_layers=True)
+    assert c.get_layer("none", 0) is None
+    with pytest.raises(ValueError, match="max_gpu_cache_size_gb"):
+        layercache.LayerCache(cache_dir=cache_dir, max_gpu_cache_size_gb=-1)
+
+
 def test_io_optimizer(cache_dir):
     from nexus_final.sli.io_optimizer import IOOptimizer
     c = layercache.LayerCache(cache_dir=cache_dir)

@@ -36,6 +36,24 @@ HubSource::HubSource(std::string refs_dir, Env* env)
 
 bool HubSource::Offline(const DownloadOptions& options) { return SettingsFor(options).offline; }
 
+Result<std::set<std::string>> HubSource::RecordedCommits() {
+  std::set<std::string> out;
+  auto names = env_->ListDir(refs_dir_);
+  if (!names.ok()) {
+    if (names.status().IsNotFound()) return out;
+    return names.status();
+  }
+  for (const std::string& name : *names) {
+    auto commit = ReadFileToString(env_, JoinPath(refs_dir_, name));
+    if (!commit.ok()) {
+      if (commit.status().IsNotFound()) continue;  // replaced or removed meanwhile
+      return commit.status();
+    }
+    if (!commit->empty()) out.insert(*commit);
+  }
+  return out;
+}
+
 std::string HubSource::RefPath(const std::string& repo_id, const std::string& revision,
                                const std::string& filename) const {
   const std::string key = repo_id + '\0' + revision + '\0' + filename;

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -34,6 +35,8 @@ class HubSource {
   Result<std::string> RecordedRevision(const std::string& repo_id, const std::string& revision,
                                        const std::string& filename);
   static bool Offline(const DownloadOptions& options);
+  // Every commit recorded in refs_dir (none when it does not exist yet).
+  Result<std::set<std::string>> RecordedCommits();
 
   // Layer `layer_index` of `repo_id` (or, `non_layer`, the tensors outside
   // the layers, as layer 0 of kNonLayerQuantizationMode) for the cache of
