@@ -8,7 +8,7 @@
 #include <stdexcept>
 
 #include "http_server.h"
-#include "hub/hub_client.h"
+#include "layercache/download.h"
 #include "layercache/hf_cache.h"
 #include "layercache/repo_snapshot.h"
 

@@ -6,6 +6,7 @@
 
 #include "layercache/progress.h"
 #include "layercache/quantization.h"
+#include "layercache/status.h"
 
 namespace layercache {
 
@@ -35,5 +36,10 @@ struct DownloadOptions {
 // import_checkpoint() cache a model's embeddings, final norm and lm_head (as
 // layer_index 0).
 inline constexpr const char* kNonLayerQuantizationMode = "non-layer";
+
+// Checks a Hub repo id ("org/name" or "name"): letters, digits, '-', '_',
+// '.', no "..", no leading or trailing separator; kInvalidArgument saying
+// which rule failed otherwise. download_and_cache and the CLI check with it.
+Status CheckRepoId(const std::string& repo_id);
 
 }  // namespace layercache

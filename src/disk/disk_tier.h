@@ -26,7 +26,7 @@
 #include "layercache/layer.h"
 #include "layercache/maintenance.h"
 #include "layercache/options.h"
-#include "memory/eviction_advisor.h"
+#include "tier/eviction_advisor.h"
 #include "tier/tier.h"
 
 namespace layercache {

@@ -32,7 +32,7 @@
 #include "layercache/key.h"
 #include "layercache/layer.h"
 #include "layercache/options.h"
-#include "memory/eviction_advisor.h"
+#include "tier/eviction_advisor.h"
 
 namespace layercache {
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "hub/http_client.h"
+#include "layercache/download.h"
 #include "layercache/safetensors.h"
 #include "layercache/status.h"
 
@@ -49,10 +50,6 @@ struct RemoteFile {
   std::string download_url;  // where to GET the bytes
   bool send_auth = true;     // false when download_url is on another host
 };
-
-// Checks a repo id ("org/name" or "name"): letters, digits, '-', '_', '.',
-// no "..", no leading or trailing separator.
-Status CheckRepoId(const std::string& repo_id);
 
 // Percent-encodes with no safe characters (for revisions: refs/pr/1 ->
 // refs%2Fpr%2F1); `keep_slash` keeps '/' (for file paths).

@@ -26,7 +26,7 @@
 
 #include "layercache/key.h"
 #include "layercache/layer.h"
-#include "memory/eviction_advisor.h"
+#include "tier/eviction_advisor.h"
 #include "tier/tier.h"
 
 namespace layercache {

@@ -1,4 +1,4 @@
-#include "memory/eviction_advisor.h"
+#include "tier/eviction_advisor.h"
 
 namespace layercache {
 namespace {
