@@ -75,6 +75,7 @@ Status RemoveTree(Env* env, const std::string& path) {
 
 DiskTier::DiskTier(const DiskTierOptions& options, std::string root)
     : env_(options.env != nullptr ? options.env : Env::Default()),
+      executor_(options.executor != nullptr ? options.executor : &Executor::Default()),
       cache_dir_(options.cache_dir),
       root_(std::move(root)),
       capacity_(options.capacity_bytes),
@@ -256,6 +257,7 @@ IndexRow DiskTier::RowOf(const std::string& path, const std::string& digest,
 
 Result<DiskTier::ReadResult> DiskTier::ReadEntry(const std::string& path, const std::string& digest,
                                                  bool verify_checksum) {
+  Executor::Scope scope(executor_);  // chunk reads and hashing run on this tier's executor
   auto opened = OpenEntry(env_, path, digest, verify_checksum);
   if (!opened.ok()) return opened.status();
   RandomAccessFile& f = *opened->file;
@@ -392,6 +394,7 @@ void DiskTier::AddStats(CacheStats* stats, uint64_t hits) {
 // ---- writing ---------------------------------------------------------------
 
 Status DiskTier::Put(const LayerKey& key, const LayerPtr& layer, const FileLock* held) {
+  Executor::Scope scope(executor_);  // hashing and compression run on this tier's executor
   if (read_only_) return ReadOnlyError("cannot cache " + key.ToString());
   const std::string digest = key.Digest();
   const std::string context = "cannot cache " + key.ToString() + " on disk";

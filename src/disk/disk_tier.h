@@ -28,6 +28,7 @@
 #include "layercache/options.h"
 #include "tier/eviction_advisor.h"
 #include "tier/tier.h"
+#include "util/executor.h"
 
 namespace layercache {
 
@@ -49,6 +50,9 @@ struct DiskTierOptions {
   EvictionPolicy eviction_policy = EvictionPolicy::kScanResistant;
   DiskReadMode read_mode = DiskReadMode::kAuto;
   Env* env = nullptr;  // nullptr: Env::Default()
+  // The pool its chunk reads, copies and hashing run on; null:
+  // Executor::Default(). Must outlive the tier.
+  Executor* executor = nullptr;
 };
 
 class DiskTier : public Tier {
@@ -167,6 +171,7 @@ class DiskTier : public Tier {
   Result<std::vector<std::string>> ListEntryFiles();  // digests of files in entries/
 
   Env* env_;
+  Executor* executor_;
   std::string cache_dir_;
   std::string root_;
   uint64_t capacity_;

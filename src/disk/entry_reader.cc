@@ -6,7 +6,6 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "util/parallel.h"
@@ -24,7 +23,7 @@ uint64_t PagesIn(uint64_t off, uint64_t len) {
 
 enum class Way : uint8_t { kCopy, kDirect, kBuffered, kPopulate };
 
-unsigned Cores() { return std::max(1u, std::thread::hardware_concurrency()); }
+unsigned Cores() { return HardwareThreads(); }
 
 }  // namespace
 
@@ -216,43 +215,62 @@ Status ReadEntryData(RandomAccessFile& f, uint64_t base, uint64_t n, DiskReadMod
   std::atomic<bool> failed{false};
   std::vector<uint8_t> done(chunks, 0);
   std::atomic<size_t> next{0};
+  // Fetches unit k; the thread that completes a chunk hashes it (unless in order).
+  auto fetch_unit = [&](size_t k) {
+    const Unit& u = units[k];
+    Status s = fetch(u);
+    if (s.ok() && pending[u.chunk].fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    const size_t i = u.chunk;
+    if (s.ok() && digest != nullptr && !in_order) {
+      digest->AddChunk(i, {dst + i * kChunk, static_cast<size_t>(chunk_len(i))});
+    }
+    std::lock_guard lock(mu);
+    if (!s.ok()) {
+      if (first_error.ok()) first_error = s;
+      failed = true;
+    } else {
+      done[i] = 1;
+    }
+    cv.notify_all();
+  };
   auto work = [&] {
     for (size_t k;
          !failed.load(std::memory_order_relaxed) && (k = next.fetch_add(1)) < units.size();) {
-      const Unit& u = units[k];
-      Status s = fetch(u);
-      if (s.ok() && pending[u.chunk].fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
-      const size_t i = u.chunk;
-      if (s.ok() && digest != nullptr && !in_order) {
-        digest->AddChunk(i, {dst + i * kChunk, static_cast<size_t>(chunk_len(i))});
-      }
-      std::lock_guard lock(mu);
-      if (!s.ok()) {
-        if (first_error.ok()) first_error = s;
-        failed = true;
-      } else {
-        done[i] = 1;
-      }
-      cv.notify_all();
+      fetch_unit(k);
     }
   };
-  std::vector<std::thread> pool;
-  const unsigned helpers = in_order ? threads : threads - 1;
-  pool.reserve(helpers);
-  for (unsigned t = 0; t < helpers; ++t) pool.emplace_back(work);
-  if (in_order) {
+  // In order, one of the threads (part 0) hashes chunk after chunk, fetching
+  // units itself while the next chunk is not in (so it never waits for
+  // helpers that a busy executor has not started).
+  auto hash_in_order = [&] {
     for (size_t i = 0; i < chunks; ++i) {
-      {
+      for (;;) {
+        {
+          std::unique_lock lock(mu);
+          if (done[i] != 0 || failed.load()) break;
+        }
+        size_t k;
+        if (!failed.load(std::memory_order_relaxed) && (k = next.fetch_add(1)) < units.size()) {
+          fetch_unit(k);
+          continue;
+        }
         std::unique_lock lock(mu);
         cv.wait(lock, [&] { return done[i] != 0 || failed.load(); });
-        if (failed) break;
       }
+      if (failed) break;
       digest->Update({dst + i * kChunk, static_cast<size_t>(chunk_len(i))});
     }
-  } else {
-    work();
-  }
-  for (auto& t : pool) t.join();
+  };
+  // On the current executor; this thread is one of the `threads` fetching
+  // (and, in order, one more hashes).
+  const unsigned parts = in_order ? threads + 1 : threads;
+  Executor::Current().ParallelFor(parts, parts, [&](size_t part) {
+    if (in_order && part == 0) {
+      hash_in_order();
+    } else {
+      work();
+    }
+  });
   if (!first_error.ok()) return first_error;
   rep.copied += copied.load();
   rep.direct += direct.load();

@@ -27,7 +27,8 @@ GpuFront::GpuFront(std::shared_ptr<DeviceRuntime> runtime, GpuFrontOptions optio
       options_(options),
       host_(std::move(host)),
       tier_(std::move(runtime), options.tier),
-      pool_(std::max(1, options.prefetch_threads)) {}
+      executor_(options.executor != nullptr ? options.executor : &Executor::Default()),
+      pool_(*executor_, static_cast<unsigned>(std::max(1, options.prefetch_threads))) {}
 
 GpuFront::~GpuFront() = default;
 
@@ -45,6 +46,7 @@ GpuCounters GpuFront::counters() const {
 }
 
 Result<DeviceLayerPtr> GpuFront::Get(const LayerKey& key, int device) {
+  Executor::Scope scope(executor_);  // chunk reads run on this front's executor
   if (Status s = tier_.CheckDevice(device); !s.ok()) return s;
   if (DeviceLayerPtr hit = tier_.Lookup(key, device)) {
     hits_.fetch_add(1, std::memory_order_relaxed);

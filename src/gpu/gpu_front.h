@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "gpu/gpu_tier.h"
-#include "util/thread_pool.h"
+#include "util/executor.h"
 
 namespace layercache {
 
@@ -51,7 +51,10 @@ struct HostTiers {
 struct GpuFrontOptions {
   GpuTierOptions tier;
   bool pin_host_layers = false;  // keep memory-tier layers in page-locked memory
-  int prefetch_threads = 2;
+  int prefetch_threads = 2;      // prefetches running at once, on `executor`
+  // The pool its parallel work (chunk reads, prefetch) runs on; null:
+  // Executor::Default(). Must outlive the front.
+  Executor* executor = nullptr;
 };
 
 // Counters of the GPU tier, for get_stats().
@@ -102,7 +105,8 @@ class GpuFront {
   std::map<std::pair<std::string, int>, std::shared_ptr<Flight>> flights_;  // (digest, device)
   std::atomic<uint64_t> hits_{0}, misses_{0}, from_memory_{0}, from_disk_{0}, from_chain_{0},
       to_memory_{0}, errors_{0};
-  ThreadPool pool_;  // last: its threads stop before the members they use go
+  Executor* executor_;
+  Executor::Limited pool_;  // last: waits for its tasks before the members they use go
 };
 
 }  // namespace layercache

@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
+#include <chrono>
+#include <functional>
+#include <mutex>
 #include <thread>
 
 #include "layercache/progress.h"
 #include "source/checkpoint.h"
+#include "util/executor.h"
 
 namespace layercache {
 namespace {
@@ -16,6 +19,7 @@ namespace {
 constexpr const char* kIndexFile = "model.safetensors.index.json";
 constexpr const char* kSingleFile = "model.safetensors";
 constexpr uint64_t kMinChunk = 1u << 20;
+constexpr std::chrono::milliseconds kProgressPeriod{100};  // between progress reports
 constexpr uint64_t kMaxChunk = 32u << 20;
 
 bool IsCommitSha(const std::string& s) {
@@ -196,43 +200,42 @@ Result<LayerDownload> HubModel::Download(
   std::atomic<bool> failed{false};
   std::mutex error_mu;
   Status first_error;
-  std::mutex done_mu;
-  std::condition_variable done_cv;
-  int running = std::min<int>(connections, static_cast<int>(chunks.size()));
-  auto work = [&] {
+  ProgressUpdate update;
+  update.label = "fetch " + label;
+  update.total = total;
+  // Progress is reported from the calling thread only: while it fetches
+  // (from its byte callback) and while it waits for the other connections.
+  const std::thread::id caller = std::this_thread::get_id();
+  auto last_report = std::chrono::steady_clock::now();
+  auto report = [&] {
+    if (!progress) return;
+    update.done = update.bytes = fetched.load();
+    progress(update);
+  };
+  auto work = [&](size_t) {
+    const bool mine = std::this_thread::get_id() == caller;
     for (size_t i; !failed.load() && (i = next.fetch_add(1)) < chunks.size();) {
       const Range& c = chunks[i];
-      Status s =
-          client_->FetchRange(c.shard->file, c.file_offset, c.length, buffer.data() + c.dst_offset,
-                              [&](uint64_t n) { fetched.fetch_add(n, std::memory_order_relaxed); });
+      Status s = client_->FetchRange(
+          c.shard->file, c.file_offset, c.length, buffer.data() + c.dst_offset, [&](uint64_t n) {
+            fetched.fetch_add(n, std::memory_order_relaxed);
+            if (mine && std::chrono::steady_clock::now() - last_report >= kProgressPeriod) {
+              last_report = std::chrono::steady_clock::now();
+              report();
+            }
+          });
       if (!s.ok()) {
         std::lock_guard lock(error_mu);
         if (first_error.ok()) first_error = s;
         failed = true;
       }
     }
-    std::lock_guard lock(done_mu);
-    --running;
-    done_cv.notify_all();
   };
-  std::vector<std::thread> threads;
-  const int workers = running;
-  for (int t = 0; t < workers; ++t) threads.emplace_back(work);
-  ProgressUpdate update;
-  update.label = "fetch " + label;
-  update.total = total;
-  {
-    std::unique_lock lock(done_mu);
-    while (running > 0) {
-      // Report while the workers run (every 100 ms at most).
-      done_cv.wait_for(lock, std::chrono::milliseconds(100));
-      if (progress) {
-        update.done = update.bytes = fetched.load();
-        progress(update);
-      }
-    }
-  }
-  for (auto& t : threads) t.join();
+  // One part per connection, on the current executor (this thread takes part).
+  const size_t parts = std::min<size_t>(static_cast<size_t>(connections), chunks.size());
+  std::function<void()> tick;
+  if (progress) tick = report;
+  Executor::Current().ParallelFor(parts, static_cast<unsigned>(parts), work, kProgressPeriod, tick);
   if (!first_error.ok()) return first_error;
   if (progress) {
     update.done = update.bytes = total;

@@ -31,8 +31,10 @@ HubSettings SettingsFor(const DownloadOptions& o) {
 
 }  // namespace
 
-HubSource::HubSource(std::string refs_dir, Env* env)
-    : refs_dir_(std::move(refs_dir)), env_(env != nullptr ? env : Env::Default()) {}
+HubSource::HubSource(std::string refs_dir, Env* env, Executor* executor)
+    : refs_dir_(std::move(refs_dir)),
+      env_(env != nullptr ? env : Env::Default()),
+      executor_(executor != nullptr ? executor : &Executor::Default()) {}
 
 bool HubSource::Offline(const DownloadOptions& options) { return SettingsFor(options).offline; }
 
@@ -171,7 +173,8 @@ Result<SourceLoad> HubSource::Resolve(std::string_view model_id, int64_t layer_i
   key.revision = (*model)->key_revision();
   out.fetch_file = [model = *model](const std::string& name) { return model->FetchFile(name); };
   out.load = [model = *model, layer_index, non_layer, options, quantize,
-              on_bytes = std::move(on_bytes)]() -> Result<LayerPtr> {
+              on_bytes = std::move(on_bytes), executor = executor_]() -> Result<LayerPtr> {
+    Executor::Scope scope(executor);
     const ProgressCallback& progress = options.quiet ? ProgressCallback() : options.progress;
     auto d = non_layer ? model->DownloadNonLayerTensors(options.connections, progress)
                        : model->DownloadLayer(layer_index, options.connections, progress);

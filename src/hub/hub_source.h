@@ -17,14 +17,17 @@
 #include "io/env.h"
 #include "layercache/download.h"
 #include "source/source_load.h"
+#include "util/executor.h"
 
 namespace layercache {
 
 class HubSource {
  public:
   // Revision records live in `refs_dir`, read and written through `env`
-  // (null: Env::Default()).
-  explicit HubSource(std::string refs_dir, Env* env = nullptr);
+  // (null: Env::Default()). Downloads (their parallel range requests) and
+  // quantization run on `executor` (null: Executor::Default()), which must
+  // outlive the source.
+  explicit HubSource(std::string refs_dir, Env* env = nullptr, Executor* executor = nullptr);
 
   // How long a resolved revision is trusted before the Hub is asked again.
   static constexpr std::chrono::seconds kRevisionTtl{60};
@@ -57,6 +60,7 @@ class HubSource {
 
   std::string refs_dir_;
   Env* env_;
+  Executor* executor_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<HubClient>> clients_;
   struct Memo {

@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -19,6 +18,7 @@
 #endif
 
 #include "layercache/quantization.h"
+#include "util/executor.h"
 
 namespace layercache::quant {
 
@@ -523,23 +523,21 @@ const Kernels& ActiveKernels() {
 void ParallelFor(uint64_t units, uint64_t min_units, int threads,
                  const std::function<void(uint64_t, uint64_t)>& fn) {
   if (units == 0) return;
-  uint64_t n = threads > 0 ? static_cast<uint64_t>(threads)
-                           : std::max(1u, std::thread::hardware_concurrency());
+  uint64_t n = threads > 0 ? static_cast<uint64_t>(threads) : HardwareThreads();
   n = std::min(n, std::max<uint64_t>(1, units / std::max<uint64_t>(1, min_units)));
   if (n <= 1) {
     fn(0, units);
     return;
   }
-  std::vector<std::thread> pool;
-  pool.reserve(n - 1);
+  // The split into n parts of `per` units is what the results depend on
+  // (they match bitsandbytes for a given thread count); where the parts run
+  // (the current executor's workers and this thread) does not change them.
   const uint64_t per = (units + n - 1) / n;
-  for (uint64_t t = 1; t < n; ++t) {
+  const uint64_t parts = (units + per - 1) / per;
+  Executor::Current().ParallelFor(parts, static_cast<unsigned>(n), [&](size_t t) {
     const uint64_t b = t * per, e = std::min(units, b + per);
-    if (b >= e) break;
-    pool.emplace_back([&fn, b, e] { fn(b, e); });
-  }
-  fn(0, std::min(units, per));
-  for (auto& th : pool) th.join();
+    fn(b, e);
+  });
 }
 
 }  // namespace detail

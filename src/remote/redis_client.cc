@@ -11,8 +11,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <future>
+#include <utility>
 
+#include "util/executor.h"
 #include "util/logging.h"
 
 namespace layercache {
@@ -638,11 +639,11 @@ Status RedisClient::RunByNode(size_t n, const std::function<std::string(size_t)>
   if (groups.size() == 1) {
     first = run(groups[0]);
   } else {
-    std::vector<std::future<Status>> runs;
-    for (const Group& g : groups)
-      runs.push_back(std::async(std::launch::async, [&, gp = &g] { return run(*gp); }));
-    for (auto& f : runs) {
-      Status s = f.get();
+    // One part per node, on the current executor (this thread takes part).
+    std::vector<Status> results(groups.size());
+    Executor::Current().ParallelFor(groups.size(), static_cast<unsigned>(groups.size()),
+                                    [&](size_t i) { results[i] = run(groups[i]); });
+    for (const Status& s : results) {
       if (!s.ok() && first.ok()) first = s;
     }
   }

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <future>
 
 #include "format/safetensors_stream.h"
 #include "layercache/remote.h"
@@ -83,7 +82,8 @@ RemoteTier::RemoteTier(const RemoteTierOptions& options, std::vector<RedisEndpoi
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
   node_id_ = std::string(host) + ":" + std::to_string(::getpid()) + ":" + RandomHex(8);
-  publisher_ = std::make_unique<ThreadPool>(2);
+  executor_ = options.executor != nullptr ? options.executor : &Executor::Default();
+  publisher_ = std::make_unique<Executor::Limited>(*executor_, 2);
 }
 
 RemoteTier::~RemoteTier() {
@@ -99,6 +99,7 @@ std::string RemoteTier::LeaseKey(const std::string& digest) {
 }
 
 Result<std::vector<RedisReply>> RemoteTier::Run(const std::vector<RedisCommand>& commands) {
+  Executor::Scope scope(executor_);  // node groups run on this tier's executor
   auto r = client_->Execute(commands);
   Status failure = r.status();
   if (r.ok()) {
@@ -131,6 +132,7 @@ void RemoteTier::Miss(const std::string& why, const std::string& digest, bool co
 }
 
 std::optional<LayerPtr> RemoteTier::Fetch(const LayerKey& key, bool count_miss) {
+  Executor::Scope scope(executor_);  // node groups run on this tier's executor
   const std::string digest = key.Digest();
   auto m = Run({Cmd({"GET", ManifestKey(digest)})});
   if (!m.ok()) return std::nullopt;
@@ -211,7 +213,7 @@ std::optional<LayerPtr> RemoteTier::Fetch(const LayerKey& key, bool count_miss) 
     return r;
   };
   std::optional<Batch> current;
-  std::future<Result<std::vector<RedisGetOutcome>>> in_flight;
+  Executor::Future<Result<std::vector<RedisGetOutcome>>> in_flight;
   if (next_chunk < n) {
     auto b = plan(next_chunk);
     if (!b.ok()) {
@@ -219,10 +221,10 @@ std::optional<LayerPtr> RemoteTier::Fetch(const LayerKey& key, bool count_miss) 
       return std::nullopt;
     }
     current = std::move(*b);
-    in_flight = std::async(std::launch::async, fetch, std::cref(*current));
+    in_flight = executor_->Async([&fetch, b = &*current] { return fetch(*b); });
   }
   while (current) {
-    auto outcomes = in_flight.get();
+    auto outcomes = in_flight.Get();
     if (!outcomes.ok()) return std::nullopt;
     Batch batch = std::move(*current);
     current.reset();
@@ -233,7 +235,7 @@ std::optional<LayerPtr> RemoteTier::Fetch(const LayerKey& key, bool count_miss) 
         return std::nullopt;
       }
       current = std::move(*b);
-      in_flight = std::async(std::launch::async, fetch, std::cref(*current));
+      in_flight = executor_->Async([&fetch, b = &*current] { return fetch(*b); });
     }
     for (uint64_t i = batch.first; i < batch.last; ++i) {
       const RedisGetOutcome& o = (*outcomes)[i - batch.first];
@@ -246,7 +248,7 @@ std::optional<LayerPtr> RemoteTier::Fetch(const LayerKey& key, bool count_miss) 
           why = s.message();
       }
       if (!why.empty()) {
-        if (in_flight.valid()) (void)in_flight.get();  // it writes into the buffer
+        if (in_flight.valid()) (void)in_flight.Get();  // it writes into the buffer
         Miss(why, digest, o.kind != RedisGetOutcome::kError);
         if (o.kind == RedisGetOutcome::kError) (void)Failed(Status::IOError(why));
         return std::nullopt;

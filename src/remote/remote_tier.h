@@ -38,7 +38,7 @@
 #include "layercache/status.h"
 #include "remote/redis_client.h"
 #include "tier/tier.h"
-#include "util/thread_pool.h"
+#include "util/executor.h"
 
 namespace layercache {
 
@@ -49,6 +49,9 @@ struct RemoteTierOptions {
   int lease_ms = 15'000;  // renewed every lease_ms / 3 while loading
   int wait_ms = 300'000;  // longest wait for another node's load
   int64_t ttl_s = 0;      // expiry of published keys; 0: none (rely on maxmemory-policy)
+  // The pool its parallel work runs on (node groups, the fetch pipeline,
+  // publishing); null: Executor::Default(). Must outlive the tier.
+  Executor* executor = nullptr;
 
   // The remote_* fields of the cache's options (URLs resolved from
   // $LAYERCACHE_REMOTE when the options have none).
@@ -148,7 +151,9 @@ class RemoteTier : public Tier {
   std::mutex pending_mu_;
   std::condition_variable pending_cv_;
   int pending_ = 0;
-  std::unique_ptr<ThreadPool> publisher_;  // last: its tasks use the members above
+  Executor* executor_;
+  // At most 2 publishes at once, on executor_; last: its tasks use the members above.
+  std::unique_ptr<Executor::Limited> publisher_;
 };
 
 // A held lease, renewed by a background thread; released when destroyed.
