@@ -80,9 +80,12 @@ LayerCache::Impl::Impl(LayerCacheOptions options) : options_(std::move(options))
   options_.Validate();
   env_ = options_.env != nullptr ? options_.env : Env::Default();
   cache_dir_ = options_.ResolvedCacheDir();
+  executor_ = std::make_unique<Executor>(static_cast<unsigned>(options_.worker_threads));
   auto memory = std::make_unique<MemoryTier>(options_.max_memory_bytes(), options_.eviction_policy);
   const bool creating = options_.persist_metadata && !CacheIndexExists(cache_dir_, options_.env);
-  auto disk = DiskTier::Open(DiskOptions(options_, cache_dir_));
+  DiskTierOptions disk_options = DiskOptions(options_, cache_dir_);
+  disk_options.executor = executor_.get();
+  auto disk = DiskTier::Open(disk_options);
   if (!disk.ok()) throw Error(disk.status());
   if (creating) RecordSettingsOfNewCache(cache_dir_, options_);  // cache_settings.h
   lifetime_ = std::make_unique<LifetimeCounters>(options_.persist_metadata ? cache_dir_ : "", env_);
@@ -92,7 +95,8 @@ LayerCache::Impl::Impl(LayerCacheOptions options) : options_(std::move(options))
   std::vector<std::unique_ptr<Tier>> tiers;
   tiers.push_back(std::move(memory));
   tiers.push_back(std::move(*disk));
-  if (const RemoteTierOptions r = RemoteTierOptions::From(options_); !r.urls.empty()) {
+  if (RemoteTierOptions r = RemoteTierOptions::From(options_); !r.urls.empty()) {
+    r.executor = executor_.get();
     auto remote = RemoteTier::Open(r);
     if (!remote.ok()) throw std::invalid_argument(remote.status().message());
     tiers.push_back(std::move(*remote));
@@ -109,13 +113,15 @@ LayerCache::Impl::Impl(LayerCacheOptions options) : options_(std::move(options))
                  : latencies_.get_miss)
         .Observe(seconds);
   });
-  hub_ = std::make_unique<HubSource>(JoinPath(cache_dir_, "refs"), env_);
+  hub_ = std::make_unique<HubSource>(JoinPath(cache_dir_, "refs"), env_, executor_.get());
+  prefetch_ = std::make_unique<Executor::Limited>(*executor_,
+                                                  static_cast<unsigned>(options_.prefetch_threads));
   refs_ = std::make_unique<ModelRefs>(env_, JoinPath(cache_dir_, "model-refs"));
 }
 
 LayerCache::Impl::~Impl() {
-  gpu_.reset();   // its prefetches use the tiers
-  pool_.reset();  // so do the host prefetches
+  gpu_.reset();       // its prefetches use the tiers
+  prefetch_.reset();  // so do the host prefetches
   if (lifetime_) (void)lifetime_->FlushAndRead(StatsOfThisProcess());
 }
 
@@ -153,6 +159,7 @@ Status LayerCache::Impl::Put(const LayerKey& key, const LayerPtr& layer) {
 
 Result<LayerPtr> LayerCache::Impl::GetOrLoad(const LayerKey& key, const Loader& loader) {
   key.Validate();
+  Executor::Scope scope(executor_.get());  // a loader's parallel work runs on the cache's pool
   // What a loader returns is checked as cache_layer() checks its layer.
   return chain_->GetOrLoad(key, [&]() -> Result<LayerPtr> {
     Result<LayerPtr> loaded = Status::IOError("loader did not run");

@@ -62,6 +62,7 @@ Result<GpuFront*> LayerCache::Impl::Gpu() {
   g.tier.direct_io = options_.disk_read_mode == DiskReadMode::kDirect;
   g.pin_host_layers = options_.pin_memory_layers;
   g.prefetch_threads = options_.prefetch_threads;
+  g.executor = executor_.get();
   gpu_ = std::make_unique<GpuFront>(
       *runtime, g, HostTiersOf(chain_.get(), memory_, disk_, env_, [this](const LayerKey& key) {
         return Get(LayerKeyRef(key));

@@ -3,7 +3,7 @@
 //   layer_cache.cc             construction, lookups, puts and loads
 //   layer_cache_sources.cc     Hub downloads and checkpoint imports (sources
 //                              hand loads to GetOrLoad)
-//   layer_cache_prefetch.cc    prefetching on the cache's worker pool
+//   layer_cache_prefetch.cc    prefetching on the cache's executor
 //   layer_cache_maintenance.cc invalidation, verification, listings, stats
 //   layer_cache_gpu.cc         get_layer(key, "cuda:N") over the GPU front
 //   layer_cache_singleton.cc   get_layer_cache() / reset_layer_cache()
@@ -19,7 +19,7 @@
 #include "layercache/layer_cache.h"
 #include "metrics.h"
 #include "tier/tier_chain.h"
-#include "util/thread_pool.h"
+#include "util/executor.h"
 
 namespace layercache {
 
@@ -92,17 +92,20 @@ class LayerCache::Impl {
   HubSource& hub() { return *hub_; }
   const LayerCacheOptions& options() const { return options_; }
   const std::string& cache_dir() const { return cache_dir_; }
+  // The cache's one pool of workers (options.worker_threads), which its
+  // tiers and sources run their parallel work on.
+  Executor& executor() { return *executor_; }
 
  private:
   static constexpr size_t kDiskTier = 1;  // the chain's second tier
 
   void NoteModel(const SourceLoad& source);  // after a download
-  ThreadPool& Pool();
   // Drops the GPU tier's copies of the keys `pred` selects (invalidation).
   void DropGpuCopies(const std::function<bool(const LayerKey&)>& pred);
 
   LayerCacheOptions options_;
   std::string cache_dir_;
+  std::unique_ptr<Executor> executor_;  // before the tiers: destroyed after them
   std::unique_ptr<TierChain> chain_;
   MemoryTier* memory_ = nullptr;  // in chain_: for listings
   DiskTier* disk_ = nullptr;      // in chain_: for the directory's maintenance
@@ -112,8 +115,9 @@ class LayerCache::Impl {
   std::atomic<uint64_t> bytes_downloaded_{0};
   CacheLatencies latencies_;
   std::unique_ptr<LifetimeCounters> lifetime_;
-  std::once_flag pool_once_;
-  std::unique_ptr<ThreadPool> pool_;  // destroyed before the members above: its tasks use them
+  // Prefetches, prefetch_threads at once on executor_; destroyed before the
+  // members above: its tasks use them.
+  std::unique_ptr<Executor::Limited> prefetch_;
   std::mutex gpu_mu_;
   std::unique_ptr<GpuFront> gpu_;  // destroyed first: its prefetches use the tiers
 };

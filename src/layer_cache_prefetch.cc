@@ -1,6 +1,6 @@
 // LayerCache's prefetching of host layers: loads queued on the cache's
-// prefetch pool (options.prefetch_threads), each a GetOrLoad, so a prefetch
-// and a get_layer of the same key share one load.
+// executor, options.prefetch_threads at once, each a GetOrLoad, so a
+// prefetch and a get_layer of the same key share one load.
 #include <future>
 
 #include "layer_cache_impl.h"
@@ -8,12 +8,6 @@
 #include "util/logging.h"
 
 namespace layercache {
-
-ThreadPool& LayerCache::Impl::Pool() {
-  std::call_once(pool_once_,
-                 [this] { pool_ = std::make_unique<ThreadPool>(options_.prefetch_threads); });
-  return *pool_;
-}
 
 std::vector<std::shared_future<LayerPtr>> LayerCache::Impl::Prefetch(
     std::string_view model_id, const std::vector<int64_t>& indices, const std::string& quant,
@@ -46,7 +40,7 @@ std::vector<std::shared_future<LayerPtr>> LayerCache::Impl::Prefetch(
           return *r;
         });
     out.push_back(task->get_future().share());
-    Pool().Submit([task] { (*task)(); });
+    prefetch_->Submit([task] { (*task)(); });
   }
   return out;
 }

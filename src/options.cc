@@ -99,6 +99,10 @@ void LayerCacheOptions::Validate() const {
     throw std::invalid_argument("prefetch_threads must be between 1 and 64, got " +
                                 std::to_string(prefetch_threads));
   }
+  if (worker_threads < 0 || worker_threads > 1024) {
+    throw std::invalid_argument("worker_threads must be between 0 (one per core) and 1024, got " +
+                                std::to_string(worker_threads));
+  }
   if (remote_timeout_ms < 1 || remote_timeout_ms > 600'000) {
     throw std::invalid_argument("remote_timeout_ms must be between 1 and 600000, got " +
                                 std::to_string(remote_timeout_ms));

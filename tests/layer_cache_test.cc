@@ -249,6 +249,11 @@ TEST(LayerCache, InvalidArgumentsThrowWithAHint) {
   o = Opts(dir);
   o.compression_level = 10;
   expect_invalid(o, "between 1 and 9");
+  o = Opts(dir);
+  o.worker_threads = -1;
+  expect_invalid(o, "worker_threads");
+  o.worker_threads = 1025;
+  expect_invalid(o, "worker_threads");
 
   LayerCache cache(Opts(dir));
   EXPECT_THROW(cache.get_layer("", 0), std::invalid_argument);
@@ -341,6 +346,42 @@ TEST(LayerCache, GetOrLoadRunsTheLoaderOncePerKeyAcrossThreads) {
   EXPECT_EQ(loads.load(), 1);
   for (const auto& r : results) EXPECT_TRUE(r->ContentEquals(*MakeLayer(7)));
   EXPECT_EQ(cache.get_stats().disk_cache_entries, 1u);
+}
+
+// One worker for everything (chunk reads and hashing, prefetch of two at
+// once, loads from several threads): slower, never stuck, every byte right.
+TEST(LayerCache, OneWorkerThreadServesPrefetchesLoadsAndChunkedReads) {
+  TempDir dir;
+  constexpr uint64_t kBytes = 20ull << 20;  // three 8 MiB chunks: a parallel read
+  {
+    LayerCache writer(Opts(dir));
+    for (int i = 0; i < 3; ++i) writer.cache_layer("w", i, MakeLayer(100 + i, kBytes));
+  }
+  auto o = Opts(dir, 1.0, 0.001);  // layers too large for memory: every get reads the disk
+  o.worker_threads = 1;
+  o.prefetch_threads = 2;
+  LayerCache cache(o);
+  auto futures = cache.prefetch("w", {0, 1, 2});
+  std::vector<std::thread> readers;
+  std::atomic<int> right{0};
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&, t] {
+      for (int i = 0; i < 3; ++i) {
+        LayerPtr l = cache.get_layer("w", (i + t) % 3);
+        if (l && l->ContentEquals(*MakeLayer(100 + (i + t) % 3, kBytes))) right.fetch_add(1);
+      }
+      auto r = cache.get_or_load(LayerKey{"w", 10 + t, "", ""},
+                                 [&]() -> Result<LayerPtr> { return MakeLayer(200 + t, kBytes); });
+      if (r.ok() && (*r)->ContentEquals(*MakeLayer(200 + t, kBytes))) right.fetch_add(1);
+    });
+  }
+  for (auto& r : readers) r.join();
+  EXPECT_EQ(right.load(), 3 * 3 + 3);
+  for (size_t i = 0; i < futures.size(); ++i) {
+    LayerPtr l = futures[i].get();
+    ASSERT_NE(l, nullptr) << i;
+    EXPECT_TRUE(l->ContentEquals(*MakeLayer(100 + i, kBytes))) << i;
+  }
 }
 
 TEST(LayerCache, GetOrLoadReturnsTheLoadersErrorAndCachesNothing) {

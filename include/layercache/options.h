@@ -71,8 +71,18 @@ struct LayerCacheOptions {
   ChecksumAlgorithm checksum_algorithm = ChecksumAlgorithm::kXXH3_128;
   EvictionPolicy eviction_policy = EvictionPolicy::kScanResistant;
   DiskReadMode disk_read_mode = DiskReadMode::kAuto;
-  // Background threads loading layers for prefetch(); >= 1.
+  // Prefetches (prefetch(), get_layer_with_prefetch) loading at once, on the
+  // cache's workers (worker_threads); 1-64.
   int prefetch_threads = 2;
+  // Worker threads of the cache's executor: the one bounded pool that runs
+  // all its parallel work (a read's chunk reads, copies and hashing, a
+  // write's hashing and compression, Hub range requests, Redis node groups,
+  // quantization, remote publishing and prefetch). No thread is started per
+  // call; workers start when first needed. 0: one per hardware thread, at
+  // least 16 (I/O wants more requests in flight than there are cores: O_DIRECT
+  // reads keep 16 in flight); else 1-1024. A thread calling the cache takes
+  // part in its own call's work, so a small pool slows a call, never stops it.
+  int worker_threads = 0;
 
   // The cluster tier (docs/SCALE_OUT.md): layers shared between nodes through
   // Redis. One URL for a single server, one or more seed nodes for a Redis

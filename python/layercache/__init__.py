@@ -215,9 +215,9 @@ def _versions(tensors):
 
 _OPTION_NAMES = ("cache_dir", "max_cache_size_gb", "max_memory_cache_size_gb", "enable_compression",
                  "compression_level", "persist_metadata", "checksum_algorithm", "eviction_policy",
-                 "disk_read_mode", "prefetch_threads", "remote_urls", "remote_timeout_ms", "remote_chunk_mb",
-                 "remote_lease_ms", "remote_wait_ms", "remote_ttl_s", "max_gpu_cache_size_gb",
-                 "pin_memory_layers")
+                 "disk_read_mode", "prefetch_threads", "worker_threads", "remote_urls", "remote_timeout_ms",
+                 "remote_chunk_mb", "remote_lease_ms", "remote_wait_ms", "remote_ttl_s",
+                 "max_gpu_cache_size_gb", "pin_memory_layers")
 
 
 def make_options(**kwargs):
@@ -253,7 +253,7 @@ class LayerCache:
 
     Parameters, defaults and returns are the seed's; every other option of the
     C++ LayerCacheOptions is a keyword too (``checksum_algorithm``,
-    ``eviction_policy``, ``disk_read_mode``, ``prefetch_threads``, ``remote``
+    ``eviction_policy``, ``disk_read_mode``, ``prefetch_threads``, ``worker_threads``, ``remote``
     or ``remote_urls``, ``remote_timeout_ms``, ``remote_chunk_mb``,
     ``remote_lease_ms``, ``remote_wait_ms``, ``remote_ttl_s``, ``max_gpu_cache_size_gb``,
     ``pin_memory_layers``). Bad arguments

@@ -460,6 +460,7 @@ PYBIND11_MODULE(_core, m) {
             o.disk_read_mode = ParseDiskReadMode(v);
           })
       .def_readwrite("prefetch_threads", &LayerCacheOptions::prefetch_threads)
+      .def_readwrite("worker_threads", &LayerCacheOptions::worker_threads)
       .def_readwrite("remote_urls", &LayerCacheOptions::remote_urls)
       .def_readwrite("remote_timeout_ms", &LayerCacheOptions::remote_timeout_ms)
       .def_readwrite("remote_chunk_mb", &LayerCacheOptions::remote_chunk_mb)

@@ -227,7 +227,7 @@ def test_options_are_one_bound_class():
 def test_every_cpp_option_is_a_keyword(cache_dir):
     """Each field of the bound C++ LayerCacheOptions is a LayerCache keyword under its own name."""
     fields = {n for n in dir(layercache._core.Options()) if not n.startswith("_") and n != "validate"}
-    assert {"max_gpu_cache_size_gb", "pin_memory_layers", "prefetch_threads"} <= fields
+    assert {"max_gpu_cache_size_gb", "pin_memory_layers", "prefetch_threads", "worker_threads"} <= fields
     for name in fields:
         value = getattr(layercache._core.Options(), name)
         assert getattr(layercache.make_options(**{name: value}), name) == value, name
@@ -237,6 +237,11 @@ def test_every_cpp_option_is_a_keyword(cache_dir):
     assert c.get_layer("none", 0) is None
     with pytest.raises(ValueError, match="max_gpu_cache_size_gb"):
         layercache.LayerCache(cache_dir=cache_dir, max_gpu_cache_size_gb=-1)
+    with pytest.raises(ValueError, match="worker_threads"):
+        layercache.LayerCache(cache_dir=cache_dir, worker_threads=-1)
+    small = layercache.LayerCache(cache_dir=cache_dir, worker_threads=1, prefetch_threads=2)
+    small.cache_layer("one-worker", 0, torch.nn.Linear(4, 4))
+    assert isinstance(small.get_layer("one-worker", 0), torch.nn.Linear)
 
 
 def test_io_optimizer(cache_dir):
