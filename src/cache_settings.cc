@@ -87,8 +87,8 @@ Status CacheSettings::Set(const std::string& key, const std::string& value) {
       for (const std::string& k : Keys()) keys += (keys.empty() ? "" : ", ") + k;
       return Status::InvalidArgument("unknown setting \"" + key + "\"; the settings are " + keys);
     }
-  } catch (const std::invalid_argument& e) {
-    return Status::InvalidArgument(e.what());
+  } catch (const Error& e) {  // the option parsers' kInvalidArgument
+    return e.status();
   }
   return Status::OK();
 }
@@ -116,7 +116,7 @@ Result<std::optional<CacheSettings>> ReadCacheSettings(const std::string& cache_
   CacheSettings s;
   try {
     const nlohmann::json j = nlohmann::json::parse(*text);
-    if (!j.is_object()) throw std::invalid_argument("not a JSON object");
+    if (!j.is_object()) throw Error(Status::Corruption("not a JSON object"));
     for (const std::string& key : CacheSettings::Keys()) {
       if (!j.contains(key)) continue;
       const nlohmann::json& v = j[key];
@@ -128,12 +128,14 @@ Result<std::optional<CacheSettings>> ReadCacheSettings(const std::string& cache_
       } else if (v.is_number()) {
         value = v.dump();
       } else {
-        throw std::invalid_argument(key + " has the wrong type");
+        throw Error(Status::Corruption(key + " has the wrong type"));
       }
-      if (Status st = s.Set(key, value); !st.ok()) throw std::invalid_argument(st.message());
+      if (Status st = s.Set(key, value); !st.ok()) throw Error(st);
     }
-  } catch (const std::exception& e) {
-    return Status::Corruption(path + " is not a valid settings file (" + e.what() +
+  } catch (const std::exception& e) {  // nlohmann's parse errors, or the checks above
+    const auto* error = dynamic_cast<const Error*>(&e);
+    return Status::Corruption(path + " is not a valid settings file (" +
+                              (error != nullptr ? error->status().message() : e.what()) +
                               "); fix or remove it, or rewrite it with layercache config --set");
   }
   return std::optional<CacheSettings>(s);
@@ -160,6 +162,7 @@ LayerCacheOptions StoredOptions(LayerCacheOptions options) {
 }  // namespace layercache
 
 #include "cache_settings_internal.h"
+#include "layercache/status.h"
 #include "util/logging.h"
 
 namespace layercache {

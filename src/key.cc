@@ -5,6 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "layercache/status.h"
 #include "util/utf8.h"
 
 namespace layercache {
@@ -27,10 +28,12 @@ std::string Encode(const LayerKey& key) {
 
 void CheckText(std::string_view value, const char* name) {
   if (value.find('\0') != std::string_view::npos) {
-    throw std::invalid_argument(std::string(name) + " contains a NUL byte; pass a plain text name");
+    throw Error(Status::InvalidArgument(std::string(name) +
+                                        " contains a NUL byte; pass a plain text name"));
   }
   if (!IsValidUtf8(value)) {
-    throw std::invalid_argument(std::string(name) + " is not valid UTF-8; pass a UTF-8 string");
+    throw Error(
+        Status::InvalidArgument(std::string(name) + " is not valid UTF-8; pass a UTF-8 string"));
   }
 }
 
@@ -40,12 +43,13 @@ void LayerKey::Validate() const { LayerKeyRef(*this).Validate(); }
 
 void LayerKeyRef::Validate() const {
   if (model_id.empty()) {
-    throw std::invalid_argument("model_id is empty; pass a model name such as \"qwen-7b\"");
+    throw Error(
+        Status::InvalidArgument("model_id is empty; pass a model name such as \"qwen-7b\""));
   }
   CheckText(model_id, "model_id");
   if (layer_index < 0) {
-    throw std::invalid_argument("layer_index is " + std::to_string(layer_index) +
-                                "; layer indices start at 0");
+    throw Error(Status::InvalidArgument("layer_index is " + std::to_string(layer_index) +
+                                        "; layer indices start at 0"));
   }
   CheckText(quantization_mode, "quantization_mode");
   CheckText(revision, "revision");

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include "layercache/status.h"
 #include "util/buffer_pool.h"
 #include "util/file_backing.h"
 
@@ -212,7 +213,8 @@ const TensorInfo* Layer::find(std::string_view name) const {
 
 std::span<const std::byte> Layer::tensor_data(std::string_view name) const {
   const TensorInfo* info = find(name);
-  if (info == nullptr) throw std::out_of_range("layer has no tensor \"" + std::string(name) + "\"");
+  if (info == nullptr)
+    throw Error(Status::NotFound("layer has no tensor \"" + std::string(name) + "\""));
   return tensor_data(*info);
 }
 
@@ -236,15 +238,16 @@ bool Layer::ContentEquals(const Layer& other) const {
 LayerBuilder& LayerBuilder::add_tensor(std::string name, DType dtype, std::vector<uint64_t> shape,
                                        std::span<const std::byte> data) {
   for (const Pending& p : pending_) {
-    if (p.spec.name == name) throw std::invalid_argument("duplicate tensor name \"" + name + "\"");
+    if (p.spec.name == name)
+      throw Error(Status::InvalidArgument("duplicate tensor name \"" + name + "\""));
   }
   auto size = TensorByteSize(dtype, shape);
   if (!size.ok())
-    throw std::invalid_argument("tensor \"" + name + "\": " + size.status().message());
+    throw Error(Status::InvalidArgument("tensor \"" + name + "\": " + size.status().message()));
   if (*size != data.size()) {
-    throw std::invalid_argument("tensor \"" + name + "\": " + std::to_string(data.size()) +
-                                " bytes given but dtype " + std::string(DTypeName(dtype)) +
-                                " and its shape need " + std::to_string(*size));
+    throw Error(Status::InvalidArgument("tensor \"" + name + "\": " + std::to_string(data.size()) +
+                                        " bytes given but dtype " + std::string(DTypeName(dtype)) +
+                                        " and its shape need " + std::to_string(*size)));
   }
   pending_.push_back({TensorSpec{std::move(name), dtype, std::move(shape)},
                       std::vector<std::byte>(data.begin(), data.end())});
@@ -261,7 +264,7 @@ LayerPtr LayerBuilder::build() {
   specs.reserve(pending_.size());
   for (const Pending& p : pending_) specs.push_back(p.spec);
   auto plan = PlanLayout(std::move(specs));
-  if (!plan.ok()) throw std::invalid_argument(plan.status().message());
+  if (!plan.ok()) throw Error(Status::InvalidArgument(plan.status().message()));
   uint64_t total = plan->empty() ? 0 : plan->back().offset + plan->back().nbytes;
   AlignedBuffer buffer(total);
   for (const TensorInfo& t : *plan) {

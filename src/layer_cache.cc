@@ -12,6 +12,7 @@
 #include "io/env.h"
 #include "layer_cache_impl.h"
 #include "layercache/quantization.h"
+#include "layercache/status.h"
 #include "memory/memory_tier.h"
 #include "remote/remote_tier.h"
 #include "source/model_refs.h"
@@ -28,24 +29,23 @@ LayerKey MakeKey(std::string_view model_id, int64_t layer_index,
 
 void CheckDevice(std::string_view device) {
   if (device != "cpu") {
-    throw std::invalid_argument(
+    throw Error(Status::InvalidArgument(
         "device \"" + std::string(device) +
         "\" is not supported here: this call returns layers in CPU memory (device=\"cpu\"); "
-        "for a layer in GPU memory call get_layer(key, \"cuda:N\")");
+        "for a layer in GPU memory call get_layer(key, \"cuda:N\")"));
   }
 }
 
-// What a *_status variant returns for an exception of the throwing path:
-// the Status it carries (layercache::Error) or kInvalidArgument. They never
-// throw (include/layercache/layer_cache.h, "Errors").
+// What a *_status variant returns for an exception of the throwing path: the
+// Status that layercache::Error carries (the library's one exception type);
+// any other exception (none is known) becomes kIOError. They never throw
+// (include/layercache/layer_cache.h, "Errors").
 template <class F>
 auto StatusOf(F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const Error& e) {
     return e.status();
-  } catch (const std::invalid_argument& e) {
-    return Status::InvalidArgument(e.what());
   } catch (const std::exception& e) {
     return Status::IOError(e.what());
   }
@@ -67,10 +67,11 @@ DiskTierOptions DiskOptions(const LayerCacheOptions& o, const std::string& cache
 }  // namespace
 
 void CheckLayer(const LayerPtr& layer) {
-  if (!layer) throw std::invalid_argument("layer is null; pass a layer built with LayerBuilder");
+  if (!layer)
+    throw Error(Status::InvalidArgument("layer is null; pass a layer built with LayerBuilder"));
   if (HasReservedMetadata(layer->metadata())) {
-    throw std::invalid_argument(
-        "layer metadata uses the reserved prefix \"layercache.\"; rename those keys");
+    throw Error(Status::InvalidArgument(
+        "layer metadata uses the reserved prefix \"layercache.\"; rename those keys"));
   }
 }
 
@@ -98,7 +99,7 @@ LayerCache::Impl::Impl(LayerCacheOptions options) : options_(std::move(options))
   if (RemoteTierOptions r = RemoteTierOptions::From(options_); !r.urls.empty()) {
     r.executor = executor_.get();
     auto remote = RemoteTier::Open(r);
-    if (!remote.ok()) throw std::invalid_argument(remote.status().message());
+    if (!remote.ok()) throw Error(Status::InvalidArgument(remote.status().message()));
     tiers.push_back(std::move(*remote));
   }
   chain_ = std::make_unique<TierChain>(std::move(tiers));
@@ -165,6 +166,8 @@ Result<LayerPtr> LayerCache::Impl::GetOrLoad(const LayerKey& key, const Loader& 
     Result<LayerPtr> loaded = Status::IOError("loader did not run");
     try {
       loaded = loader();
+    } catch (const Error& e) {  // keeps its code (a LayerBuilder's kInvalidArgument, ...)
+      return e.status().WithContext("loading " + key.ToString() + " failed");
     } catch (const std::exception& e) {
       return Status::IOError("loading " + key.ToString() + " failed: " + e.what());
     }

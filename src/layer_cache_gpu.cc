@@ -6,6 +6,7 @@
 #include "disk/disk_tier.h"
 #include "gpu/gpu_front.h"
 #include "layer_cache_impl.h"
+#include "layercache/status.h"
 #include "memory/memory_tier.h"
 #include "util/logging.h"
 
@@ -44,10 +45,7 @@ Result<int> DeviceOrdinal(std::string_view device) {
   return *d;
 }
 
-[[noreturn]] void Throw(const Status& s) {
-  if (s.code() == StatusCode::kInvalidArgument) throw std::invalid_argument(s.message());
-  throw Error(s);
-}
+[[noreturn]] void Throw(const Status& s) { throw Error(s); }
 
 }  // namespace
 
@@ -78,8 +76,8 @@ void LayerCache::Impl::DropGpuCopies(const std::function<bool(const LayerKey&)>&
 Result<DeviceLayerPtr> LayerCache::get_layer_status(const LayerKey& key, std::string_view device) {
   try {
     key.Validate();
-  } catch (const std::invalid_argument& e) {
-    return Status::InvalidArgument(e.what());  // a *_status call never throws
+  } catch (const Error& e) {
+    return e.status();  // a *_status call never throws
   }
   auto ordinal = DeviceOrdinal(device);
   if (!ordinal.ok()) return ordinal.status();
@@ -109,11 +107,11 @@ std::vector<std::shared_future<DeviceLayerPtr>> LayerCache::prefetch(
 DeviceLayerPtr LayerCache::get_layer_with_prefetch(const LayerKey& key, int64_t num_layers,
                                                    std::string_view device, int lookahead) {
   if (key.layer_index < 0 || key.layer_index >= num_layers) {
-    throw std::invalid_argument("layer_index must be in [0, num_layers), got " +
-                                std::to_string(key.layer_index) + " with num_layers " +
-                                std::to_string(num_layers));
+    throw Error(Status::InvalidArgument("layer_index must be in [0, num_layers), got " +
+                                        std::to_string(key.layer_index) + " with num_layers " +
+                                        std::to_string(num_layers)));
   }
-  if (lookahead < 0) throw std::invalid_argument("lookahead must be >= 0");
+  if (lookahead < 0) throw Error(Status::InvalidArgument("lookahead must be >= 0"));
   std::vector<LayerKey> next;
   for (int64_t k = 1; k <= std::min<int64_t>(lookahead, num_layers - 1); ++k) {
     LayerKey n = key;

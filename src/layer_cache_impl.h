@@ -31,7 +31,7 @@ class MemoryTier;
 class ModelRefs;
 struct SourceLoad;
 
-// Throws std::invalid_argument for a null layer or reserved metadata.
+// Throws Error (kInvalidArgument) for a null layer or reserved metadata.
 void CheckLayer(const LayerPtr& layer);
 
 // Seconds since `since`, for the latency histograms.

@@ -5,6 +5,7 @@
 
 #include "disk/disk_tier.h"
 #include "layer_cache_impl.h"
+#include "layercache/status.h"
 #include "memory/memory_tier.h"
 
 namespace layercache {
@@ -12,13 +13,15 @@ namespace layercache {
 size_t LayerCache::Impl::Invalidate(const std::optional<std::string>& model_id,
                                     const std::optional<int64_t>& layer_index) {
   if (!model_id && layer_index) {
-    throw std::invalid_argument("layer_index given without model_id; pass the model too");
+    throw Error(Status::InvalidArgument("layer_index given without model_id; pass the model too"));
   }
   if (layer_index && *layer_index < 0) {
-    throw std::invalid_argument("layer_index must be >= 0, got " + std::to_string(*layer_index));
+    throw Error(
+        Status::InvalidArgument("layer_index must be >= 0, got " + std::to_string(*layer_index)));
   }
   if (model_id && model_id->empty()) {
-    throw std::invalid_argument("model_id is empty; pass a model name, or nothing to clear all");
+    throw Error(
+        Status::InvalidArgument("model_id is empty; pass a model name, or nothing to clear all"));
   }
   auto removed = chain_->Invalidate(model_id, layer_index, /*clear=*/!model_id);
   DropGpuCopies([&](const LayerKey& k) {

@@ -4,6 +4,7 @@
 #include <future>
 
 #include "layer_cache_impl.h"
+#include "layercache/status.h"
 #include "source/model_refs.h"
 #include "util/logging.h"
 
@@ -56,10 +57,11 @@ LayerPtr LayerCache::get_layer_with_prefetch(std::string_view model_id, int64_t 
                                              std::optional<std::string> quantization_mode,
                                              IndexLoader loader, const std::string& revision) {
   if (num_layers <= 0 || layer_index < 0 || layer_index >= num_layers) {
-    throw std::invalid_argument("layer_index must be in [0, num_layers); got " +
-                                std::to_string(layer_index) + " of " + std::to_string(num_layers));
+    throw Error(Status::InvalidArgument("layer_index must be in [0, num_layers); got " +
+                                        std::to_string(layer_index) + " of " +
+                                        std::to_string(num_layers)));
   }
-  if (lookahead < 0) throw std::invalid_argument("lookahead must be >= 0");
+  if (lookahead < 0) throw Error(Status::InvalidArgument("lookahead must be >= 0"));
   std::vector<int64_t> next;
   for (int k = 1; k <= lookahead && k < num_layers; ++k)
     next.push_back((layer_index + k) % num_layers);

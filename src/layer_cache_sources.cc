@@ -5,6 +5,7 @@
 #include "hub/hub_source.h"
 #include "io/env.h"
 #include "layer_cache_impl.h"
+#include "layercache/status.h"
 #include "source/checkpoint_import.h"
 #include "source/model_refs.h"
 #include "util/logging.h"
@@ -58,7 +59,7 @@ void LayerCache::Impl::NoteModel(const SourceLoad& source) {
 
 int64_t LayerCache::Impl::HubNumLayers(const std::string& repo_id, const std::string& filename,
                                        const DownloadOptions& options) {
-  if (Status s = CheckRepoId(repo_id); !s.ok()) throw std::invalid_argument(s.message());
+  if (Status s = CheckRepoId(repo_id); !s.ok()) throw Error(Status::InvalidArgument(s.message()));
   auto model = hub_->Model(repo_id, filename, options);
   if (!model.ok()) throw Error(model.status());
   return (*model)->num_layers();

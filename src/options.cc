@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "layercache/status.h"
 #include "util/path.h"
 
 namespace layercache {
@@ -36,15 +37,15 @@ ChecksumAlgorithm ParseChecksumAlgorithm(const std::string& name) {
     return ChecksumAlgorithm::kXXH3_128;
   if (name == "md5") return ChecksumAlgorithm::kMD5;
   if (name == "sha256" || name == "sha-256") return ChecksumAlgorithm::kSHA256;
-  throw std::invalid_argument("unknown checksum algorithm \"" + name +
-                              "\"; use \"xxh3-128\" (default), \"md5\" or \"sha256\"");
+  throw Error(Status::InvalidArgument("unknown checksum algorithm \"" + name +
+                                      "\"; use \"xxh3-128\" (default), \"md5\" or \"sha256\""));
 }
 
 EvictionPolicy ParseEvictionPolicy(const std::string& name) {
   if (name == "lru") return EvictionPolicy::kLru;
   if (name == "scan-resistant" || name == "scan_resistant") return EvictionPolicy::kScanResistant;
-  throw std::invalid_argument("unknown eviction policy \"" + name +
-                              "\"; use \"lru\" or \"scan-resistant\"");
+  throw Error(Status::InvalidArgument("unknown eviction policy \"" + name +
+                                      "\"; use \"lru\" or \"scan-resistant\""));
 }
 
 const char* EvictionPolicyName(EvictionPolicy policy) {
@@ -56,8 +57,9 @@ DiskReadMode ParseDiskReadMode(const std::string& name) {
   if (name == "buffered") return DiskReadMode::kBuffered;
   if (name == "direct") return DiskReadMode::kDirect;
   if (name == "mapped") return DiskReadMode::kMapped;
-  throw std::invalid_argument("unknown disk read mode \"" + name +
-                              "\"; use \"auto\" (default), \"buffered\", \"direct\" or \"mapped\"");
+  throw Error(Status::InvalidArgument(
+      "unknown disk read mode \"" + name +
+      "\"; use \"auto\" (default), \"buffered\", \"direct\" or \"mapped\""));
 }
 
 const char* DiskReadModeName(DiskReadMode mode) {
@@ -76,45 +78,46 @@ const char* DiskReadModeName(DiskReadMode mode) {
 
 void LayerCacheOptions::Validate() const {
   if (!std::isfinite(max_cache_size_gb) || max_cache_size_gb <= 0) {
-    throw std::invalid_argument("max_cache_size_gb must be a positive number of GiB, got " +
-                                std::to_string(max_cache_size_gb));
+    throw Error(Status::InvalidArgument("max_cache_size_gb must be a positive number of GiB, got " +
+                                        std::to_string(max_cache_size_gb)));
   }
   if (!std::isfinite(max_memory_cache_size_gb) || max_memory_cache_size_gb < 0) {
-    throw std::invalid_argument(
+    throw Error(Status::InvalidArgument(
         "max_memory_cache_size_gb must be zero (no memory tier) or a positive number of GiB, got " +
-        std::to_string(max_memory_cache_size_gb));
+        std::to_string(max_memory_cache_size_gb)));
   }
   if (!std::isfinite(max_gpu_cache_size_gb) || max_gpu_cache_size_gb < 0) {
-    throw std::invalid_argument(
+    throw Error(Status::InvalidArgument(
         "max_gpu_cache_size_gb must be zero (keep no layers on the GPU) or a positive number of "
         "GiB, got " +
-        std::to_string(max_gpu_cache_size_gb));
+        std::to_string(max_gpu_cache_size_gb)));
   }
   if (compression_level < 1 || compression_level > 9) {
-    throw std::invalid_argument("compression_level must be between 1 and 9, got " +
-                                std::to_string(compression_level));
+    throw Error(Status::InvalidArgument("compression_level must be between 1 and 9, got " +
+                                        std::to_string(compression_level)));
   }
-  if (ResolvedCacheDir().empty()) throw std::invalid_argument("cache_dir is empty");
+  if (ResolvedCacheDir().empty()) throw Error(Status::InvalidArgument("cache_dir is empty"));
   if (prefetch_threads < 1 || prefetch_threads > 64) {
-    throw std::invalid_argument("prefetch_threads must be between 1 and 64, got " +
-                                std::to_string(prefetch_threads));
+    throw Error(Status::InvalidArgument("prefetch_threads must be between 1 and 64, got " +
+                                        std::to_string(prefetch_threads)));
   }
   if (worker_threads < 0 || worker_threads > 1024) {
-    throw std::invalid_argument("worker_threads must be between 0 (one per core) and 1024, got " +
-                                std::to_string(worker_threads));
+    throw Error(
+        Status::InvalidArgument("worker_threads must be between 0 (one per core) and 1024, got " +
+                                std::to_string(worker_threads)));
   }
   if (remote_timeout_ms < 1 || remote_timeout_ms > 600'000) {
-    throw std::invalid_argument("remote_timeout_ms must be between 1 and 600000, got " +
-                                std::to_string(remote_timeout_ms));
+    throw Error(Status::InvalidArgument("remote_timeout_ms must be between 1 and 600000, got " +
+                                        std::to_string(remote_timeout_ms)));
   }
   if (remote_chunk_mb < 1 || remote_chunk_mb > 256) {
-    throw std::invalid_argument(
+    throw Error(Status::InvalidArgument(
         "remote_chunk_mb must be between 1 and 256 (Redis caps a value at 512 MB), got " +
-        std::to_string(remote_chunk_mb));
+        std::to_string(remote_chunk_mb)));
   }
   if (remote_lease_ms < 100 || remote_wait_ms < 0 || remote_ttl_s < 0) {
-    throw std::invalid_argument(
-        "remote_lease_ms must be >= 100, remote_wait_ms and remote_ttl_s >= 0");
+    throw Error(Status::InvalidArgument(
+        "remote_lease_ms must be >= 100, remote_wait_ms and remote_ttl_s >= 0"));
   }
 }
 

@@ -83,7 +83,7 @@ TEST(Prefetch, GetLayerWithPrefetchWrapsAroundTheModel) {
   // Layers 0 and 1 were prefetched: wait for them through the futures.
   for (auto& f : cache.prefetch("m", {0, 1}, std::nullopt, loader)) EXPECT_NE(f.get(), nullptr);
   EXPECT_EQ(loads.load(), 3);
-  EXPECT_THROW(cache.get_layer_with_prefetch("m", 4, 4), std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(cache.get_layer_with_prefetch("m", 4, 4));
 }
 
 double SweepHitRatio(EvictionPolicy policy, int layers, int capacity, int passes) {

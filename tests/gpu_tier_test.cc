@@ -530,16 +530,18 @@ TEST_F(LayerCacheGpuTest, BadDevicesAreClearErrors) {
   LayerCache cache(Options());
   const LayerKey k{"m", 0, "", ""};
   for (const char* bad : {"tpu:0", "cuda:", "cuda:x", "cuda:-1", "cuda:1x", "cpu"}) {
-    EXPECT_THROW(cache.get_layer(k, bad), std::invalid_argument) << bad;
+    SCOPED_TRACE(bad);
+    EXPECT_INVALID_ARGUMENT(cache.get_layer(k, bad));
   }
   try {
     cache.get_layer(k, "cuda:2");
     FAIL() << "cuda:2 accepted";
-  } catch (const std::invalid_argument& e) {
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), StatusCode::kInvalidArgument) << e.what();
     EXPECT_NE(std::string(e.what()).find("cuda:2 does not exist"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(cache.get_layer("m", 0, std::nullopt, "cuda:0"), std::invalid_argument);
-  EXPECT_THROW(cache.prefetch({k}, "cuda:9"), std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(cache.get_layer("m", 0, std::nullopt, "cuda:0"));
+  EXPECT_INVALID_ARGUMENT(cache.prefetch({k}, "cuda:9"));
 }
 
 TEST_F(LayerCacheGpuTest, WithoutTheSimulatorTheBuildSaysWhatIsMissing) {
@@ -558,7 +560,8 @@ TEST_F(LayerCacheGpuTest, WithoutTheSimulatorTheBuildSaysWhatIsMissing) {
     try {
       cache.get_layer(k, "cuda:0");
       FAIL() << "a machine without a GPU served a device";
-    } catch (const std::invalid_argument& e) {
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), StatusCode::kInvalidArgument) << e.what();
       EXPECT_NE(std::string(e.what()).find("sees no GPU"), std::string::npos) << e.what();
     }
   } else {
@@ -619,7 +622,7 @@ TEST_F(LayerCacheGpuTest, EvictedGoBackToMemoryAndPrefetchFillsTheDevice) {
   // budget first: the layer served is 2's, whichever copy.
   DeviceLayerPtr d = cache.get_layer_with_prefetch(keys[2], 3, "cuda:0", 1);
   EXPECT_TRUE(SameBytes(d, layers[2]));
-  EXPECT_THROW(cache.get_layer_with_prefetch(keys[2], 2, "cuda:0"), std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(cache.get_layer_with_prefetch(keys[2], 2, "cuda:0"));
 }
 
 TEST_F(LayerCacheGpuTest, PinnedMemoryLayersAreCopiedDirectly) {
@@ -676,9 +679,9 @@ TEST_F(LayerCacheGpuTest, ReplacedAndRemovedLayersLeaveTheDevice) {
 TEST_F(LayerCacheGpuTest, OptionsAreValidated) {
   LayerCacheOptions o = Options();
   o.max_gpu_cache_size_gb = -1;
-  EXPECT_THROW(o.Validate(), std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(o.Validate());
   o.max_gpu_cache_size_gb = std::nan("");
-  EXPECT_THROW(o.Validate(), std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(o.Validate());
   o.max_gpu_cache_size_gb = 0;
   EXPECT_NO_THROW(o.Validate());
 }

@@ -32,19 +32,19 @@ TEST(LayerCache, StatusVariantsNeverThrowAndOneFaultIsOneError) {
   TempDir dir;
   LayerCache cache(Opts(dir));
   // A null layer: kInvalidArgument from cache_layer_status and from a loader
-  // of get_or_load alike; the throwing call throws std::invalid_argument.
+  // of get_or_load alike; the throwing call throws Error with that code.
   Status given;
   EXPECT_NO_THROW(given = cache.cache_layer_status(LayerKey{"m", 0, "", ""}, nullptr));
   EXPECT_EQ(given.code(), StatusCode::kInvalidArgument) << given.ToString();
   auto loaded = cache.get_or_load(LayerKey{"m", 0, "", ""}, [] { return LayerPtr(); });
   ASSERT_FALSE(loaded.ok());
   EXPECT_EQ(loaded.status().code(), StatusCode::kInvalidArgument) << loaded.status().ToString();
-  EXPECT_THROW(cache.cache_layer(LayerKey{"m", 0, "", ""}, nullptr), std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(cache.cache_layer(LayerKey{"m", 0, "", ""}, nullptr));
   // A bad key: a Status, not an exception.
   Status bad_key;
   EXPECT_NO_THROW(bad_key = cache.cache_layer_status(LayerKey{"", 0, "", ""}, MakeLayer(0)));
   EXPECT_EQ(bad_key.code(), StatusCode::kInvalidArgument) << bad_key.ToString();
-  EXPECT_THROW(cache.cache_layer(LayerKey{"", 0, "", ""}, MakeLayer(0)), std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(cache.cache_layer(LayerKey{"", 0, "", ""}, MakeLayer(0)));
   Result<DeviceLayerPtr> device = Status::NotFound("not run");
   EXPECT_NO_THROW(device = cache.get_layer_status(LayerKey{"", -1, "", ""}, "cuda:0"));
   ASSERT_FALSE(device.ok());
@@ -54,7 +54,7 @@ TEST(LayerCache, StatusVariantsNeverThrowAndOneFaultIsOneError) {
   EXPECT_NO_THROW(dl = cache.download_and_cache_status("m", 0, "../../etc/passwd"));
   ASSERT_FALSE(dl.ok());
   EXPECT_EQ(dl.status().code(), StatusCode::kInvalidArgument) << dl.status().ToString();
-  EXPECT_THROW(cache.download_and_cache("m", 0, "../../etc/passwd"), std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(cache.download_and_cache("m", 0, "../../etc/passwd"));
   EXPECT_EQ(cache.get_stats().disk_cache_entries, 0u);  // nothing was cached
 }
 
@@ -236,7 +236,8 @@ TEST(LayerCache, InvalidArgumentsThrowWithAHint) {
     try {
       LayerCache c(o);
       ADD_FAILURE() << "no exception for " << hint;
-    } catch (const std::invalid_argument& e) {
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), StatusCode::kInvalidArgument) << e.what();
       EXPECT_NE(std::string(e.what()).find(hint), std::string::npos) << e.what();
     }
   };
@@ -256,15 +257,15 @@ TEST(LayerCache, InvalidArgumentsThrowWithAHint) {
   expect_invalid(o, "worker_threads");
 
   LayerCache cache(Opts(dir));
-  EXPECT_THROW(cache.get_layer("", 0), std::invalid_argument);
-  EXPECT_THROW(cache.get_layer("m", -1), std::invalid_argument);
-  EXPECT_THROW(cache.cache_layer("m", -3, MakeLayer(1)), std::invalid_argument);
-  EXPECT_THROW(cache.cache_layer("m", 0, nullptr), std::invalid_argument);
-  EXPECT_THROW(cache.get_layer("m", 0, std::nullopt, "cuda:0"), std::invalid_argument);
-  EXPECT_THROW(cache.invalidate_cache(std::nullopt, 3), std::invalid_argument);
-  EXPECT_THROW(cache.get_layer(std::string("a\0b", 3), 0), std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(cache.get_layer("", 0));
+  EXPECT_INVALID_ARGUMENT(cache.get_layer("m", -1));
+  EXPECT_INVALID_ARGUMENT(cache.cache_layer("m", -3, MakeLayer(1)));
+  EXPECT_INVALID_ARGUMENT(cache.cache_layer("m", 0, nullptr));
+  EXPECT_INVALID_ARGUMENT(cache.get_layer("m", 0, std::nullopt, "cuda:0"));
+  EXPECT_INVALID_ARGUMENT(cache.invalidate_cache(std::nullopt, 3));
+  EXPECT_INVALID_ARGUMENT(cache.get_layer(std::string("a\0b", 3), 0));
   auto reserved = LayerBuilder().set_metadata("layercache.model_id", "x").build();
-  EXPECT_THROW(cache.cache_layer("m", 0, reserved), std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(cache.cache_layer("m", 0, reserved));
 }
 
 TEST(LayerCache, DefaultDirectoryComesFromLayercacheDirOrHome) {

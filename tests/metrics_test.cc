@@ -122,7 +122,7 @@ TEST(Logging, LevelAndSinkAreTheCallersToSet) {
   ASSERT_FALSE(got.empty());
   EXPECT_EQ(got.back().first, LogLevel::kWarn);
   EXPECT_EQ(ParseLogLevel("warning"), LogLevel::kWarn);
-  EXPECT_THROW(ParseLogLevel("loud"), std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(ParseLogLevel("loud"));
 }
 
 TEST(Logging, UnknownLayercacheLogIsReported) {

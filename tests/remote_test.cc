@@ -93,7 +93,7 @@ TEST(RedisUrl, ParsesAndRefusesClearly) {
   LayerCacheOptions o;
   o.cache_dir = TempDir().path();
   o.remote_urls = {"memcached://h:1"};
-  EXPECT_THROW(LayerCache{o}, std::invalid_argument);
+  EXPECT_INVALID_ARGUMENT(LayerCache{o});
 }
 
 TEST(RemoteManifest, RoundTripsAndRefusesWhatIsNotAManifest) {

@@ -2,9 +2,11 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
+#include "layercache/status.h"
 #include "test_layers.h"
 
 namespace layercache::testing {
@@ -49,6 +51,28 @@ bool InCI();
   LAYERCACHE_REQUIRE(!::layercache::testing::FixturesDir().empty(),                        \
                      "third-party fixtures not found: set LAYERCACHE_FIXTURES or provide " \
                      "../shared/fixtures beside the source tree")
+
+// Expects `statement` to throw layercache::Error (the library's one exception
+// type, include/layercache/status.h) whose status has code `expected_code`;
+// another exception type, or none, fails the test.
+#define EXPECT_ERROR_CODE(statement, expected_code)                                     \
+  do {                                                                                  \
+    try {                                                                               \
+      static_cast<void>(statement);                                                     \
+      ADD_FAILURE() << #statement << " threw nothing; expected layercache::Error ("     \
+                    << ::layercache::StatusCodeName(expected_code) << ")";              \
+    } catch (const ::layercache::Error& error_) {                                       \
+      EXPECT_EQ(::layercache::StatusCodeName(error_.code()),                            \
+                std::string(::layercache::StatusCodeName(expected_code)))               \
+          << #statement << ": " << error_.what();                                       \
+    } catch (const std::exception& other_) {                                            \
+      ADD_FAILURE() << #statement                                                       \
+                    << " threw another type than layercache::Error: " << other_.what(); \
+    }                                                                                   \
+  } while (0)
+// A bad argument: layercache::Error with kInvalidArgument.
+#define EXPECT_INVALID_ARGUMENT(statement) \
+  EXPECT_ERROR_CODE(statement, ::layercache::StatusCode::kInvalidArgument)
 
 namespace layercache::testing {
 std::vector<std::byte> ReadBytes(const std::string& path);

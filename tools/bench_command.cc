@@ -20,6 +20,7 @@
 
 #include "bench_limits.h"
 #include "layercache/layer_cache.h"
+#include "layercache/status.h"
 
 namespace layercache::cli {
 namespace {
@@ -56,8 +57,8 @@ Shape ParseShape(const std::string& s) {
       kv > 0 && inter > 0 && h <= 65536 && kv <= 65536 && inter <= 262144) {
     return {h, kv, inter, "custom " + s};
   }
-  throw std::invalid_argument("--layer must be 7b, small, 70b or HIDDEN,KV,INTERMEDIATE, got \"" +
-                              s + "\"");
+  throw Error(Status::InvalidArgument(
+      "--layer must be 7b, small, 70b or HIDDEN,KV,INTERMEDIATE, got \"" + s + "\""));
 }
 
 uint64_t LayerBytes(const Shape& sh) {
@@ -181,7 +182,7 @@ CLI::App* AddBenchCommand(CLI::App& app, BenchOptions* o) {
 
 int Bench(const Global& g, const BenchOptions& o) {
   if (!o.child_dir.empty()) return ChildLoad(o);
-  if (o.reps < 1 || o.reps > 1000) throw std::invalid_argument("--reps must be 1-1000");
+  if (o.reps < 1 || o.reps > 1000) throw Error(Status::InvalidArgument("--reps must be 1-1000"));
   const Shape shape = ParseShape(o.shape);
   std::vector<DiskReadMode> modes;
   if (o.modes == "all") {
@@ -195,14 +196,14 @@ int Bench(const Global& g, const BenchOptions& o) {
   // The disk tier is what is measured: no cluster tier here or in the children.
   ::unsetenv("LAYERCACHE_REMOTE");
   const std::string self = SelfExe();
-  if (self.empty()) throw std::runtime_error("cannot find this executable (/proc/self/exe)");
+  if (self.empty()) throw Error(Status::IOError("cannot find this executable (/proc/self/exe)"));
 
   const std::string cache_dir = g.options.ResolvedCacheDir();
   fs::create_directories(cache_dir);
   const uint64_t bytes = LayerBytes(shape);
   const uint64_t need = (compress ? 2 : 1) * bytes + (256u << 20);
   auto free_bytes = benchkit::FreeBytes(cache_dir);
-  if (!free_bytes.ok()) throw std::runtime_error(free_bytes.status().message());
+  if (!free_bytes.ok()) throw Error(free_bytes.status());
   if (*free_bytes < need) {
     std::cerr << "layercache bench: not enough room in " << cache_dir << ": it needs "
               << need / 1000000 << " MB for the benchmark's entries, " << *free_bytes / 1000000
@@ -226,14 +227,14 @@ int Bench(const Global& g, const BenchOptions& o) {
     LayerCache w(BenchCacheOptions(plain_dir, DiskReadMode::kAuto, false));
     const auto t0 = Clock::now();
     if (Status s = w.cache_layer_status(LayerKey{kModel, 0, "", ""}, layer); !s.ok()) {
-      throw std::runtime_error("cannot write the benchmark entry: " + s.message());
+      throw Error(s.WithContext("cannot write the benchmark entry"));
     }
     write_s = std::chrono::duration<double>(Clock::now() - t0).count();
   }
   if (compress) {
     LayerCache w(BenchCacheOptions(packed_dir, DiskReadMode::kAuto, true));
     if (Status s = w.cache_layer_status(LayerKey{kModel, 0, "", ""}, layer); !s.ok()) {
-      throw std::runtime_error("cannot write the compressed benchmark entry: " + s.message());
+      throw Error(s.WithContext("cannot write the compressed benchmark entry"));
     }
   }
   std::string entry;
@@ -253,7 +254,7 @@ int Bench(const Global& g, const BenchOptions& o) {
     for (int r = 0; r < o.reps; ++r) {
       if (cold) {
         auto how = benchkit::DropCaches({d});
-        if (!how.ok()) throw std::runtime_error(how.status().message());
+        if (!how.ok()) throw Error(how.status());
         cold_method = *how;
       } else {
         for (const auto& e : fs::recursive_directory_iterator(JoinPath(d, "entries"))) {
@@ -262,7 +263,7 @@ int Bench(const Global& g, const BenchOptions& o) {
       }
       auto out = benchkit::RunCapture(
           {self, "bench", "--child-load", d, "--child-mode", DiskReadModeName(mode)});
-      if (!out.ok()) throw std::runtime_error(out.status().message());
+      if (!out.ok()) throw Error(out.status());
       secs.push_back(std::stod(*out));
     }
     return benchkit::Median(secs);
@@ -291,13 +292,13 @@ int Bench(const Global& g, const BenchOptions& o) {
     LayerCacheOptions mo = BenchCacheOptions(plain_dir, DiskReadMode::kAuto, false);
     mo.max_memory_cache_size_gb = 2.0 * static_cast<double>(bytes) / (1u << 30) + 0.01;
     LayerCache c(mo);
-    if (!c.get_layer(kModel, 0)) throw std::runtime_error("the benchmark layer went missing");
+    if (!c.get_layer(kModel, 0)) throw Error(Status::NotFound("the benchmark layer went missing"));
     std::vector<double> ns;
     const int n = 200000;
     for (int r = 0; r < o.reps; ++r) {
       const auto t0 = Clock::now();
       for (int i = 0; i < n; ++i) {
-        if (!c.get_layer(kModel, 0)) throw std::runtime_error("memory hit missed");
+        if (!c.get_layer(kModel, 0)) throw Error(Status::NotFound("memory hit missed"));
       }
       ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / n);
     }

@@ -14,6 +14,7 @@
 
 #include "cli_args.h"
 #include "commands.h"
+#include "layercache/status.h"
 #include "quant_cli.h"
 
 namespace layercache::cli {
@@ -54,21 +55,21 @@ Filter ParseFilter(const std::string& f) {
       "--filter \"" + f +
       "\": use model=GLOB, quant=Q, revision=R, size>N, size<N, accessed>AGE or accessed<AGE "
       "(e.g. size>1G, accessed>30d)";
-  if (p == std::string::npos || p == 0) throw std::invalid_argument(usage);
+  if (p == std::string::npos || p == 0) throw Error(Status::InvalidArgument(usage));
   Filter out;
   out.field = f.substr(0, p);
   out.op = f[p];
   out.text = f.substr(p + 1);
   if (out.field == "model" || out.field == "quant" || out.field == "revision") {
-    if (out.op != '=') throw std::invalid_argument(usage);
+    if (out.op != '=') throw Error(Status::InvalidArgument(usage));
   } else if (out.field == "size") {
-    if (out.op == '=') throw std::invalid_argument(usage);
+    if (out.op == '=') throw Error(Status::InvalidArgument(usage));
     out.size = ParseSize("--filter size", out.text);
   } else if (out.field == "accessed") {
-    if (out.op == '=') throw std::invalid_argument(usage);
+    if (out.op == '=') throw Error(Status::InvalidArgument(usage));
     out.age_s = ParseAge("--filter accessed", out.text);
   } else {
-    throw std::invalid_argument(usage);
+    throw Error(Status::InvalidArgument(usage));
   }
   return out;
 }
@@ -94,7 +95,7 @@ void SortEntries(std::vector<EntryInfo>* entries, const std::string& spec) {
     key = spec.substr(0, c);
     const std::string dir = spec.substr(c + 1);
     if (dir != "asc" && dir != "desc") {
-      throw std::invalid_argument("--sort \"" + spec + "\": the direction is asc or desc");
+      throw Error(Status::InvalidArgument("--sort \"" + spec + "\": the direction is asc or desc"));
     }
     desc = dir == "desc";
   } else if (key == "size" || key == "accessed" || key == "created") {
@@ -125,9 +126,9 @@ void SortEntries(std::vector<EntryInfo>* entries, const std::string& spec) {
       return a.created_ns != b.created_ns ? a.created_ns < b.created_ns : tie(a, b);
     };
   } else {
-    throw std::invalid_argument("--sort \"" + spec +
-                                "\": sort by model, layer, size, accessed or created "
-                                "(optionally :asc or :desc)");
+    throw Error(Status::InvalidArgument("--sort \"" + spec +
+                                        "\": sort by model, layer, size, accessed or created "
+                                        "(optionally :asc or :desc)"));
   }
   std::stable_sort(entries->begin(), entries->end(), [&](const EntryInfo& a, const EntryInfo& b) {
     return desc ? less(b, a) : less(a, b);
@@ -369,11 +370,12 @@ int List(const Global& g, const ListOptions& o) {
 }
 
 int Remove(const Global& g, const RemoveOptions& o) {
-  if (o.targets.empty()) throw std::invalid_argument("rm: give one or more models or entry ids");
+  if (o.targets.empty())
+    throw Error(Status::InvalidArgument("rm: give one or more models or entry ids"));
   if (o.revision && !o.revision->empty() && o.revision->size() < 7) {
-    throw std::invalid_argument(
-        "--revision: give at least 7 characters of the commit (or '' "
-        "for entries without a revision)");
+    throw Error(
+        Status::InvalidArgument("--revision: give at least 7 characters of the commit (or '' "
+                                "for entries without a revision)"));
   }
   const std::vector<int64_t> layers = ParseLayers(o.layers);
   const std::set<int64_t> layer_set(layers.begin(), layers.end());
@@ -412,7 +414,8 @@ int Remove(const Global& g, const RemoveOptions& o) {
 int Prune(const Global& g, const PruneOptions& o) {
   const int64_t age_s = o.older_than.empty() ? -1 : ParseAge("--older-than", o.older_than);
   if (age_s < 0 && o.keep_revisions) {
-    throw std::invalid_argument("prune: --keep-revisions without --older-than removes nothing");
+    throw Error(
+        Status::InvalidArgument("prune: --keep-revisions without --older-than removes nothing"));
   }
   LayerCache cache(ResolveOptions(g));
   // The commits that branches and tags were last seen to point to.

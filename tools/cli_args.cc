@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "layercache/status.h"
+
 namespace layercache::cli {
 
 int64_t ParseIntInRange(const std::string& name, const std::string& text, int64_t lo, int64_t hi) {
@@ -14,8 +16,8 @@ int64_t ParseIntInRange(const std::string& name, const std::string& text, int64_
   if (!text.empty() && text[0] == '+') ++begin;
   auto [ptr, ec] = std::from_chars(begin, end, v);
   if (text.empty() || ec != std::errc() || ptr != end || v < lo || v > hi) {
-    throw std::invalid_argument(name + " must be an integer in " + std::to_string(lo) + ".." +
-                                std::to_string(hi) + " (got \"" + text + "\")");
+    throw Error(Status::InvalidArgument(name + " must be an integer in " + std::to_string(lo) +
+                                        ".." + std::to_string(hi) + " (got \"" + text + "\")"));
   }
   return v;
 }
@@ -33,7 +35,8 @@ double ParseDoubleInRange(const std::string& name, const std::string& text, doub
   }
   if (text.empty() || used != text.size() || !std::isfinite(v) || v > hi || v < lo ||
       (lo_open && v == lo)) {
-    throw std::invalid_argument(name + " must be a number in " + range + " (got \"" + text + "\")");
+    throw Error(Status::InvalidArgument(name + " must be a number in " + range + " (got \"" + text +
+                                        "\")"));
   }
   return v;
 }
@@ -56,8 +59,8 @@ CLI::Option* AddChecked(CLI::App* app, const std::string& flags, const std::stri
           [name, fn](const std::string& s) {
             try {
               fn(name, s);
-            } catch (const std::invalid_argument& e) {
-              throw CLI::ValidationError(e.what());
+            } catch (const Error& e) {
+              throw CLI::ValidationError(e.status().message());
             }
           },
           help)
@@ -130,8 +133,8 @@ uint64_t ParseSize(const std::string& name, const std::string& text) {
   if (unit == "G") mult = 1024.0 * 1024 * 1024;
   if (unit == "T") mult = 1024.0 * 1024 * 1024 * 1024;
   if (used == 0 || mult < 0 || !std::isfinite(v) || v < 0 || v * mult > 9.0e18) {
-    throw std::invalid_argument(name + " must be a size such as 500M, 2G or 1.5GiB (got \"" + text +
-                                "\")");
+    throw Error(Status::InvalidArgument(
+        name + " must be a size such as 500M, 2G or 1.5GiB (got \"" + text + "\")"));
   }
   return static_cast<uint64_t>(v * mult);
 }
@@ -152,8 +155,8 @@ int64_t ParseAge(const std::string& name, const std::string& text) {
   if (unit == "d") mult = 86400;
   if (unit == "w") mult = 7 * 86400;
   if (used == 0 || mult < 0 || !std::isfinite(v) || v < 0 || v * mult > 1e12) {
-    throw std::invalid_argument(name + " must be an age such as 45s, 90m, 12h, 30d or 2w (got \"" +
-                                text + "\")");
+    throw Error(Status::InvalidArgument(
+        name + " must be an age such as 45s, 90m, 12h, 30d or 2w (got \"" + text + "\")"));
   }
   return static_cast<int64_t>(v * mult);
 }

@@ -18,6 +18,7 @@
 #include "layercache/progress.h"
 #include "layercache/remote.h"
 #include "layercache/safetensors.h"
+#include "layercache/status.h"
 #include "layercache/version.h"
 
 namespace layercache::cli {
@@ -390,18 +391,20 @@ std::vector<int64_t> ParseLayers(const std::string& spec) {
     if (dash == std::string::npos) {
       out.push_back(ParseIntInRange("--layers", part, 0, INT64_MAX));
     } else {
-      if (dash == 0) throw std::invalid_argument("--layers: layer indices start at 0");
+      if (dash == 0) throw Error(Status::InvalidArgument("--layers: layer indices start at 0"));
       const int64_t a = ParseIntInRange("--layers", part.substr(0, dash), 0, INT64_MAX);
       const int64_t b = ParseIntInRange("--layers", part.substr(dash + 1), 0, INT64_MAX);
-      if (b < a) throw std::invalid_argument(usage);
+      if (b < a) throw Error(Status::InvalidArgument(usage));
       if (b - a >= kMaxListed) {
-        throw std::invalid_argument("--layers: a range may hold at most " +
-                                    std::to_string(kMaxListed) + " layers (got " + part + ")");
+        throw Error(Status::InvalidArgument("--layers: a range may hold at most " +
+                                            std::to_string(kMaxListed) + " layers (got " + part +
+                                            ")"));
       }
       for (int64_t i = a; i <= b; ++i) out.push_back(i);
     }
     if (static_cast<int64_t>(out.size()) > kMaxListed) {
-      throw std::invalid_argument("--layers: at most " + std::to_string(kMaxListed) + " layers");
+      throw Error(
+          Status::InvalidArgument("--layers: at most " + std::to_string(kMaxListed) + " layers"));
     }
     if (comma == std::string::npos) break;
     pos = comma + 1;
@@ -504,10 +507,10 @@ int Config(const Global& g, const std::vector<std::string>& sets) {
   for (const std::string& kv : sets) {
     const size_t eq = kv.find('=');
     if (eq == std::string::npos) {
-      throw std::invalid_argument("--set takes KEY=VALUE (got \"" + kv + "\")");
+      throw Error(Status::InvalidArgument("--set takes KEY=VALUE (got \"" + kv + "\")"));
     }
     if (Status st = s.Set(kv.substr(0, eq), kv.substr(eq + 1)); !st.ok()) {
-      throw std::invalid_argument(st.message());
+      throw Error(Status::InvalidArgument(st.message()));
     }
   }
   if (!sets.empty()) {

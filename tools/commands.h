@@ -100,7 +100,7 @@ int Prune(const Global& g, const PruneOptions& o);
 // `config`: prints the stored settings; sets them with KEY=VALUE pairs.
 int Config(const Global& g, const std::vector<std::string>& sets);
 
-// "all" (empty result), "5", "0-27", "0,3,5-7". Throws std::invalid_argument.
+// "all" (empty result), "5", "0-27", "0,3,5-7". Throws Error (kInvalidArgument).
 std::vector<int64_t> ParseLayers(const std::string& spec);
 
 struct FetchOptions {

@@ -19,6 +19,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "layercache/status.h"
+
 namespace layercache::http {
 namespace {
 
@@ -262,7 +264,7 @@ Server::Server(Handler handler, ServerOptions options)
   handback_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (wake_fd_ < 0 || handback_fd_ < 0 || epoll_fd_ < 0)
-    throw std::runtime_error(std::string("eventfd/epoll: ") + std::strerror(errno));
+    throw Error(Status::IOError(std::string("eventfd/epoll: ") + std::strerror(errno)));
 }
 
 Server::~Server() {

@@ -11,6 +11,7 @@
 #include "layercache/download.h"
 #include "layercache/hf_cache.h"
 #include "layercache/repo_snapshot.h"
+#include "layercache/status.h"
 
 namespace layercache {
 namespace {
@@ -189,7 +190,7 @@ HubServer::~HubServer() {
 
 void HubServer::AddRepo(const std::string& repo_id, const std::string& dir) {
   // The id clients ask for: a Hub repository id ("name" or "org/name"), never "../etc".
-  if (Status s = CheckRepoId(repo_id); !s.ok()) throw std::invalid_argument(s.message());
+  if (Status s = CheckRepoId(repo_id); !s.ok()) throw Error(Status::InvalidArgument(s.message()));
   auto snapshot = RepoSnapshot::FromDirectory(dir);
   if (!snapshot.ok()) throw Error(snapshot.status());
   Repo repo;

@@ -26,8 +26,8 @@ int main(int argc, char** argv) {
   if (const char* env = std::getenv("LAYERCACHE_LOG"); env != nullptr && *env != '\0') {
     try {
       SetLogLevel(ParseLogLevel(env));
-    } catch (const std::invalid_argument& e) {
-      std::cerr << "layercache: LAYERCACHE_LOG: " << e.what() << "\n";
+    } catch (const Error& e) {
+      std::cerr << "layercache: LAYERCACHE_LOG: " << e.status().message() << "\n";
       return 2;
     }
   }
@@ -296,29 +296,34 @@ int main(int argc, char** argv) {
     if (*import) {
       if (import_hf->count() > 0) {
         if (import_repo.empty())
-          throw std::invalid_argument(
-              "import --hf-cache needs --repo-id ID (the repository to import)");
+          throw Error(Status::InvalidArgument(
+              "import --hf-cache needs --repo-id ID (the repository to import)"));
         if (!import_dir.empty())
-          throw std::invalid_argument(
+          throw Error(Status::InvalidArgument(
               "import --hf-cache takes the cache folder as --hf-cache's value, not "
-              "a DIR argument");
+              "a DIR argument"));
         return cli::ImportHfCache(g, import_hf_cache, import_repo, import_revision, import_model,
                                   import_layers, import_pattern);
       }
       if (import_dir.empty() || import_model.empty())
-        throw std::invalid_argument("import needs DIR and --model-id (or --hf-cache --repo-id)");
+        throw Error(
+            Status::InvalidArgument("import needs DIR and --model-id (or --hf-cache --repo-id)"));
       return cli::Import(g, import_dir, import_model, import_layers, import_pattern);
     }
     if (*serve) {
       so.use_hf_cache = serve_hf->count() > 0;
       return cli::Serve(so);
     }
-  } catch (const std::invalid_argument& e) {
-    std::cerr << "layercache: " << e.what() << "\n";
-    return cli::kExitUsage;
   } catch (const Error& e) {
+    // A usage error (kInvalidArgument) prints its message alone, which says
+    // how to fix the command; other failures keep the code's name
+    // ("io_error: ...").
+    if (e.code() == StatusCode::kInvalidArgument) {
+      std::cerr << "layercache: " << e.status().message() << "\n";
+      return cli::kExitUsage;
+    }
     std::cerr << "layercache: " << e.what() << "\n";
-    return e.status().code() == StatusCode::kInvalidArgument ? cli::kExitUsage : cli::kExitError;
+    return cli::kExitError;
   } catch (const std::exception& e) {
     std::cerr << "layercache: " << e.what() << "\n";
     return cli::kExitError;

@@ -6,13 +6,15 @@
 #include <stdexcept>
 
 #include "layercache/progress.h"
+#include "layercache/status.h"
 
 namespace layercache::cli {
 
 quant::QuantConfig QuantConfigFor(const std::string& quant, const QuantFlags& f) {
   auto mode = quant::ParseQuantMode(quant);
   if (!mode || *mode == quant::QuantMode::kNone) {
-    throw std::invalid_argument("--quant must be nf4 or int8 to quantize, got \"" + quant + "\"");
+    throw Error(
+        Status::InvalidArgument("--quant must be nf4 or int8 to quantize, got \"" + quant + "\""));
   }
   quant::QuantConfig c;
   c.mode = *mode;

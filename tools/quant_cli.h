@@ -19,7 +19,7 @@ struct QuantFlags {
 };
 
 // The configuration for mode `quant` ("nf4" / "int8"); throws
-// std::invalid_argument for another mode or bad flags.
+// Error (kInvalidArgument) for another mode or bad flags.
 quant::QuantConfig QuantConfigFor(const std::string& quant, const QuantFlags& f);
 
 // What `put` caches under `quant`: the layer quantized (--quantize), or the

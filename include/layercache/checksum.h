@@ -18,7 +18,7 @@ enum class ChecksumAlgorithm { kXXH3_128, kMD5, kSHA256 };
 // "xxh3-128", "md5", "sha256".
 const char* ChecksumAlgorithmName(ChecksumAlgorithm algorithm);
 // Accepts the names above, "xxh3", "xxh3_128" and "sha-256"; throws
-// std::invalid_argument, listing the valid names, otherwise.
+// layercache::Error (kInvalidArgument), listing the valid names, otherwise.
 ChecksumAlgorithm ParseChecksumAlgorithm(const std::string& name);
 
 // A streaming hash: Update() any number of times, then FinalHex() once.

@@ -43,7 +43,8 @@ class DeviceLayer {
   const TensorInfo* find(std::string_view name) const;
   // The device address of a tensor; `info` must come from this layer.
   void* tensor_data(const TensorInfo& info) const;
-  // The device address of the tensor called `name`; throws std::out_of_range if absent.
+  // The device address of the tensor called `name`; throws layercache::Error
+  // (kNotFound) if absent.
   void* tensor_data(std::string_view name) const;
   // The device address of the whole data section.
   void* data() const;

@@ -14,7 +14,8 @@ struct LayerKey {
   std::string quantization_mode;  // "" means none
   std::string revision;           // "" means unspecified; a commit sha for Hub layers
 
-  // Throws std::invalid_argument, saying how to fix it, when the key is unusable.
+  // Throws layercache::Error (kInvalidArgument), saying how to fix it, when
+  // the key is unusable.
   void Validate() const;
 
   // A human-readable form: "qwen-7b/5", "qwen-7b/5[nf4]", "qwen-7b/5@abc123".

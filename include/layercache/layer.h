@@ -112,7 +112,8 @@ class Layer {
   std::span<const std::byte> tensor_data(const TensorInfo& info) const {
     return {buffer_.data() + info.offset, static_cast<size_t>(info.nbytes)};
   }
-  // The bytes of the tensor called `name`; throws std::out_of_range if absent.
+  // The bytes of the tensor called `name`; throws layercache::Error
+  // (kNotFound) if absent.
   std::span<const std::byte> tensor_data(std::string_view name) const;
 
   // The whole data section (all tensors back to back).
@@ -144,7 +145,7 @@ using LayerPtr = std::shared_ptr<const Layer>;
 class LayerBuilder {
  public:
   // Copies `data`, which must hold exactly the tensor's byte size. Throws
-  // std::invalid_argument on a size mismatch or a duplicate name.
+  // layercache::Error (kInvalidArgument) on a size mismatch or a duplicate name.
   LayerBuilder& add_tensor(std::string name, DType dtype, std::vector<uint64_t> shape,
                            std::span<const std::byte> data);
   // Typed convenience for tests and examples: `values` as raw element bytes.

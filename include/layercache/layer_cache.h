@@ -25,15 +25,20 @@
 // other processes keep the copies already in their memory tiers until those
 // are evicted.
 //
-// Errors: invalid arguments and options throw std::invalid_argument with a
-// message that says how to fix them; other failures of throwing calls throw
-// layercache::Error, which carries the Status (layercache/status.h). The
-// seed-compatible calls return nullptr / false on failure and log the reason
-// (LAYERCACHE_LOG=warn, the default, prints warnings to stderr). The *_status
-// variants never throw: they return the same fault as a Status
-// (kInvalidArgument where the throwing call throws std::invalid_argument, the
-// Error's Status otherwise), so a null layer is kInvalidArgument whether it is
-// given to cache_layer_status() or returned by a get_or_load() loader.
+// Errors: every throwing call throws one type, layercache::Error, which
+// carries the Status (layercache/status.h lists what each code means):
+// invalid arguments and options are kInvalidArgument with a message that
+// says how to fix them; a missing repository or file is kNotFound, bad
+// bytes kCorruption, a failing disk, network or device kIOError, a full disk
+// kNoSpace, a build without CUDA kUnsupported. (Out of memory is
+// std::bad_alloc.) The seed-compatible calls return nullptr / false for
+// failures other than bad arguments and log the reason (LAYERCACHE_LOG=warn,
+// the default, prints warnings to stderr). The *_status variants never
+// throw: they return the Status the throwing call would throw, so one fault
+// has one code whichever path it takes (a null layer is kInvalidArgument
+// whether it is given to cache_layer() or cache_layer_status() or returned
+// by a get_or_load() loader). Python raises ValueError for kInvalidArgument
+// and OSError for the other codes.
 #pragma once
 
 #include <functional>
@@ -65,8 +70,8 @@ class LayerCache {
   // it: temp files of dead writers are removed, entry files the index lacks
   // are adopted after their header checks out (or removed), index rows without
   // files are dropped, and a missing or corrupt index is rebuilt from the
-  // files. Throws std::invalid_argument for bad options and layercache::Error
-  // when the directory cannot be used.
+  // files. Throws layercache::Error: kInvalidArgument for bad options, another
+  // code when the directory cannot be used.
   explicit LayerCache(LayerCacheOptions options = {});
   ~LayerCache();
   LayerCache(const LayerCache&) = delete;
@@ -86,10 +91,10 @@ class LayerCache {
   // through pinned staging buffers (checksum verified), or fetched through
   // the other tiers; then kept in the GPU tier (max_gpu_cache_size_gb per
   // device). The copies are complete when it is returned. Throws
-  // std::invalid_argument for a malformed device or an ordinal that does not
-  // exist, layercache::Error when this build has no CUDA support, and for
-  // device failures (out of device memory after evicting everything it
-  // could, a failed copy: nothing is cached then).
+  // layercache::Error: kInvalidArgument for a malformed device or an ordinal
+  // that does not exist, kUnsupported when this build has no CUDA support,
+  // kNoSpace when the layer does not fit in device memory after evicting
+  // everything it could, kIOError when a copy fails (nothing is cached then).
   DeviceLayerPtr get_layer(const LayerKey& key, std::string_view device);
   // As above, with every failure (and a miss: NotFound) as a Status.
   Result<DeviceLayerPtr> get_layer_status(const LayerKey& key, std::string_view device);
@@ -126,7 +131,7 @@ class LayerCache {
   // model.safetensors.index.json, or model.safetensors), then the layer's
   // tensors, in parallel. A cached layer is returned without downloading.
   // Concurrent calls, from threads or processes, download a layer once.
-  // Throws layercache::Error (std::invalid_argument for bad arguments) on
+  // Throws layercache::Error (kInvalidArgument for bad arguments) on
   // failure, with the reason (repository not found, gated, unauthorized, ...).
   LayerPtr download_and_cache(std::string_view model_id, int64_t layer_index,
                               const std::string& repo_id, const std::string& filename = "",

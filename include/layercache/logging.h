@@ -17,7 +17,7 @@ namespace layercache {
 enum class LogLevel { kDebug = 0, kInfo, kWarn, kError, kOff };
 
 // "debug", "info", "warn" (or "warning"), "error", "off"; throws
-// std::invalid_argument naming them otherwise.
+// layercache::Error (kInvalidArgument) naming them otherwise.
 LogLevel ParseLogLevel(const std::string& name);
 // "debug", "info", "warning", "error", "off".
 const char* LogLevelName(LogLevel level);

@@ -22,7 +22,7 @@ enum class EvictionPolicy {
   // on skewed (Zipf) traffic it equals LRU (docs/PERFORMANCE.md).
   kScanResistant,
 };
-// "lru" or "scan-resistant"; throws std::invalid_argument otherwise.
+// "lru" or "scan-resistant"; throws layercache::Error (kInvalidArgument) otherwise.
 EvictionPolicy ParseEvictionPolicy(const std::string& name);
 const char* EvictionPolicyName(EvictionPolicy policy);
 
@@ -46,7 +46,8 @@ enum class DiskReadMode {
   // verified would show through (so with kAuto).
   kMapped,
 };
-// "auto", "buffered", "direct" or "mapped"; throws std::invalid_argument otherwise.
+// "auto", "buffered", "direct" or "mapped"; throws layercache::Error
+// (kInvalidArgument) otherwise.
 DiskReadMode ParseDiskReadMode(const std::string& name);
 const char* DiskReadModeName(DiskReadMode mode);
 
@@ -113,7 +114,8 @@ struct LayerCacheOptions {
   // that account for or redirect I/O; leave null otherwise.
   Env* env = nullptr;
 
-  // Throws std::invalid_argument, saying how to fix it, for unusable values.
+  // Throws layercache::Error (kInvalidArgument), saying how to fix it, for
+  // unusable values.
   void Validate() const;
   // The cache_dir that will be used (default and "~" applied).
   std::string ResolvedCacheDir() const;

@@ -105,7 +105,7 @@ struct QuantConfig {
 
   static QuantConfig NF4(bool nested = false) { return {QuantMode::kNF4, 64, nested}; }
   static QuantConfig Int8() { return {QuantMode::kInt8}; }
-  // Throws std::invalid_argument when unusable.
+  // Throws layercache::Error (kInvalidArgument) when unusable.
   void Validate() const;
 };
 

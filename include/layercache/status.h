@@ -58,13 +58,34 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-// The exception thrown where the API throws for something other than a bad
-// argument (bad arguments throw std::invalid_argument).
+// The one exception type of the library. Every throwing call of the public
+// API (LayerCache, LayerCacheOptions, LayerKey, LayerBuilder, the parsers of
+// option names, quantization, logging) reports a failure by throwing Error,
+// which carries the Status that says what failed:
+//
+//   kInvalidArgument  the caller passed something unusable (a bad option, key,
+//                     device, tensor or name); the message says how to fix it
+//   kNotFound         what was asked for does not exist (a repository, file,
+//                     or tensor of a layer)
+//   kCorruption       stored bytes do not match their checksum or format
+//                     (an entry, the index, a malformed settings.json)
+//   kIOError          the operating system, the network or a device failed
+//   kNoSpace          the disk or a budget is full
+//   kUnsupported      this build or machine lacks the feature (e.g. CUDA)
+//
+// The *_status variants return the same Status instead of throwing, so one
+// fault has one code on both paths. what() is status().ToString()
+// ("invalid_argument: layer_index is -1; ..."); status().message() is the
+// message alone. Error derives from std::runtime_error, so catch
+// (const std::exception&) still catches it. The one other exception that can
+// leave the library is std::bad_alloc when memory runs out. Python raises
+// ValueError for kInvalidArgument and OSError for every other code.
 class Error : public std::runtime_error {
  public:
   explicit Error(Status status)
       : std::runtime_error(status.ToString()), status_(std::move(status)) {}
   const Status& status() const { return status_; }
+  StatusCode code() const { return status_.code(); }
 
  private:
   Status status_;

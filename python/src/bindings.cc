@@ -13,6 +13,7 @@
 
 #include "layercache/copy_on_write.h"
 #include "layercache/layer_cache.h"
+#include "layercache/status.h"
 #include "layercache/version.h"
 
 namespace py = pybind11;
@@ -25,6 +26,18 @@ void RegisterSettingsBindings(py::module_& m);  // settings_bindings.cc
 }  // namespace layercache
 
 namespace {
+
+// How a layercache::Error reaches Python (include/layercache/status.h): a bad
+// argument (kInvalidArgument) is a ValueError with the message alone, as it
+// says how to fix the call; every other code is an OSError whose text starts
+// with the code's name ("corruption: ...", "io_error: ...").
+void SetPythonErrorFor(const Error& e) {
+  if (e.code() == StatusCode::kInvalidArgument) {
+    PyErr_SetString(PyExc_ValueError, e.status().message().c_str());
+  } else {
+    PyErr_SetString(PyExc_OSError, e.what());
+  }
+}
 
 // A cached layer, kept alive by every buffer handed out from it.
 struct PyLayer {
@@ -44,7 +57,8 @@ LayerPtr BuildLayer(const py::list& tensors, const std::map<std::string, std::st
   for (const py::handle& item : tensors) {
     auto t = item.cast<py::tuple>();
     auto dtype = ParseDType(t[1].cast<std::string>());
-    if (!dtype) throw std::invalid_argument("unsupported dtype " + t[1].cast<std::string>());
+    if (!dtype)
+      throw Error(Status::InvalidArgument("unsupported dtype " + t[1].cast<std::string>()));
     py::buffer buf = t[3].cast<py::buffer>();
     keep.push_back(buf.request());
     const py::buffer_info& info = keep.back();
@@ -54,15 +68,15 @@ LayerPtr BuildLayer(const py::list& tensors, const std::map<std::string, std::st
     specs.push_back(spec);
   }
   auto plan = PlanLayout(specs);
-  if (!plan.ok()) throw std::invalid_argument(plan.status().message());
+  if (!plan.ok()) throw Error(Status::InvalidArgument(plan.status().message()));
   std::map<std::string, const Input*> by_name;
   for (const Input& in : inputs) by_name[in.spec.name] = &in;
   const uint64_t total = plan->empty() ? 0 : plan->back().offset + plan->back().nbytes;
   for (const TensorInfo& t : *plan) {
     if (by_name[t.name]->size != t.nbytes) {
-      throw std::invalid_argument(
+      throw Error(Status::InvalidArgument(
           "tensor \"" + t.name + "\" has " + std::to_string(by_name[t.name]->size) +
-          " bytes but its dtype and shape need " + std::to_string(t.nbytes));
+          " bytes but its dtype and shape need " + std::to_string(t.nbytes)));
     }
   }
   AlignedBuffer buffer(total);
@@ -334,11 +348,7 @@ class HitPath {
     try {
       std::rethrow_exception(p);
     } catch (const Error& e) {
-      PyErr_SetString(
-          e.status().code() == StatusCode::kInvalidArgument ? PyExc_ValueError : PyExc_OSError,
-          e.what());
-    } catch (const std::invalid_argument& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
+      SetPythonErrorFor(e);
     } catch (const std::bad_alloc&) {
       PyErr_NoMemory();
     } catch (const std::exception& e) {
@@ -376,11 +386,7 @@ PYBIND11_MODULE(_core, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const Error& e) {
-      if (e.status().code() == StatusCode::kInvalidArgument) {
-        PyErr_SetString(PyExc_ValueError, e.what());
-      } else {
-        PyErr_SetString(PyExc_OSError, e.what());
-      }
+      SetPythonErrorFor(e);
     }
   });
 
@@ -533,9 +539,9 @@ PYBIND11_MODULE(_core, m) {
            [](LayerCache& c, const std::string& model_id, std::optional<int64_t> layer_index,
               const std::string& revision) {
              if (revision.size() < 7) {
-               throw std::invalid_argument(
+               throw Error(Status::InvalidArgument(
                    "revision must be a commit or a prefix of at least 7 characters, got \"" +
-                   revision + "\"");
+                   revision + "\""));
              }
              py::gil_scoped_release release;
              size_t n = 0;

@@ -9,6 +9,7 @@
 
 #include "layercache/download.h"
 #include "layercache/quantization.h"
+#include "layercache/status.h"
 
 namespace py = pybind11;
 using namespace layercache;
@@ -19,7 +20,7 @@ namespace {
 DType ParseFloatDType(const std::string& name) {
   auto d = ParseDType(name);
   if (!d || (*d != DType::BF16 && *d != DType::F16 && *d != DType::F32)) {
-    throw std::invalid_argument("dtype must be BF16, F16 or F32, got \"" + name + "\"");
+    throw Error(Status::InvalidArgument("dtype must be BF16, F16 or F32, got \"" + name + "\""));
   }
   return *d;
 }
@@ -34,15 +35,15 @@ struct Buf {
     info = b.request(writable);
     const uint64_t have = static_cast<uint64_t>(info.size) * static_cast<uint64_t>(info.itemsize);
     if (have < need) {
-      throw std::invalid_argument(std::string(what) + " holds " + std::to_string(have) +
-                                  " bytes but " + std::to_string(need) + " are needed");
+      throw Error(Status::InvalidArgument(std::string(what) + " holds " + std::to_string(have) +
+                                          " bytes but " + std::to_string(need) + " are needed"));
     }
     ptr = info.ptr;
   }
 };
 
 void Check(const Status& s) {
-  if (!s.ok()) throw std::invalid_argument(s.message());
+  if (!s.ok()) throw Error(Status::InvalidArgument(s.message()));
 }
 
 }  // namespace
@@ -65,7 +66,7 @@ void RegisterQuantBindings(py::module_& parent) {
       [](const py::buffer& src, const std::string& dtype, uint64_t n, int blocksize,
          const py::buffer& packed, const py::buffer& absmax, int threads) {
         const DType d = ParseFloatDType(dtype);
-        if (blocksize <= 0) throw std::invalid_argument("blocksize must be positive");
+        if (blocksize <= 0) throw Error(Status::InvalidArgument("blocksize must be positive"));
         Buf in(src, n * Width(d), false, "the input");
         Buf p(packed, (n + 1) / 2, true, "the packed output");
         Buf a(absmax, 4 * NumBlocks(n, static_cast<uint64_t>(blocksize)), true,
@@ -86,7 +87,7 @@ void RegisterQuantBindings(py::module_& parent) {
       [](const py::buffer& packed, const py::buffer& absmax, uint64_t n, int blocksize,
          const std::string& out_dtype, const py::buffer& out, int threads) {
         const DType d = ParseFloatDType(out_dtype);
-        if (blocksize <= 0) throw std::invalid_argument("blocksize must be positive");
+        if (blocksize <= 0) throw Error(Status::InvalidArgument("blocksize must be positive"));
         Buf p(packed, (n + 1) / 2, false, "the packed codes");
         Buf a(absmax, 4 * NumBlocks(n, static_cast<uint64_t>(blocksize)), false, "absmax");
         Buf o(out, n * Width(d), true, "the output");
@@ -103,7 +104,7 @@ void RegisterQuantBindings(py::module_& parent) {
 
   m.def("quantize_blockwise8", [](const py::buffer& src, uint64_t n, int blocksize,
                                   const py::buffer& codes, const py::buffer& absmax) {
-    if (blocksize <= 0) throw std::invalid_argument("blocksize must be positive");
+    if (blocksize <= 0) throw Error(Status::InvalidArgument("blocksize must be positive"));
     Buf in(src, 4 * n, false, "the input");
     Buf c(codes, n, true, "the codes output");
     Buf a(absmax, 4 * NumBlocks(n, static_cast<uint64_t>(blocksize)), true, "the absmax output");
@@ -118,7 +119,7 @@ void RegisterQuantBindings(py::module_& parent) {
 
   m.def("dequantize_blockwise8", [](const py::buffer& codes, const py::buffer& absmax, uint64_t n,
                                     int blocksize, const py::buffer& out) {
-    if (blocksize <= 0) throw std::invalid_argument("blocksize must be positive");
+    if (blocksize <= 0) throw Error(Status::InvalidArgument("blocksize must be positive"));
     Buf c(codes, n, false, "the codes");
     Buf a(absmax, 4 * NumBlocks(n, static_cast<uint64_t>(blocksize)), false, "absmax");
     Buf o(out, 4 * n, true, "the output");
@@ -130,7 +131,7 @@ void RegisterQuantBindings(py::module_& parent) {
   m.def(
       "nested_offset",
       [](const py::buffer& absmax, uint64_t n, int threads) {
-        if (threads < 0) throw std::invalid_argument("threads must be >= 0");
+        if (threads < 0) throw Error(Status::InvalidArgument("threads must be >= 0"));
         Buf a(absmax, 4 * n, false, "absmax");
         return NestedOffset(static_cast<const float*>(a.ptr), n, threads);
       },
@@ -210,8 +211,8 @@ void RegisterQuantBindings(py::module_& parent) {
           }
           auto parsed = ParseQuantMode(mode);
           if (!parsed || *parsed == QuantMode::kNone) {
-            throw std::invalid_argument(
-                "quantization_mode must be \"nf4\" or \"int8\" to quantize, got \"" + mode + "\"");
+            throw Error(Status::InvalidArgument(
+                "quantization_mode must be \"nf4\" or \"int8\" to quantize, got \"" + mode + "\""));
           }
           QuantConfig c;
           c.mode = *parsed;

@@ -12,6 +12,7 @@
 
 #include "compress/container.h"
 #include "layercache/checksum.h"
+#include "layercache/status.h"
 #include "util/parallel.h"
 
 namespace layercache {
@@ -256,7 +257,7 @@ Result<EntryHeader> DecodeEntryHeader(const SafetensorsHeader& header, std::stri
   if (!ParseInt(*created, &e.created_ns)) return bad("created_ns is not an integer");
   try {
     e.algorithm = ParseChecksumAlgorithm(*algorithm);
-  } catch (const std::invalid_argument&) {
+  } catch (const Error&) {
     return bad("unknown checksum algorithm \"" + *algorithm + "\"");
   }
   e.checksum = *checksum;

@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "gpu/device_storage.h"
+#include "layercache/status.h"
 
 namespace layercache {
 
@@ -28,7 +29,8 @@ void* DeviceLayer::tensor_data(const TensorInfo& info) const {
 
 void* DeviceLayer::tensor_data(std::string_view name) const {
   const TensorInfo* t = find(name);
-  if (t == nullptr) throw std::out_of_range("no tensor \"" + std::string(name) + "\" in the layer");
+  if (t == nullptr)
+    throw Error(Status::NotFound("no tensor \"" + std::string(name) + "\" in the layer"));
   return tensor_data(*t);
 }
 

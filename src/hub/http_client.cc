@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "layercache/status.h"
 #include "util/logging.h"
 
 namespace layercache {
@@ -135,7 +136,7 @@ struct HttpClient::Attempt {
 HttpClient::HttpClient(HttpOptions options) : options_(std::move(options)) {
   std::call_once(g_curl_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   curl_ = curl_easy_init();
-  if (curl_ == nullptr) throw std::runtime_error("curl_easy_init failed");
+  if (curl_ == nullptr) throw Error(Status::IOError("curl_easy_init failed (out of memory?)"));
 }
 
 HttpClient::~HttpClient() { curl_easy_cleanup(curl_); }

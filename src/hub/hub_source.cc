@@ -8,6 +8,7 @@
 #include "hub/hub_client.h"
 #include "io/env.h"
 #include "layercache/quantization.h"
+#include "layercache/status.h"
 #include "util/logging.h"
 #include "util/path.h"
 
@@ -138,10 +139,10 @@ Result<SourceLoad> HubSource::Resolve(std::string_view model_id, int64_t layer_i
     key.quantization_mode = std::string(quant::QuantModeName(options.quantize->mode));
   }
   key.Validate();
-  if (Status s = CheckRepoId(repo_id); !s.ok()) throw std::invalid_argument(s.message());
+  if (Status s = CheckRepoId(repo_id); !s.ok()) throw Error(Status::InvalidArgument(s.message()));
   if (options.connections < 1 || options.connections > 64) {
-    throw std::invalid_argument("connections must be between 1 and 64, got " +
-                                std::to_string(options.connections));
+    throw Error(Status::InvalidArgument("connections must be between 1 and 64, got " +
+                                        std::to_string(options.connections)));
   }
   const std::string revision = options.revision.empty() ? "main" : options.revision;
   out.requested_revision = revision;

@@ -47,7 +47,7 @@ class HubSource {
   // quantization mode that of options.quantize, the layer quantized so)
   // and its download, which reports the tensor bytes it fetched to
   // `on_bytes`. Offline (or with the Hub unreachable) the key is that of the
-  // revision recorded earlier, with no load. Throws std::invalid_argument
+  // revision recorded earlier, with no load. Throws Error (kInvalidArgument)
   // for bad arguments.
   Result<SourceLoad> Resolve(std::string_view model_id, int64_t layer_index,
                              const std::string& repo_id, const std::string& filename,

@@ -109,15 +109,16 @@ std::string_view QuantModeName(QuantMode mode) {
 
 void QuantConfig::Validate() const {
   if (mode == QuantMode::kNone) {
-    throw std::invalid_argument("quantization mode must be \"nf4\" or \"int8\"");
+    throw Error(Status::InvalidArgument("quantization mode must be \"nf4\" or \"int8\""));
   }
   if (mode == QuantMode::kNF4 && !ValidBlocksize(blocksize)) {
-    throw std::invalid_argument(
-        "nf4 blocksize must be one of 32, 64, 128, 256, 512, 1024, 2048, "
-        "4096 (as bitsandbytes); got " +
-        std::to_string(blocksize));
+    throw Error(
+        Status::InvalidArgument("nf4 blocksize must be one of 32, 64, 128, 256, 512, 1024, 2048, "
+                                "4096 (as bitsandbytes); got " +
+                                std::to_string(blocksize)));
   }
-  if (threads < 0) throw std::invalid_argument("threads must be >= 0 (0: all hardware threads)");
+  if (threads < 0)
+    throw Error(Status::InvalidArgument("threads must be >= 0 (0: all hardware threads)"));
 }
 
 const std::array<float, 16>& NF4Table() {
@@ -132,6 +133,7 @@ const std::array<float, 16>& NF4Table() {
 // bitsandbytes.functional.create_dynamic_map(signed=True), bit for bit.
 const std::array<float, 256>& DynamicMap() {
   static const std::array<float, 256> m = {
+#include "layercache/status.h"
 #include "quant/dynamic_map.inc"
   };
   return m;
@@ -400,8 +402,8 @@ bool ShouldQuantize(const TensorInfo& t, const QuantConfig& config) {
 Result<LayerPtr> QuantizeLayer(const Layer& layer, const QuantConfig& config) {
   try {
     config.Validate();
-  } catch (const std::invalid_argument& e) {
-    return Status::InvalidArgument(e.what());
+  } catch (const Error& e) {
+    return e.status();
   }
   auto existing = GetQuantInfo(layer);
   if (!existing.ok()) return existing.status();
@@ -477,6 +479,8 @@ Result<LayerPtr> QuantizeLayer(const Layer& layer, const QuantConfig& config) {
   builder.set_metadata(kQuantMetadataKey, info.ToJson());
   try {
     return builder.build();
+  } catch (const Error& e) {
+    return e.status().WithContext("cannot build the quantized layer");
   } catch (const std::exception& e) {
     return Status::InvalidArgument(std::string("cannot build the quantized layer: ") + e.what());
   }

@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "layercache/status.h"
+
 namespace layercache {
 
 std::string SerializeRemoteManifest(const RemoteManifest& m) {
@@ -25,7 +27,8 @@ namespace {
 // remote_entry_fuzz), so the type is checked first.
 uint64_t Unsigned(const nlohmann::json& j, const char* name) {
   const nlohmann::json& v = j.at(name);
-  if (!v.is_number_unsigned()) throw std::invalid_argument(std::string(name) + " is not a count");
+  if (!v.is_number_unsigned())
+    throw Error(Status::Corruption(std::string(name) + " is not a count"));
   return v.get<uint64_t>();
 }
 
@@ -55,7 +58,9 @@ Result<RemoteManifest> ParseRemoteManifest(std::string_view text, const std::str
       return Status::Corruption("manifest with inconsistent sizes");
     }
     return m;
-  } catch (const std::exception& e) {
+  } catch (const Error& e) {
+    return e.status().WithContext("unreadable manifest");
+  } catch (const std::exception& e) {  // nlohmann's parse and type errors
     return Status::Corruption(std::string("unreadable manifest: ") + e.what());
   }
 }

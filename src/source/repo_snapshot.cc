@@ -10,6 +10,7 @@
 
 #include "layercache/checksum.h"
 #include "layercache/hf_cache.h"
+#include "layercache/status.h"
 
 namespace layercache {
 namespace {
@@ -30,7 +31,7 @@ class Sha {
  public:
   explicit Sha(const EVP_MD* md) : ctx_(EVP_MD_CTX_new()) {
     if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, md, nullptr) != 1)
-      throw std::runtime_error("OpenSSL digest init failed");
+      throw Error(Status::Unsupported("OpenSSL cannot initialise the SHA digest"));
   }
   ~Sha() { EVP_MD_CTX_free(ctx_); }
   Sha(const Sha&) = delete;

@@ -3,13 +3,15 @@
 #include <chrono>
 #include <stdexcept>
 
+#include "layercache/status.h"
 #include "util/logging.h"
 
 namespace layercache {
 
 TierChain::TierChain(std::vector<std::unique_ptr<Tier>> tiers) : tiers_(std::move(tiers)) {
   if (tiers_.empty() || tiers_.size() > kMaxTiers) {
-    throw std::invalid_argument("a tier chain holds 1 to " + std::to_string(kMaxTiers) + " tiers");
+    throw Error(
+        Status::InvalidArgument("a tier chain holds 1 to " + std::to_string(kMaxTiers) + " tiers"));
   }
 }
 

@@ -57,7 +57,7 @@ class TierChain {
 
   // The lookup path: the layer, or nullptr on a miss (failures are logged).
   // A hit in the top tier allocates nothing and touches no shared counter.
-  // Throws std::invalid_argument for an invalid key.
+  // Throws Error (kInvalidArgument) for an invalid key.
   LayerPtr Get(const LayerKeyRef& key);
   // The top tier's copy, counted as a hit; nullptr (counting nothing) when
   // the top tier lacks it. No key check.

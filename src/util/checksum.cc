@@ -2,6 +2,8 @@
 
 #include <openssl/evp.h>
 #include <xxhash.h>
+
+#include "layercache/status.h"
 #if defined(__x86_64__)
 #include <xxh_x86dispatch.h>  // XXH3 with run-time AVX2 / AVX-512 selection
 #endif
@@ -47,7 +49,9 @@ class EvpHasher final : public Hasher {
  public:
   explicit EvpHasher(const EVP_MD* md) : ctx_(EVP_MD_CTX_new()) {
     if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, md, nullptr) != 1) {
-      throw std::runtime_error("OpenSSL digest initialisation failed");
+      throw Error(Status::Unsupported(
+          "OpenSSL cannot initialise this digest (is it disabled, e.g. MD5 in FIPS mode?); "
+          "use checksum_algorithm=\"xxh3-128\" or \"sha256\""));
     }
   }
   ~EvpHasher() override { EVP_MD_CTX_free(ctx_); }
@@ -77,7 +81,7 @@ std::unique_ptr<Hasher> NewHasher(ChecksumAlgorithm algorithm) {
     case ChecksumAlgorithm::kSHA256:
       return std::make_unique<EvpHasher>(EVP_sha256());
   }
-  throw std::invalid_argument("unknown checksum algorithm");
+  throw Error(Status::InvalidArgument("unknown checksum algorithm"));
 }
 
 std::string GitBlobSha1Hex(std::string_view content) {

@@ -7,6 +7,8 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "layercache/status.h"
+
 namespace layercache {
 namespace {
 
@@ -16,8 +18,9 @@ std::atomic<int>& Level() {
     if (v == nullptr || *v == '\0') return static_cast<int>(LogLevel::kWarn);
     try {
       return static_cast<int>(ParseLogLevel(v));
-    } catch (const std::invalid_argument& e) {
-      std::fprintf(stderr, "layercache warning: LAYERCACHE_LOG: %s; using warn\n", e.what());
+    } catch (const Error& e) {
+      std::fprintf(stderr, "layercache warning: LAYERCACHE_LOG: %s; using warn\n",
+                   e.status().message().c_str());
       return static_cast<int>(LogLevel::kWarn);
     }
   }();
@@ -35,8 +38,8 @@ LogLevel ParseLogLevel(const std::string& name) {
   if (name == "warn" || name == "warning") return LogLevel::kWarn;
   if (name == "error") return LogLevel::kError;
   if (name == "off") return LogLevel::kOff;
-  throw std::invalid_argument("unknown log level \"" + name +
-                              "\"; use debug, info, warn, error or off");
+  throw Error(Status::InvalidArgument("unknown log level \"" + name +
+                                      "\"; use debug, info, warn, error or off"));
 }
 
 const char* LogLevelName(LogLevel level) {
