@@ -12,6 +12,7 @@
 #include "layercache/status.h"
 #include "util/buffer_pool.h"
 #include "util/file_backing.h"
+#include "util/utf8.h"
 
 namespace layercache {
 namespace {
@@ -19,6 +20,23 @@ namespace {
 constexpr size_t kLargeBufferBytes = size_t{1} << 20;
 
 size_t AlignmentFor(size_t size) { return size >= kLargeBufferBytes ? 4096 : 64; }
+
+// `s` quoted, with bytes outside printable ASCII as \xNN (a message must stay
+// UTF-8 itself: Python decodes it).
+std::string Escaped(std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += "\\x";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out + "\"";
+}
 
 }  // namespace
 
@@ -174,11 +192,24 @@ Layer::Layer(std::vector<TensorInfo> tensors, AlignedBuffer buffer, uint64_t nby
 
 Result<LayerPtr> Layer::Create(std::vector<TensorInfo> tensors, AlignedBuffer buffer,
                                Metadata metadata) {
+  // A layer is stored as a safetensors file, whose header is UTF-8 JSON: a
+  // name that is not UTF-8 would be written and then fail to read back.
+  for (const auto& [k, v] : metadata) {
+    if (!IsValidUtf8(k) || !IsValidUtf8(v)) {
+      return Status::InvalidArgument("metadata key " + Escaped(k) +
+                                     (IsValidUtf8(k) ? "'s value" : "") +
+                                     " is not valid UTF-8; pass UTF-8 strings");
+    }
+  }
   uint64_t expected = 0;
   std::unordered_set<std::string_view> names;
   for (const TensorInfo& t : tensors) {
     if (t.name == "__metadata__") {
       return Status::InvalidArgument("a tensor may not be named \"__metadata__\"");
+    }
+    if (!IsValidUtf8(t.name)) {
+      return Status::InvalidArgument("tensor name " + Escaped(t.name) +
+                                     " is not valid UTF-8; pass UTF-8 names");
     }
     if (!names.insert(t.name).second) {
       return Status::InvalidArgument("duplicate tensor name \"" + t.name + "\"");

@@ -259,3 +259,4 @@ TEST_F(ErrorContractTest, StoredFaultsHaveOneCodeOnBothPaths) {
 
 }  // namespace
 }  // namespace layercache
+

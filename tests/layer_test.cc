@@ -47,6 +47,34 @@ TEST(LayerBuilder, RejectsWrongSizesDuplicatesAndReservedNames) {
   EXPECT_INVALID_ARGUMENT(c.build());
 }
 
+// A layer is stored as safetensors, whose header is UTF-8 JSON: a name that
+// is not UTF-8 used to be cached, written, and then dropped as a corrupt
+// entry when read back. It is refused when the layer is made.
+TEST(LayerBuilder, RejectsNamesAndMetadataThatAreNotUtf8) {
+  std::vector<float> v(4);
+  try {
+    LayerBuilder().add_tensor("w\xff", DType::F32, {4}, v).build();
+    ADD_FAILURE() << "a tensor name that is not UTF-8 was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), StatusCode::kInvalidArgument) << e.what();
+    EXPECT_NE(e.status().message().find("\"w\\xff\""), std::string::npos) << e.what();
+  }
+  EXPECT_INVALID_ARGUMENT(
+      LayerBuilder().add_tensor("w", DType::F32, {4}, v).set_metadata("k\xfe", "v").build());
+  EXPECT_INVALID_ARGUMENT(
+      LayerBuilder().add_tensor("w", DType::F32, {4}, v).set_metadata("k", "\xc0\xaf").build());
+  std::vector<TensorInfo> surrogate = {{"\xed\xa0\x80", DType::F32, {4}, 0, 16}};
+  auto r = Layer::Create(surrogate, AlignedBuffer(16), {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  // UTF-8 beyond ASCII is fine.
+  auto ok = LayerBuilder()
+                .add_tensor("gewicht.\xc3\xa4", DType::F32, {4}, v)
+                .set_metadata("\xe5\x90\x8d", "\xf0\x9f\x98\x80")
+                .build();
+  EXPECT_NE(ok->find("gewicht.\xc3\xa4"), nullptr);
+}
+
 TEST(Layer, ContentEqualsComparesNamesShapesBytesAndMetadata) {
   auto a = testing::MakeLayer(1);
   auto b = testing::MakeLayer(1);

@@ -100,7 +100,9 @@ class Layer {
  public:
   // Wraps `buffer` holding tensors laid out by PlanLayout (or read from a
   // file whose offsets are contiguous). Validates that every tensor lies
-  // inside the buffer, back to back from 0, with the right byte size.
+  // inside the buffer, back to back from 0, with the right byte size, and
+  // that tensor names and metadata are UTF-8 (a layer is stored as
+  // safetensors, whose header is UTF-8 JSON); kInvalidArgument otherwise.
   static Result<std::shared_ptr<const Layer>> Create(std::vector<TensorInfo> tensors,
                                                      AlignedBuffer buffer, Metadata metadata);
 
@@ -158,6 +160,7 @@ class LayerBuilder {
   LayerBuilder& set_metadata(std::string key, std::string value);
 
   // One allocation, one copy per tensor. The builder is empty afterwards.
+  // Throws layercache::Error (kInvalidArgument) as Layer::Create refuses.
   LayerPtr build();
 
  private:
