@@ -3,11 +3,13 @@
 // code (and message) whether it reaches the caller through a throwing call or
 // through its *_status twin, which never throws.
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
+#include <thread>
 
 #include "gpu/device_runtime.h"
 #include "layercache/cache_settings.h"
@@ -257,6 +259,39 @@ TEST_F(ErrorContractTest, StoredFaultsHaveOneCodeOnBothPaths) {
       << settings.status().message();
 }
 
+// A Hub whose answers are malformed (a size header that is not a number,
+// or one too large for 64 bits): kIOError on both paths. std::stoull used
+// to let std::invalid_argument / std::out_of_range escape download_and_cache.
+TEST_F(ErrorContractTest, MalformedHubAnswersAreIoErrorsNotStandardExceptions) {
+  for (const char* size : {"abc", "99999999999999999999999", "-1"}) {
+    httplib::Server hub;
+    hub.Get(".*", [&](const httplib::Request&, httplib::Response& res) {
+      res.status = 200;
+      res.set_header("X-Repo-Commit", std::string(40, 'a'));
+      res.set_header("ETag", "\"e\"");
+      res.set_header("X-Linked-Size", size);
+      res.set_content("", "application/octet-stream");
+    });
+    const int port = hub.bind_to_any_port("127.0.0.1");
+    ASSERT_GT(port, 0);
+    std::thread serving([&] { hub.listen_after_bind(); });
+    DownloadOptions o;
+    o.endpoint = "http://127.0.0.1:" + std::to_string(port);
+    o.quiet = true;
+    o.max_retries = 0;
+    {
+      LayerCache cache(Options());
+      ExpectOneError(
+          std::string("X-Linked-Size: ") + size, StatusCode::kIOError,
+          [&] {
+            return StatusOf(cache.download_and_cache_status("m", 0, kRepo, "model.safetensors", o));
+          },
+          [&] { cache.download_and_cache("m", 0, kRepo, "model.safetensors", o); });
+    }
+    hub.stop();
+    serving.join();
+  }
+}
+
 }  // namespace
 }  // namespace layercache
-

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -148,8 +149,15 @@ void HttpClient::Backoff(int attempt, const HttpResponse* response) {
                                                   << std::min(attempt, 16));
   if (response != nullptr) {
     const std::string retry_after = response->header("retry-after");
-    if (!retry_after.empty() && std::all_of(retry_after.begin(), retry_after.end(), ::isdigit)) {
-      delay = std::min<long>(options_.max_backoff_ms, std::stol(retry_after) * 1000);
+    long seconds = 0;
+    const char* end = retry_after.data() + retry_after.size();
+    auto [p, ec] = std::from_chars(retry_after.data(), end, seconds);
+    if (!retry_after.empty() && p == end && seconds >= 0 &&
+        (ec == std::errc() || ec == std::errc::result_out_of_range)) {
+      // A huge value (std::stol threw out_of_range here) waits the longest backoff.
+      delay = ec == std::errc() && seconds <= options_.max_backoff_ms / 1000
+                  ? seconds * 1000
+                  : static_cast<long>(options_.max_backoff_ms);
     }
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(delay));

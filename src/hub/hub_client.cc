@@ -1,7 +1,9 @@
 #include "hub/hub_client.h"
 
 #include <cctype>
+#include <charconv>
 #include <cstdlib>
+#include <optional>
 
 #include "io/env.h"
 #include "layercache/checksum.h"
@@ -11,6 +13,16 @@ namespace layercache {
 namespace {
 
 constexpr uint64_t kFirstHeaderRead = 100'000;
+
+// A size header: a plain decimal count; nullopt otherwise (std::stoull threw
+// a standard exception out of the library at a malformed answer).
+std::optional<uint64_t> ParseSize(const std::string& text) {
+  uint64_t v = 0;
+  const char* end = text.data() + text.size();
+  auto [p, ec] = std::from_chars(text.data(), end, v);
+  if (text.empty() || ec != std::errc() || p != end) return std::nullopt;
+  return v;
+}
 
 std::string GetEnv(const char* name) {
   const char* v = std::getenv(name);
@@ -200,8 +212,14 @@ Result<RemoteFile> HubClient::Stat(const std::string& repo_id, const std::string
       const std::string location = r->header("location");
       if (f.commit.empty()) f.commit = r->header("x-repo-commit");
       if (f.etag.empty()) f.etag = NormalizeEtag(r->header("x-linked-etag"));
-      if (f.size == 0 && !r->header("x-linked-size").empty())
-        f.size = std::stoull(r->header("x-linked-size"));
+      if (f.size == 0 && !r->header("x-linked-size").empty()) {
+        const auto size = ParseSize(r->header("x-linked-size"));
+        if (!size) {
+          Return(std::move(client));
+          return Status::IOError("the Hub answered with a malformed X-Linked-Size for " + url);
+        }
+        f.size = *size;
+      }
       if (location.empty()) {
         Return(std::move(client));
         return Status::IOError("redirect without Location for " + url);
@@ -235,7 +253,9 @@ Result<RemoteFile> HubClient::Stat(const std::string& repo_id, const std::string
       std::string size = r->header("x-linked-size");
       if (size.empty()) size = r->header("content-length");
       if (size.empty()) return Status::IOError("the Hub gave no size for " + url);
-      f.size = std::stoull(size);
+      const auto parsed = ParseSize(size);
+      if (!parsed) return Status::IOError("the Hub answered with a malformed size for " + url);
+      f.size = *parsed;
     }
     f.download_url = url;
     return f;
