@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "hub_server.h"
 #include "layercache/layer_cache.h"
@@ -93,6 +94,40 @@ TEST(HubDownload, FetchesOnlyTheLayersBytesAndCachesThem) {
   EXPECT_NE(extra->find("model.embed_tokens.weight"), nullptr);
   EXPECT_NE(extra->find("lm_head.weight"), nullptr);
   EXPECT_EQ(cache.hub_num_layers(kRepo, "", opts), 8);
+}
+
+// A cache with one worker: a download's connections run as parts on it and
+// on the calling thread, which alone reports progress (progress callbacks
+// are not thread-safe), and the last report says the whole layer arrived.
+TEST(HubDownload, OneWorkerThreadDownloadsAndOnlyTheCallerReportsProgress) {
+  Model m;
+  MockHub hub(kRepo, m.dir.path());
+  hub.faults.slow_ms_per_chunk = 20;  // parts outlast the 100 ms between reports: some come mid-way
+  TempDir cache_dir;
+  LayerCacheOptions o = CacheIn(cache_dir);
+  o.worker_threads = 1;
+  LayerCache cache(o);
+  DownloadOptions opts = From(hub.endpoint());
+  opts.quiet = false;
+  opts.connections = 8;
+  const std::thread::id caller = std::this_thread::get_id();
+  int reports = 0, elsewhere = 0;
+  ProgressUpdate last;
+  opts.progress = [&](const ProgressUpdate& u) {
+    ++reports;
+    if (std::this_thread::get_id() != caller) ++elsewhere;
+    last = u;
+  };
+  for (int i = 0; i < 3; ++i) {
+    LayerPtr layer = cache.download_and_cache("tiny", i, kRepo, "", opts);
+    ASSERT_NE(layer, nullptr) << i;
+    EXPECT_TRUE(layer->ContentEquals(*m.Layer(i))) << i;
+    EXPECT_TRUE(last.finished) << i;
+    EXPECT_EQ(last.done, last.total) << i;
+    EXPECT_GT(last.total, 0u) << i;
+  }
+  EXPECT_GE(reports, 3);  // at least each layer's last report
+  EXPECT_EQ(elsewhere, 0) << "of " << reports << " reports";
 }
 
 TEST(HubDownload, WithAFilenameReadsOnlyThatShard) {
