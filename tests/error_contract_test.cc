@@ -259,6 +259,43 @@ TEST_F(ErrorContractTest, StoredFaultsHaveOneCodeOnBothPaths) {
       << settings.status().message();
 }
 
+// A layer whose "quantization" record is malformed in a way nlohmann only
+// notices on access (a "nested" that is not a boolean, a bitsandbytes quant
+// state whose dtype is not a string): kInvalidArgument, not a JSON exception
+// out of cache_layer.
+TEST_F(ErrorContractTest, MalformedQuantizationRecordsAreInvalidArguments) {
+  LayerCache cache(Options());
+  std::vector<float> v(4, 1.0f);
+  const std::string state = R"({"blocksize": 64, "shape": [4], "dtype": 5})";
+  const std::vector<LayerPtr> layers = {
+      LayerBuilder()
+          .add_tensor("w", DType::F32, {4}, v)
+          .set_metadata(quant::kQuantMetadataKey,
+                        R"({"mode": "nf4", "blocksize": 64, "nested": "yes", "tensors": {}})")
+          .build(),
+      LayerBuilder()
+          .add_tensor("w", DType::F32, {4}, v)
+          .add_tensor("w.quant_state.bitsandbytes__nf4", DType::U8, {state.size()},
+                      std::span<const std::byte>(reinterpret_cast<const std::byte*>(state.data()),
+                                                 state.size()))
+          .build(),
+  };
+  for (size_t i = 0; i < layers.size(); ++i) {
+    SCOPED_TRACE(i);
+    auto info = quant::GetQuantInfo(*layers[i]);
+    ASSERT_FALSE(info.ok());
+    EXPECT_EQ(info.status().code(), StatusCode::kInvalidArgument) << info.status().ToString();
+    const LayerKey k{"m", static_cast<int64_t>(i), "nf4", ""};
+    Status s;
+    EXPECT_NO_THROW(s = cache.cache_layer_status(k, layers[i]));
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+    bool stored = true;
+    EXPECT_NO_THROW(stored = cache.cache_layer(k, layers[i]));  // the seed's bool: false
+    EXPECT_FALSE(stored);
+  }
+  EXPECT_EQ(cache.get_stats().disk_cache_entries, 0u);
+}
+
 // A Hub whose answers are malformed (a size header that is not a number,
 // or one too large for 64 bits): kIOError on both paths. std::stoull used
 // to let std::invalid_argument / std::out_of_range escape download_and_cache.

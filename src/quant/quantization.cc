@@ -283,7 +283,9 @@ std::string QuantInfo::ToJson() const {
   return j.dump();
 }
 
-Result<QuantInfo> GetQuantInfo(const Layer& layer) {
+namespace {
+
+Result<QuantInfo> ReadQuantInfo(const Layer& layer) {
   QuantInfo info;
   auto it = layer.metadata().find(kQuantMetadataKey);
   if (it == layer.metadata().end()) {
@@ -307,6 +309,9 @@ Result<QuantInfo> GetQuantInfo(const Layer& layer) {
         info.nested = j.contains("nested_offset");
         QuantizedTensor q;
         q.name = t.name.substr(0, t.name.size() - std::strlen(kQuantStateSuffix));
+        if (j.contains("dtype") && !j["dtype"].is_string()) {
+          return Status::InvalidArgument("tensor \"" + t.name + "\": dtype is not a string");
+        }
         auto d = FromTorchName(j.value("dtype", std::string("float32")));
         q.dtype = d.value_or(DType::F32);
         for (const auto& x : j["shape"]) {
@@ -338,11 +343,12 @@ Result<QuantInfo> GetQuantInfo(const Layer& layer) {
   if (!mode || *mode == QuantMode::kNone) return bad("unknown mode");
   info.mode = *mode;
   if (info.mode == QuantMode::kNF4) {
-    if (!j.contains("blocksize") || !j["blocksize"].is_number_integer() ||
-        !ValidBlocksize(j["blocksize"].get<int>())) {
+    if (!j.contains("blocksize") || !j["blocksize"].is_number_unsigned() ||
+        j["blocksize"].get<uint64_t>() > 4096 || !ValidBlocksize(j["blocksize"].get<int>())) {
       return bad("bad blocksize");
     }
     info.blocksize = j["blocksize"].get<int>();
+    if (j.contains("nested") && !j["nested"].is_boolean()) return bad("nested is not a boolean");
     info.nested = j.value("nested", false);
   }
   if (!j.contains("tensors") || !j["tensors"].is_object()) return bad("no tensors");
@@ -361,6 +367,17 @@ Result<QuantInfo> GetQuantInfo(const Layer& layer) {
     info.tensors.push_back(std::move(q));
   }
   return info;
+}
+
+}  // namespace
+
+Result<QuantInfo> GetQuantInfo(const Layer& layer) {
+  try {
+    return ReadQuantInfo(layer);
+  } catch (const nlohmann::json::exception& e) {  // a check above missed a malformed value
+    return Status::InvalidArgument(std::string("the layer's quantization record is malformed (") +
+                                   e.what() + ")");
+  }
 }
 
 Status CheckQuantMode(const Layer& layer, std::string_view mode) {
