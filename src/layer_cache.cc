@@ -233,7 +233,7 @@ Status LayerCache::CacheLayer(const LayerKey& key, LayerPtr layer) {
 }
 
 Result<LayerPtr> LayerCache::get_or_load(const LayerKey& key, const Loader& loader) {
-  return impl_->TimedGetOrLoad(key, loader);
+  return StatusOf([&] { return impl_->TimedGetOrLoad(key, loader); });  // a bad key too
 }
 
 LayerPtr LayerCache::download_and_cache(std::string_view model_id, int64_t layer_index,

@@ -114,6 +114,10 @@ TEST_F(ErrorContractTest, ArgumentFaultsHaveOneCodeOnBothPaths) {
         "bad key " + bad.ToString(), StatusCode::kInvalidArgument,
         [&] { return cache.cache_layer_status(bad, MakeLayer(1)); },
         [&] { cache.cache_layer(bad, MakeLayer(1)); });
+    Result<LayerPtr> by_loader = Status::NotFound("not run");
+    EXPECT_NO_THROW(by_loader = cache.get_or_load(bad, [] { return MakeLayer(1); }));
+    EXPECT_EQ(by_loader.status().code(), StatusCode::kInvalidArgument)
+        << by_loader.status().ToString();
     ExpectOneError(
         "bad key on a device " + bad.ToString(), StatusCode::kInvalidArgument,
         [&] { return StatusOf(cache.get_layer_status(bad, "cuda:0")); },

@@ -120,7 +120,8 @@ class LayerCache {
   // Returns the cached layer, or calls `loader` to make it and caches the
   // result. Concurrent calls for one key share one load (in this process),
   // and a per-key file lock makes other processes wait for it rather than
-  // load it again. Errors from the loader are returned as they are.
+  // load it again. Errors from the loader are returned as they are. Never
+  // throws: a bad key is kInvalidArgument, as from cache_layer_status().
   using Loader = std::function<Result<LayerPtr>()>;
   Result<LayerPtr> get_or_load(const LayerKey& key, const Loader& loader);
 
