@@ -3,6 +3,7 @@
 // through it. The rest of the facade is in the files layer_cache_impl.h lists.
 #include "layercache/layer_cache.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "cache_settings_internal.h"
@@ -95,6 +96,7 @@ LayerCache::Impl::Impl(LayerCacheOptions options) : options_(std::move(options))
   // The chain, top first. A new tier is one more line here.
   std::vector<std::unique_ptr<Tier>> tiers;
   tiers.push_back(std::move(memory));
+  disk_index_ = tiers.size();
   tiers.push_back(std::move(*disk));
   if (RemoteTierOptions r = RemoteTierOptions::From(options_); !r.urls.empty()) {
     r.executor = executor_.get();
@@ -103,16 +105,27 @@ LayerCache::Impl::Impl(LayerCacheOptions options) : options_(std::move(options))
     tiers.push_back(std::move(*remote));
   }
   chain_ = std::make_unique<TierChain>(std::move(tiers));
-  // Lookups past the top tier, timed by the tier that served them.
-  chain_->set_lookup_observer([this](size_t tier, double seconds) {
-    if (tier == 0) {  // sampled memory hits
-      static_assert(TierChain::kTopHitSample == CacheLatencies::kMemoryHitSample);
-      return latencies_.get_memory.Observe(seconds, CacheLatencies::kMemoryHitSample);
+  // Lookups, timed by the tier that served them (by its name), or a miss.
+  std::vector<LatencyHistogram*> by_tier;
+  for (size_t i = 0; i < chain_->size(); ++i) {
+    const std::string name = chain_->tier(i).name();
+    auto& other = latencies_.get_other[name];
+    if (name != "memory" && name != "disk" && name != "remote" && !other) {
+      other = std::make_unique<LatencyHistogram>();
     }
-    (tier == 1   ? latencies_.get_disk
-     : tier == 2 ? latencies_.get_remote
-                 : latencies_.get_miss)
-        .Observe(seconds);
+    by_tier.push_back(name == "memory"   ? &latencies_.get_memory
+                      : name == "disk"   ? &latencies_.get_disk
+                      : name == "remote" ? &latencies_.get_remote
+                                         : other.get());
+  }
+  std::erase_if(latencies_.get_other, [](const auto& kv) { return kv.second == nullptr; });
+  by_tier.push_back(&latencies_.get_miss);
+  chain_->set_lookup_observer([this, by_tier](size_t tier, double seconds) {
+    if (tier == 0) {  // the top tier's hits are sampled
+      static_assert(TierChain::kTopHitSample == CacheLatencies::kMemoryHitSample);
+      return by_tier[0]->Observe(seconds, CacheLatencies::kMemoryHitSample);
+    }
+    by_tier[std::min(tier, by_tier.size() - 1)]->Observe(seconds);
   });
   hub_ = std::make_unique<HubSource>(JoinPath(cache_dir_, "refs"), env_, executor_.get());
   prefetch_ = std::make_unique<Executor::Limited>(*executor_,

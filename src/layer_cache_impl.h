@@ -97,7 +97,7 @@ class LayerCache::Impl {
   Executor& executor() { return *executor_; }
 
  private:
-  static constexpr size_t kDiskTier = 1;  // the chain's second tier
+  size_t disk_index_ = 0;  // the disk tier's place in the chain
 
   void NoteModel(const SourceLoad& source);  // after a download
   // Drops the GPU tier's copies of the keys `pred` selects (invalidation).

@@ -29,7 +29,7 @@ size_t LayerCache::Impl::Invalidate(const std::optional<std::string>& model_id,
            (!layer_index || k.layer_index == *layer_index);
   });
   if (!removed.ok()) throw Error(removed.status());
-  return (*removed)[kDiskTier];
+  return (*removed)[disk_index_];
 }
 
 bool LayerCache::Impl::RemoveEntry(const LayerKey& key) {
@@ -82,7 +82,12 @@ std::vector<EntryInfo> LayerCache::Impl::List() {
 CacheStats LayerCache::Impl::StatsOfThisProcess() {
   CacheStats s;
   chain_->AddStats(&s);
+  // The three built-in tiers count their own hits (the remote tier's include
+  // fetches outside the chain); any other tier's are the chain's count.
   s.total_hits = s.memory_hits + s.disk_hits + s.remote_hits;
+  for (const auto& [name, hits] : s.hits_by_tier) {
+    if (name != "memory" && name != "disk" && name != "remote") s.total_hits += hits;
+  }
   s.bytes_downloaded = bytes_downloaded_.load(std::memory_order_relaxed);
   return s;
 }

@@ -230,6 +230,9 @@ std::string MetricsText(const CacheStats& s, const CacheLatencies& l) {
   Histogram(&out, "layercache_get_duration_seconds", "tier=\"memory\"", l.get_memory.Read());
   Histogram(&out, "layercache_get_duration_seconds", "tier=\"disk\"", l.get_disk.Read());
   Histogram(&out, "layercache_get_duration_seconds", "tier=\"remote\"", l.get_remote.Read());
+  for (const auto& [name, h] : l.get_other) {
+    Histogram(&out, "layercache_get_duration_seconds", "tier=\"" + name + "\"", h->Read());
+  }
   Histogram(&out, "layercache_get_duration_seconds", "tier=\"miss\"", l.get_miss.Read());
   Family(&out, "layercache_put_duration_seconds", "histogram",
          "Writing an entry to a tier (with the evictions it causes).");

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -40,6 +41,9 @@ struct CacheLatencies {
   // get_layer calls that went past the memory tier, by outcome: served from
   // disk, from the cluster tier, or a miss.
   LatencyHistogram get_disk, get_remote, get_miss;
+  // Those served by any other tier of the chain, by its name (made when the
+  // chain is built, fixed afterwards).
+  std::map<std::string, std::unique_ptr<LatencyHistogram>> get_other;
   // Memory hits, sampled: one in kMemoryHitSample is timed and observed with
   // that weight (reading the clock twice on every hit would cost about as
   // much as the hit itself).

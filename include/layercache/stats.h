@@ -19,7 +19,9 @@ struct CacheStats {
   uint64_t max_memory_cache_bytes = 0;
 
   // Counters since this LayerCache was opened.
-  uint64_t total_hits = 0;    // memory_hits + disk_hits + remote_hits + remote_hits
+  // memory_hits + disk_hits + remote_hits, plus the hits of any other tier
+  // of the chain (hits_by_tier).
+  uint64_t total_hits = 0;
   uint64_t total_misses = 0;  // get_layer calls that found nothing
   uint64_t memory_hits = 0;
   uint64_t disk_hits = 0;
@@ -46,6 +48,11 @@ struct CacheStats {
   uint64_t remote_breaker_opens = 0;  // times Redis was set aside after errors
   bool remote_breaker_open = false;   // set aside now
   uint64_t remote_redirections = 0;   // Redis Cluster MOVED / ASK redirections followed
+
+  // get_layer hits by the tier of the chain that served them, under the
+  // tier's name ("memory", "disk", "remote", or that of a tier added to the
+  // chain); kept in the process only (not in to_json / print_stats).
+  std::map<std::string, uint64_t> hits_by_tier;
 
   // The counters above summed over every process that has used this cache
   // directory (kept in <cache_dir>/metrics.sqlite; empty without

@@ -350,7 +350,10 @@ void TierChain::AddStats(CacheStats* stats) {
     stats->total_misses += c.misses.load(std::memory_order_relaxed);
     stats->bytes_served += c.bytes_served.load(std::memory_order_relaxed);
   }
-  for (size_t i = 0; i < tiers_.size(); ++i) tiers_[i]->AddStats(stats, hits[i]);
+  for (size_t i = 0; i < tiers_.size(); ++i) {
+    tiers_[i]->AddStats(stats, hits[i]);
+    stats->hits_by_tier[tiers_[i]->name()] += hits[i];
+  }
   stats->layers_cached += layers_cached_.load(std::memory_order_relaxed);
   stats->disk_write_errors += write_errors_.load(std::memory_order_relaxed);
 }
