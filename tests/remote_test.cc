@@ -381,6 +381,51 @@ TEST(RemoteTier, WhenTheLeaseHolderDiesTheWaiterLoadsItself) {
       << "its own lease is released";
 }
 
+// Leases of loads that take longer than remote_lease_ms are kept alive by the
+// tier's one renewing thread, for every load in flight, and released after.
+TEST(RemoteTier, LongLoadsKeepTheirLeasesUntilTheyFinish) {
+  REQUIRE_REDIS();
+  TempDir dir;
+  RedisServer redis(dir.path(), false);
+  ASSERT_TRUE(redis.up());
+  LayerCacheOptions o = Node(dir, "a", {redis.url()});
+  o.remote_lease_ms = 300;
+  LayerCache a(o);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::vector<std::thread> loads;
+  for (int64_t i : {0, 1}) {
+    loads.emplace_back([&, i] {
+      auto r = a.get_or_load(LayerKey{"m", i, "", ""}, [&]() -> Result<LayerPtr> {
+        released.wait();
+        return MakeLayer(40 + i, 4096);
+      });
+      EXPECT_TRUE(r.ok()) << r.status().ToString();
+    });
+  }
+  auto lease_exists = [&](int64_t i) {
+    return redis.Cli({"EXISTS", "lc:v1:" + LayerKey{"m", i, "", ""}.Digest() + ":lease"})
+               .substr(0, 1) == "1";
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!(lease_exists(0) && lease_exists(1)) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  const bool taken = lease_exists(0) && lease_exists(1);
+  // Four lease lifetimes: without renewal both would have expired.
+  bool kept = taken;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(4 * 300);
+  while (kept && std::chrono::steady_clock::now() < until) {
+    kept = lease_exists(0) && lease_exists(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  release.set_value();  // the loads finish whatever happened above
+  for (auto& t : loads) t.join();
+  EXPECT_TRUE(taken) << "both loads took their lease";
+  EXPECT_TRUE(kept) << "a lease expired while its load ran";
+  EXPECT_FALSE(lease_exists(0) || lease_exists(1)) << "released when the loads finished";
+}
+
 TEST(RemoteTier, PasswordsAreUsedAndNeverShown) {
   REQUIRE_REDIS();
   TempDir dir;

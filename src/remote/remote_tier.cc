@@ -89,6 +89,12 @@ RemoteTier::RemoteTier(const RemoteTierOptions& options, std::vector<RedisEndpoi
 RemoteTier::~RemoteTier() {
   Flush();
   publisher_.reset();
+  {
+    std::lock_guard lock(leases_mu_);
+    stop_renewing_ = true;
+  }
+  leases_cv_.notify_all();
+  if (renewer_.joinable()) renewer_.join();
 }
 
 std::string RemoteTier::ManifestKey(const std::string& digest) {
@@ -533,26 +539,49 @@ Result<RemoteTierInfo> DescribeRemoteTier(const LayerCacheOptions& options) {
 
 RemoteTier::Lease::Lease(RemoteTier* tier, std::string key, std::string token)
     : tier_(tier), key_(std::move(key)), token_(std::move(token)) {
-  renewer_ = std::thread([this] {
-    const auto period = std::chrono::milliseconds(std::max(tier_->options_.lease_ms / 3, 1));
-    std::unique_lock lock(mu_);
-    while (!cv_.wait_for(lock, period, [this] { return stop_; })) {
-      lock.unlock();
-      (void)tier_->Run({Cmd(
-          {"EVAL", kRenewScript, "1", key_, token_, std::to_string(tier_->options_.lease_ms)}, 3)});
-      lock.lock();
-    }
-  });
+  id_ = tier_->AddLease(key_, token_);
 }
 
 RemoteTier::Lease::~Lease() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  renewer_.join();
+  tier_->DropLease(id_);
+  // A renewal already on its way finds the lease gone (the script checks
+  // the token), so it cannot revive it.
   (void)tier_->Run({Cmd({"EVAL", kReleaseScript, "1", key_, token_}, 3)});
+}
+
+uint64_t RemoteTier::AddLease(std::string key, std::string token) {
+  std::lock_guard lock(leases_mu_);
+  const uint64_t id = next_lease_++;
+  leases_.emplace(id, std::make_pair(std::move(key), std::move(token)));
+  if (!renewer_.joinable()) renewer_ = std::thread([this] { RenewLeases(); });
+  leases_cv_.notify_all();
+  return id;
+}
+
+void RemoteTier::DropLease(uint64_t id) {
+  std::lock_guard lock(leases_mu_);
+  leases_.erase(id);
+}
+
+// Every lease_ms / 3, renews every lease held (each for lease_ms more).
+void RemoteTier::RenewLeases() {
+  const auto period = std::chrono::milliseconds(std::max(options_.lease_ms / 3, 1));
+  std::unique_lock lock(leases_mu_);
+  while (!stop_renewing_) {
+    if (leases_.empty()) {
+      leases_cv_.wait(lock, [this] { return stop_renewing_ || !leases_.empty(); });
+      continue;
+    }
+    if (leases_cv_.wait_for(lock, period, [this] { return stop_renewing_; })) break;
+    const auto held = leases_;
+    lock.unlock();
+    for (const auto& [id, lease] : held) {
+      (void)Run({Cmd(
+          {"EVAL", kRenewScript, "1", lease.first, lease.second, std::to_string(options_.lease_ms)},
+          3)});
+    }
+    lock.lock();
+  }
 }
 
 }  // namespace layercache

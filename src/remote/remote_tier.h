@@ -25,6 +25,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -151,12 +152,25 @@ class RemoteTier : public Tier {
   std::mutex pending_mu_;
   std::condition_variable pending_cv_;
   int pending_ = 0;
+
+  // Every lease this tier holds, renewed by one thread (started with the
+  // first lease, stopped with the tier), not one thread per load.
+  uint64_t AddLease(std::string key, std::string token);
+  void DropLease(uint64_t id);
+  void RenewLeases();
+  std::mutex leases_mu_;
+  std::condition_variable leases_cv_;
+  std::map<uint64_t, std::pair<std::string, std::string>> leases_;  // id -> (key, token)
+  uint64_t next_lease_ = 0;
+  bool stop_renewing_ = false;
+  std::thread renewer_;
   Executor* executor_;
   // At most 2 publishes at once, on executor_; last: its tasks use the members above.
   std::unique_ptr<Executor::Limited> publisher_;
 };
 
-// A held lease, renewed by a background thread; released when destroyed.
+// A held lease, renewed by the tier's renewing thread while it lives;
+// released when destroyed. Must not outlive its tier.
 class RemoteTier::Lease : public TierLease {
  public:
   Lease(RemoteTier* tier, std::string key, std::string token);
@@ -168,10 +182,7 @@ class RemoteTier::Lease : public TierLease {
   RemoteTier* tier_;
   std::string key_;
   std::string token_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::thread renewer_;
+  uint64_t id_;
 };
 
 }  // namespace layercache
