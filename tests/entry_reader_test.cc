@@ -211,8 +211,13 @@ TEST(EntryReader, ForcedModesKeepToTheirWay) {
   Read buffered = ReadIt(f, DiskReadMode::kBuffered, a);
   ExpectSame(buffered, f, a, "buffered");
   EXPECT_EQ(buffered.report.buffered, n);
-  Read warm_buffered = ReadIt(f, DiskReadMode::kBuffered, a);  // now cached: copied, never mapped
-  EXPECT_EQ(warm_buffered.report.copied, n);
+  // Now cached: copied, never mapped nor read around the page cache. (What
+  // the page cache still holds is the kernel's choice: under memory pressure
+  // some chunks are read again, so only the way is asserted.)
+  Read warm_buffered = ReadIt(f, DiskReadMode::kBuffered, a);
+  ExpectSame(warm_buffered, f, a, "warm buffered");
+  EXPECT_EQ(warm_buffered.report.copied + warm_buffered.report.buffered, n);
+  EXPECT_EQ(warm_buffered.report.mapped + warm_buffered.report.direct, 0u);
   EXPECT_FALSE(warm_buffered.buffer.is_mapping());
   DropFromPageCache(f.path);
   Read forced_direct = ReadIt(f, DiskReadMode::kDirect, a);

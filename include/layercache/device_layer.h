@@ -70,4 +70,9 @@ class DeviceLayer {
 
 using DeviceLayerPtr = std::shared_ptr<const DeviceLayer>;
 
+// Parses a device name as get_layer(key, device) takes it: "cuda" (cuda:0)
+// and "cuda:N" into N, "cpu" into -1; kInvalidArgument saying what is
+// accepted otherwise. Whether device N exists is checked when it is used.
+Result<int> ParseDevice(std::string_view device);
+
 }  // namespace layercache

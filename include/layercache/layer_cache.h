@@ -12,7 +12,7 @@
 //
 // Lookup order: memory tier (sharded, byte budget), then disk tier (one
 // self-describing safetensors file per entry, SQLite index, byte budget,
-// checksummed), then the Redis tier when remote_cache_urls is set. A hit in a
+// checksummed), then the Redis tier when remote_urls is set. A hit in a
 // lower tier is promoted to the tiers above it; a layer evicted from memory
 // that is no longer on disk is written back to disk. get_layer(key, "cuda:N")
 // serves from a GPU tier in front of these (docs/DESIGN.md).
@@ -167,7 +167,8 @@ class LayerCache {
                            const std::string& revision = "",
                            const ProgressCallback& progress = nullptr);
 
-  // Starts loading layers on background threads (options.prefetch_threads):
+  // Starts loading layers in the background, on the cache's workers
+  // (options.worker_threads), options.prefetch_threads at once:
   // from disk into the memory tier, or, for layers not cached at all, with
   // `loader` (index -> layer) when given. Returns one future per index,
   // holding the layer or nullptr. A get_layer() for a layer being loaded
@@ -207,14 +208,20 @@ class LayerCache {
   std::set<std::string> referenced_revisions();
 
   // Removes one layer (all quantization modes and revisions of it), all
-  // layers of a model, or, with no model_id, everything. Returns the number
-  // of disk entries removed.
+  // layers of a model, or, with no model_id, everything, from this process's
+  // memory tier, the shared disk tier and this process's GPU tier. Returns
+  // the number of disk entries removed. The Redis tier is shared by a
+  // cluster and is not changed: its copies stay until remote_ttl_s or
+  // Redis's eviction (docs/SCALE_OUT.md), so a later miss here may be served
+  // from it again (with the revision in the key, those are the same bytes).
   size_t invalidate_cache(std::optional<std::string> model_id = std::nullopt,
                           std::optional<int64_t> layer_index = std::nullopt);
-  // Removes every cached layer from both tiers.
+  // Removes every cached layer from the memory, disk and GPU tiers (not
+  // from Redis, as invalidate_cache).
   void clear_cache();
   // Removes the entry of exactly `key` (model, layer, quantization mode and
-  // revision) from both tiers; false when it was not cached.
+  // revision) from the memory, disk and GPU tiers (not from Redis, as
+  // invalidate_cache); false when it was not cached.
   bool remove_entry(const LayerKey& key);
 
   // Reads every disk entry and checks it; returns the corrupted ones (and

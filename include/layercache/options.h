@@ -90,11 +90,11 @@ struct LayerCacheOptions {
   // Cluster: redis://[user:password@]host:port. Empty: $LAYERCACHE_REMOTE
   // (URLs separated by commas or spaces) if set, else no remote tier.
   std::vector<std::string> remote_urls;
-  int remote_timeout_ms = 1000;  // connect, and each read or write
-  int remote_chunk_mb = 8;       // layers are stored in chunks of this size
-  int remote_lease_ms = 15'000;  // a loading node's lease, renewed while it loads
-  int remote_wait_ms = 300'000;  // longest wait for another node loading a layer
-  int64_t remote_ttl_s = 0;      // expiry of published layers; 0: none (Redis's LRU)
+  int remote_timeout_ms = 1000;  // connect, and each read or write; 1-600000
+  int remote_chunk_mb = 8;       // layers are stored in chunks of this size; 1-256
+  int remote_lease_ms = 15'000;  // a loading node's lease, renewed while it loads; >= 100
+  int remote_wait_ms = 300'000;  // longest wait for another node loading a layer; >= 0
+  int64_t remote_ttl_s = 0;      // expiry of published layers; 0: none (Redis's LRU); >= 0
 
   // The GPU tier (docs/DESIGN.md, "GPU tier"): layers asked for on a device
   // (get_layer(key, "cuda:N")) are kept in its memory under this budget, in

@@ -88,6 +88,13 @@ def _index(value, what="layer_index"):
     return value.__index__()
 
 
+def _model(value):
+    """A model id: a str (a Path, bytes or None is a caller's mistake, said as such)."""
+    if not isinstance(value, str):
+        raise TypeError(f"model_id must be a str, got {type(value).__name__} {value!r}")
+    return value
+
+
 def _tensor_entry(name, value):
     """(name, dtype, shape, buffer) for a torch tensor or numpy array."""
     if torch is not None and isinstance(value, torch.Tensor):
@@ -411,7 +418,7 @@ class LayerCache:
 
     def _get_layer_slow(self, model_id, layer_index, quantization_mode=None, device="cpu", module=None,
                         revision=None, dequantize=False):
-        key = (model_id, _index(layer_index), quantization_mode or "", revision or "")
+        key = (_model(model_id), _index(layer_index), quantization_mode or "", revision or "")
         if str(device) != "cpu":  # {name: torch CUDA tensor} through the GPU tier (layercache.gpu)
             from . import gpu
             return gpu.device_layer(self._core, model_id, key[1], key[2], key[3], device)
@@ -430,7 +437,7 @@ class LayerCache:
     def prefetch(self, model_id, layer_indices, quantization_mode=None, revision=None):
         """Starts loading cached layers from disk into memory in the background.
         Returns one future per index; ``future.result()`` is the layer or None."""
-        futures = self._core.prefetch(model_id, [_index(i) for i in layer_indices], quantization_mode or "",
+        futures = self._core.prefetch(_model(model_id), [_index(i) for i in layer_indices], quantization_mode or "",
                                       revision or "")
         return [_LayerFuture(self, f, (model_id, i, quantization_mode or "", revision or ""))
                 for f, i in zip(futures, layer_indices)]
@@ -447,7 +454,7 @@ class LayerCache:
         ``config`` (the model's config.json as a dict) makes a tensor dict of a known family
         rebuildable as layercache's decoder layer, and is kept as the model's config."""
         from . import models, modules
-        key = (model_id, _index(layer_index), quantization_mode or "", revision or "")
+        key = (_model(model_id), _index(layer_index), quantization_mode or "", revision or "")
         metadata = {}
         if torch is not None and isinstance(layer, torch.nn.Module):
             spec = modules.spec_of(layer, module_spec)

@@ -4,8 +4,6 @@ The C++ GPU tier copies the layer to the device (from memory, or straight from i
 pinned buffers); the tensors are handed to torch with DLPack, without a further copy. Needs a torch
 built with CUDA and a layercache built with CUDA; otherwise the error says which is missing."""
 
-import re
-
 from . import _core
 
 _BYTE_VIEWS = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz",
@@ -32,8 +30,7 @@ def check_torch_cuda(device):
 def device_layer(cache_core, model_id, layer_index, quantization_mode, revision, device):
     """The layer's tensors on ``device`` as {name: torch CUDA tensor}, or None when it is not cached."""
     device = str(device)
-    if not re.fullmatch(r"cuda(:[0-9]+)?", device):
-        raise ValueError(f"device {device!r} is not understood: use 'cpu', 'cuda' or 'cuda:N'")
+    _core.parse_device(device)  # the C++ rule: ValueError saying what is accepted
     torch = check_torch_cuda(device)
     got = _core.get_device_layer(cache_core, model_id, int(layer_index), quantization_mode or "",
                                  revision or "", device)

@@ -122,6 +122,15 @@ py::object Capsule(const DeviceLayerPtr& layer, const TensorInfo& t) {
 
 void BindGpu(py::module_& m) {
   m.def(
+      "parse_device",
+      [](const std::string& device) {
+        auto d = ParseDevice(device);
+        if (!d.ok()) throw Error(d.status());
+        return *d;
+      },
+      py::arg("device"),
+      "layercache::ParseDevice: 'cuda' -> 0, 'cuda:N' -> N, 'cpu' -> -1; ValueError otherwise.");
+  m.def(
       "get_device_layer",
       [](LayerCache& c, const std::string& model_id, int64_t layer_index, const std::string& quant,
          const std::string& revision, const std::string& device) -> py::object {
@@ -133,8 +142,8 @@ void BindGpu(py::module_& m) {
         if (!layer) return py::none();
         py::list tensors;
         for (const TensorInfo& t : layer->tensors()) {
-          tensors.append(py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape,
-                                        Capsule(layer, t)));
+          tensors.append(
+              py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape, Capsule(layer, t)));
         }
         return py::make_tuple(tensors, layer->metadata());
       },

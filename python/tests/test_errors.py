@@ -43,3 +43,24 @@ def test_other_codes_are_os_errors_named_by_their_code(tmp_path):
     assert str(e.value).startswith("corruption: "), str(e.value)
     assert "settings.json" in str(e.value), str(e.value)
     assert not isinstance(e.value, ValueError)
+
+
+def test_a_model_id_that_is_not_a_str_is_a_type_error_naming_the_argument(tmp_path):
+    cache = layercache.LayerCache(cache_dir=str(tmp_path / "c"))
+    for bad in (None, b"m", 3):
+        with pytest.raises(TypeError, match="model_id must be a str"):
+            cache.get_layer(bad, 0)
+        with pytest.raises(TypeError, match="model_id must be a str"):
+            cache.cache_layer(bad, 0, {"w": torch.ones(4)})
+        with pytest.raises(TypeError, match="model_id must be a str"):
+            cache.prefetch(bad, [0])
+    assert cache.get_stats()["disk_cache_entries"] == 0
+
+
+def test_device_names_are_parsed_by_the_library():
+    assert layercache._core.parse_device("cuda") == 0
+    assert layercache._core.parse_device("cuda:3") == 3
+    assert layercache._core.parse_device("cpu") == -1
+    for bad in ("tpu", "cuda:", "cuda:-1", "cuda:1x"):
+        with pytest.raises(ValueError, match="not understood"):
+            layercache._core.parse_device(bad)

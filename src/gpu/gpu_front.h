@@ -30,10 +30,6 @@
 
 namespace layercache {
 
-// Parses "cuda" (cuda:0) and "cuda:N" into N, "cpu" into -1; kInvalidArgument
-// saying what is accepted otherwise.
-Result<int> ParseDevice(std::string_view device);
-
 // What the GPU tier needs from the host side of the cache.
 struct HostTiers {
   // The memory tier's layer, or nullptr (no disk access).
