@@ -106,19 +106,17 @@ LayerCache::Impl::Impl(LayerCacheOptions options) : options_(std::move(options))
   }
   chain_ = std::make_unique<TierChain>(std::move(tiers));
   // Lookups, timed by the tier that served them (by its name), or a miss.
-  std::vector<LatencyHistogram*> by_tier;
-  for (size_t i = 0; i < chain_->size(); ++i) {
-    const std::string name = chain_->tier(i).name();
+  auto histogram_of = [this](const std::string& name) -> LatencyHistogram* {
+    if (name == "memory") return &latencies_.get_memory;
+    if (name == "disk") return &latencies_.get_disk;
+    if (name == "remote") return &latencies_.get_remote;
     auto& other = latencies_.get_other[name];
-    if (name != "memory" && name != "disk" && name != "remote" && !other) {
-      other = std::make_unique<LatencyHistogram>();
-    }
-    by_tier.push_back(name == "memory"   ? &latencies_.get_memory
-                      : name == "disk"   ? &latencies_.get_disk
-                      : name == "remote" ? &latencies_.get_remote
-                                         : other.get());
-  }
-  std::erase_if(latencies_.get_other, [](const auto& kv) { return kv.second == nullptr; });
+    if (!other) other = std::make_unique<LatencyHistogram>();
+    return other.get();
+  };
+  std::vector<LatencyHistogram*> by_tier;
+  for (size_t i = 0; i < chain_->size(); ++i)
+    by_tier.push_back(histogram_of(chain_->tier(i).name()));
   by_tier.push_back(&latencies_.get_miss);
   chain_->set_lookup_observer([this, by_tier](size_t tier, double seconds) {
     if (tier == 0) {  // the top tier's hits are sampled

@@ -45,8 +45,6 @@ Result<int> DeviceOrdinal(std::string_view device) {
   return *d;
 }
 
-[[noreturn]] void Throw(const Status& s) { throw Error(s); }
-
 }  // namespace
 
 Result<GpuFront*> LayerCache::Impl::Gpu() {
@@ -90,17 +88,17 @@ DeviceLayerPtr LayerCache::get_layer(const LayerKey& key, std::string_view devic
   auto r = get_layer_status(key, device);
   if (r.ok()) return *r;
   if (r.status().IsNotFound()) return nullptr;
-  Throw(r.status());
+  throw Error(r.status());
 }
 
 std::vector<std::shared_future<DeviceLayerPtr>> LayerCache::prefetch(
     const std::vector<LayerKey>& keys, std::string_view device) {
   for (const LayerKey& k : keys) k.Validate();
   auto ordinal = DeviceOrdinal(device);
-  if (!ordinal.ok()) Throw(ordinal.status());
+  if (!ordinal.ok()) throw Error(ordinal.status());
   auto front = impl_->Gpu();
-  if (!front.ok()) Throw(front.status());
-  if (Status s = (*front)->tier().CheckDevice(*ordinal); !s.ok()) Throw(s);
+  if (!front.ok()) throw Error(front.status());
+  if (Status s = (*front)->tier().CheckDevice(*ordinal); !s.ok()) throw Error(s);
   return (*front)->Prefetch(keys, *ordinal);
 }
 
